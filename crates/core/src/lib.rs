@@ -1,0 +1,14 @@
+//! Core vocabulary of Berth: ids, tenant scopes, roles, names and money; pure types, no IO.
+
+pub mod id;
+pub mod money;
+pub mod name;
+pub mod role;
+pub mod scope;
+pub mod clock;
+
+pub use id::{Id, IdKind};
+pub use money::NanoUsd;
+pub use name::{AgentName, NameError, ResourceName};
+pub use role::Role;
+pub use scope::{Principal, TenantId, TenantScope};

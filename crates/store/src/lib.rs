@@ -1,0 +1,96 @@
+//! Tenant-scoped storage: capability traits, one contract, SQLite and PostgreSQL backends.
+//!
+//! Every method that reads or writes tenant data takes a [`TenantScope`]; there is no
+//! unscoped query for tenant data. The only methods without a scope are the operator's
+//! tenant registry and the key-hash lookup that authentication uses to *obtain* a scope.
+
+pub mod contract;
+mod error;
+pub mod model;
+pub mod postgres;
+mod shared;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use berth_audit::{Entry, NewEntry};
+use berth_core::{TenantId, TenantScope};
+
+pub use error::StoreError;
+pub use model::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The operator's registry of tenants. Each write is audited in that tenant's chain.
+#[async_trait]
+pub trait TenantRegistry: Send + Sync {
+    async fn create_tenant(&self, tenant: &Tenant, audit: &NewEntry) -> Result<()>;
+    async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>>;
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>>;
+    async fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
+    async fn update_tenant(&self, scope: &TenantScope, patch: &TenantPatch, audit: &NewEntry)
+    -> Result<Tenant>;
+    /// Removes the tenant and every row it owns, in one transaction.
+    async fn delete_tenant(&self, scope: &TenantScope) -> Result<()>;
+}
+
+/// Tenant API keys. Only hashes are stored.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn create_key(&self, scope: &TenantScope, key: &NewApiKey, audit: &NewEntry)
+    -> Result<ApiKey>;
+    async fn list_keys(&self, scope: &TenantScope, page: &PageRequest) -> Result<Page<ApiKey>>;
+    async fn revoke_key(&self, scope: &TenantScope, key_id: &str, audit: &NewEntry)
+    -> Result<ApiKey>;
+    /// The authentication lookup: which tenant and key a token hash belongs to.
+    async fn lookup_key_hash(&self, hash: &str) -> Result<Option<KeyGrant>>;
+}
+
+/// Sealed secrets and the wrapped per-tenant data key. Values are opaque ciphertext here.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    async fn data_key(&self, scope: &TenantScope) -> Result<Option<WrappedKey>>;
+    /// Stores `key` unless the tenant already has one; returns the one that is stored.
+    async fn insert_data_key(&self, scope: &TenantScope, key: &WrappedKey) -> Result<WrappedKey>;
+    async fn put_secret(&self, scope: &TenantScope, secret: &SealedSecret, audit: &NewEntry)
+    -> Result<()>;
+    async fn get_secret(&self, scope: &TenantScope, name: &str) -> Result<Option<SealedSecret>>;
+    async fn list_secrets(&self, scope: &TenantScope, page: &PageRequest)
+    -> Result<Page<SecretMeta>>;
+    async fn delete_secret(&self, scope: &TenantScope, name: &str, audit: &NewEntry)
+    -> Result<bool>;
+}
+
+/// The per-tenant audit hash chain.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn append_audit(&self, scope: &TenantScope, entry: &NewEntry) -> Result<Entry>;
+    /// Entries with `seq > after`, in order.
+    async fn list_audit(&self, scope: &TenantScope, after: i64, limit: i64) -> Result<Vec<Entry>>;
+}
+
+/// Liveness of the backing database.
+#[async_trait]
+pub trait Health: Send + Sync {
+    async fn ping(&self) -> Result<()>;
+    fn backend(&self) -> &'static str;
+}
+
+/// Everything the server needs from storage.
+pub trait Store: TenantRegistry + KeyStore + SecretStore + AuditStore + Health {}
+impl<T: TenantRegistry + KeyStore + SecretStore + AuditStore + Health> Store for T {}
+
+/// Opens the backend named by `url` (`sqlite://…` or `postgres://…`) and applies migrations.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::open(url).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "database_url must start with sqlite:// or postgres://, got {:?}",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}

@@ -1,0 +1,137 @@
+//! The scale-out backend: PostgreSQL with row-level security as a second wall.
+//!
+//! The connecting role migrates the schema, then every pooled connection switches to the
+//! restricted role `berth_app` (not owner, not superuser, no BYPASSRLS). Each transaction
+//! names its tenant with `set_config('berth.tenant_id', …, true)`, so a query that forgets
+//! its `tenant_id` filter still sees only that tenant's rows.
+
+use crate::shared::{TxKind, impl_store};
+use crate::{Health, Result, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor, Postgres, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The role all tenant work runs as.
+pub const APP_ROLE: &str = "berth_app";
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("bad postgres url: {e}")))?;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&admin).await?;
+        Self::prepare_app_role(&admin).await?;
+        admin.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(PgStore { pool })
+    }
+
+    /// Creates `berth_app` if missing (tolerating a concurrent creator) and grants it
+    /// exactly the table privileges it needs, and membership to the connecting role.
+    async fn prepare_app_role(admin: &PgPool) -> Result<()> {
+        admin
+            .execute(
+                "DO $$ BEGIN \
+                   CREATE ROLE berth_app NOLOGIN NOSUPERUSER NOBYPASSRLS; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+            )
+            .await?;
+        admin
+            .execute(
+                "DO $$ BEGIN \
+                   EXECUTE format('GRANT berth_app TO %I', current_user); \
+                 EXCEPTION WHEN duplicate_object OR unique_violation OR invalid_grant_operation THEN NULL; END $$",
+            )
+            .await?;
+        admin
+            .execute(
+                "GRANT USAGE ON SCHEMA public TO berth_app; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO berth_app; \
+                 REVOKE ALL ON _sqlx_migrations FROM berth_app",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn begin(&self, kind: TxKind<'_>, _write: bool) -> Result<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        let (tenant, operator) = match kind {
+            TxKind::Tenant(t) => (t, ""),
+            TxKind::Operator => ("", "on"),
+            TxKind::OperatorOn(t) => (t, "on"),
+            TxKind::Auth => ("", ""),
+        };
+        sqlx::query("SELECT set_config('berth.tenant_id', $1, true), set_config('berth.operator', $2, true)")
+            .bind(tenant)
+            .bind(operator)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    async fn scope_tx(tx: &mut Transaction<'static, Postgres>, tenant: &str) -> Result<()> {
+        sqlx::query("SELECT set_config('berth.tenant_id', $1, true)")
+            .bind(tenant)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Serialises appends to one tenant's chain across every process sharing the database.
+    async fn lock_audit_chain(tx: &mut Transaction<'static, Postgres>, tenant: &str) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("berth.audit.{tenant}"))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// A transaction scoped to `scope`'s tenant, for raw queries. The row-level security
+    /// test uses it to show that an unfiltered query still sees one tenant only.
+    pub async fn scoped_transaction(
+        &self,
+        scope: &berth_core::TenantScope,
+    ) -> Result<Transaction<'static, Postgres>> {
+        self.begin(TxKind::Tenant(scope.tenant_str()), true).await
+    }
+
+    /// A transaction with no tenant set at all.
+    pub async fn unscoped_transaction(&self) -> Result<Transaction<'static, Postgres>> {
+        self.begin(TxKind::Auth, true).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Health for PgStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+impl_store!(PgStore, Postgres);

@@ -1,0 +1,540 @@
+//! The SQL both backends share, written once and expanded for each driver by a macro.
+//!
+//! SQLite and PostgreSQL accept the same statements here (`$n` placeholders, `RETURNING`,
+//! `ON CONFLICT`); what differs (how a transaction is opened and scoped, how the audit
+//! chain is locked) is supplied by each backend as inherent methods `begin` and
+//! `lock_audit_chain`.
+
+/// Implements every storage trait for `$store`, whose driver is `$db`.
+macro_rules! impl_store {
+    ($store:ident, $db:ty) => {
+        mod sql {
+        #[allow(unused_imports)]
+        use super::*;
+        use super::$store;
+        use async_trait::async_trait;
+        use berth_audit::{Entry, NewEntry};
+        use berth_core::clock::now_ms;
+        use berth_core::{Role, TenantId, TenantScope};
+        use sqlx::Row;
+        use $crate::model::*;
+        use $crate::shared::TxKind;
+        use $crate::{AuditStore, KeyStore, Result, SecretStore, StoreError, TenantRegistry};
+
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        fn tenant_from_row(row: &<$db as sqlx::Database>::Row) -> Result<Tenant> {
+            let id: String = row.try_get("id")?;
+            Ok(Tenant {
+                id: TenantId::parse(&id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("tenant id {id:?}")))?,
+                name: row.try_get("name")?,
+                plan: row.try_get("plan")?,
+                suspended: row.try_get("suspended")?,
+                created_at_ms: row.try_get("created_at")?,
+            })
+        }
+
+        fn key_from_row(row: &<$db as sqlx::Database>::Row) -> Result<ApiKey> {
+            let role: String = row.try_get("role")?;
+            Ok(ApiKey {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                role: role
+                    .parse::<Role>()
+                    .map_err(StoreError::Corrupt)?,
+                agent: row.try_get("agent")?,
+                prefix: row.try_get("prefix")?,
+                expires_at_ms: row.try_get("expires_at")?,
+                revoked_at_ms: row.try_get("revoked_at")?,
+                created_at_ms: row.try_get("created_at")?,
+            })
+        }
+
+        fn audit_from_row(row: &<$db as sqlx::Database>::Row) -> Result<Entry> {
+            let details: String = row.try_get("details")?;
+            Ok(Entry {
+                seq: row.try_get("seq")?,
+                at_ms: row.try_get("at")?,
+                actor: row.try_get("actor")?,
+                action: row.try_get("action")?,
+                target: row.try_get("target")?,
+                details: serde_json::from_str(&details)
+                    .map_err(|e| StoreError::Corrupt(format!("audit details: {e}")))?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+            })
+        }
+
+        const TENANT_COLS: &str = "id, name, plan, suspended, created_at";
+        const KEY_COLS: &str =
+            "id, name, role, agent, prefix, expires_at, revoked_at, created_at";
+
+        /// Appends `entry` to the tenant's chain inside `tx`, so a change and its audit
+        /// entry commit or roll back together.
+        async fn append_in_tx(tx: &mut Tx, tenant: &str, entry: &NewEntry) -> Result<Entry> {
+            <$store>::lock_audit_chain(tx, tenant).await?;
+            let head = sqlx::query(
+                "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(tenant)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let (prev_seq, prev_hash) = match head {
+                Some(row) => (row.try_get::<i64, _>("seq")?, row.try_get::<String, _>("hash")?),
+                None => (0, berth_audit::GENESIS.to_owned()),
+            };
+            let seq = prev_seq + 1;
+            let at = now_ms();
+            let hash = berth_audit::entry_hash(tenant, seq, at, entry, &prev_hash);
+            sqlx::query(
+                "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, details, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(tenant)
+            .bind(seq)
+            .bind(at)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.target)
+            .bind(entry.details.to_string())
+            .bind(&prev_hash)
+            .bind(&hash)
+            .execute(&mut **tx)
+            .await?;
+            Ok(Entry {
+                seq,
+                at_ms: at,
+                actor: entry.actor.clone(),
+                action: entry.action.clone(),
+                target: entry.target.clone(),
+                details: entry.details.clone(),
+                prev_hash,
+                hash,
+            })
+        }
+
+        fn limit_plus_one(page: &PageRequest) -> i64 {
+            page.limit.clamp(1, PageRequest::MAX_LIMIT) + 1
+        }
+
+        #[async_trait]
+        impl TenantRegistry for $store {
+            async fn create_tenant(&self, tenant: &Tenant, audit: &NewEntry) -> Result<()> {
+                let mut tx = self.begin(TxKind::OperatorOn(tenant.id.as_str()), true).await?;
+                sqlx::query(
+                    "INSERT INTO tenants (id, name, plan, suspended, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(tenant.id.as_str())
+                .bind(&tenant.name)
+                .bind(&tenant.plan)
+                .bind(tenant.suspended)
+                .bind(tenant.created_at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_write(e, "a tenant with this name exists"))?;
+                append_in_tx(&mut tx, tenant.id.as_str(), audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>> {
+                let mut tx = self.begin(TxKind::Operator, false).await?;
+                let rows = sqlx::query(&format!(
+                    "SELECT {TENANT_COLS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(page.cursor.as_deref().unwrap_or(""))
+                .bind(limit_plus_one(page))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let tenants = rows.iter().map(tenant_from_row).collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_rows(tenants, page.limit, |t| t.id.to_string()))
+            }
+
+            async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
+                let mut tx = self.begin(TxKind::OperatorOn(id.as_str()), false).await?;
+                let row = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row.as_ref().map(tenant_from_row).transpose()
+            }
+
+            async fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+                let mut tx = self.begin(TxKind::Operator, false).await?;
+                let row =
+                    sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE name = $1"))
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                row.as_ref().map(tenant_from_row).transpose()
+            }
+
+            async fn update_tenant(
+                &self,
+                scope: &TenantScope,
+                patch: &TenantPatch,
+                audit: &NewEntry,
+            ) -> Result<Tenant> {
+                let mut tx = self.begin(TxKind::OperatorOn(scope.tenant_str()), true).await?;
+                let row = sqlx::query(&format!(
+                    "UPDATE tenants SET name = COALESCE($1, name), plan = COALESCE($2, plan), \
+                     suspended = COALESCE($3, suspended) WHERE id = $4 RETURNING {TENANT_COLS}"
+                ))
+                .bind(patch.name.as_deref())
+                .bind(patch.plan.as_deref())
+                .bind(patch.suspended)
+                .bind(scope.tenant_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_write(e, "a tenant with this name exists"))?
+                .ok_or(StoreError::NotFound)?;
+                let tenant = tenant_from_row(&row)?;
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                Ok(tenant)
+            }
+
+            async fn delete_tenant(&self, scope: &TenantScope) -> Result<()> {
+                let mut tx = self.begin(TxKind::OperatorOn(scope.tenant_str()), true).await?;
+                // Children first, explicitly, so nothing depends on cascade behaviour.
+                for table in ["key_index", "audit_log", "secrets", "tenant_data_keys", "api_keys"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
+                        .bind(scope.tenant_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
+                    .bind(scope.tenant_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl KeyStore for $store {
+            async fn create_key(
+                &self,
+                scope: &TenantScope,
+                key: &NewApiKey,
+                audit: &NewEntry,
+            ) -> Result<ApiKey> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let row = sqlx::query(&format!(
+                    "INSERT INTO api_keys (id, tenant_id, name, role, agent, prefix, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLS}"
+                ))
+                .bind(&key.id)
+                .bind(scope.tenant_str())
+                .bind(&key.name)
+                .bind(key.role.as_str())
+                .bind(key.agent.as_deref())
+                .bind(&key.prefix)
+                .bind(key.expires_at_ms)
+                .bind(key.created_at_ms)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_write(e, "key id collision"))?;
+                sqlx::query("INSERT INTO key_index (hash, tenant_id, key_id) VALUES ($1, $2, $3)")
+                    .bind(&key.hash)
+                    .bind(scope.tenant_str())
+                    .bind(&key.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::from_write(e, "key hash collision"))?;
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                key_from_row(&row)
+            }
+
+            async fn list_keys(
+                &self,
+                scope: &TenantScope,
+                page: &PageRequest,
+            ) -> Result<Page<ApiKey>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let rows = sqlx::query(&format!(
+                    "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(scope.tenant_str())
+                .bind(page.cursor.as_deref().unwrap_or(""))
+                .bind(limit_plus_one(page))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let keys = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_rows(keys, page.limit, |k| k.id.clone()))
+            }
+
+            async fn revoke_key(
+                &self,
+                scope: &TenantScope,
+                key_id: &str,
+                audit: &NewEntry,
+            ) -> Result<ApiKey> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let row = sqlx::query(&format!(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
+                     WHERE tenant_id = $2 AND id = $3 RETURNING {KEY_COLS}"
+                ))
+                .bind(now_ms())
+                .bind(scope.tenant_str())
+                .bind(key_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+                sqlx::query("DELETE FROM key_index WHERE tenant_id = $1 AND key_id = $2")
+                    .bind(scope.tenant_str())
+                    .bind(key_id)
+                    .execute(&mut *tx)
+                    .await?;
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                key_from_row(&row)
+            }
+
+            async fn lookup_key_hash(&self, hash: &str) -> Result<Option<KeyGrant>> {
+                let mut tx = self.begin(TxKind::Auth, false).await?;
+                let Some(index) =
+                    sqlx::query("SELECT tenant_id, key_id FROM key_index WHERE hash = $1")
+                        .bind(hash)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                else {
+                    return Ok(None);
+                };
+                let tenant_id: String = index.try_get("tenant_id")?;
+                let key_id: String = index.try_get("key_id")?;
+                // From here on the transaction is scoped to the tenant the hash names.
+                <$store>::scope_tx(&mut tx, &tenant_id).await?;
+                let tenant_row =
+                    sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+                        .bind(&tenant_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let key_row = sqlx::query(&format!(
+                    "SELECT {KEY_COLS} FROM api_keys WHERE tenant_id = $1 AND id = $2"
+                ))
+                .bind(&tenant_id)
+                .bind(&key_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                match (tenant_row, key_row) {
+                    (Some(t), Some(k)) => Ok(Some(KeyGrant {
+                        tenant: tenant_from_row(&t)?,
+                        key: key_from_row(&k)?,
+                    })),
+                    _ => Ok(None),
+                }
+            }
+        }
+
+        #[async_trait]
+        impl SecretStore for $store {
+            async fn data_key(&self, scope: &TenantScope) -> Result<Option<WrappedKey>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let row = sqlx::query(
+                    "SELECT nonce, wrapped FROM tenant_data_keys WHERE tenant_id = $1",
+                )
+                .bind(scope.tenant_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                row.map(|r| {
+                    Ok(WrappedKey {
+                        nonce: r.try_get("nonce")?,
+                        wrapped: r.try_get("wrapped")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn insert_data_key(
+                &self,
+                scope: &TenantScope,
+                key: &WrappedKey,
+            ) -> Result<WrappedKey> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query(
+                    "INSERT INTO tenant_data_keys (tenant_id, nonce, wrapped, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO NOTHING",
+                )
+                .bind(scope.tenant_str())
+                .bind(&key.nonce)
+                .bind(&key.wrapped)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                let row = sqlx::query(
+                    "SELECT nonce, wrapped FROM tenant_data_keys WHERE tenant_id = $1",
+                )
+                .bind(scope.tenant_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(WrappedKey {
+                    nonce: row.try_get("nonce")?,
+                    wrapped: row.try_get("wrapped")?,
+                })
+            }
+
+            async fn put_secret(
+                &self,
+                scope: &TenantScope,
+                secret: &SealedSecret,
+                audit: &NewEntry,
+            ) -> Result<()> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query(
+                    "INSERT INTO secrets (tenant_id, name, nonce, ciphertext, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (tenant_id, name) DO UPDATE SET nonce = excluded.nonce, \
+                     ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+                )
+                .bind(scope.tenant_str())
+                .bind(&secret.name)
+                .bind(&secret.nonce)
+                .bind(&secret.ciphertext)
+                .bind(secret.created_at_ms)
+                .bind(secret.updated_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_secret(
+                &self,
+                scope: &TenantScope,
+                name: &str,
+            ) -> Result<Option<SealedSecret>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let row = sqlx::query(
+                    "SELECT name, nonce, ciphertext, created_at, updated_at FROM secrets \
+                     WHERE tenant_id = $1 AND name = $2",
+                )
+                .bind(scope.tenant_str())
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                row.map(|r| {
+                    Ok(SealedSecret {
+                        name: r.try_get("name")?,
+                        nonce: r.try_get("nonce")?,
+                        ciphertext: r.try_get("ciphertext")?,
+                        created_at_ms: r.try_get("created_at")?,
+                        updated_at_ms: r.try_get("updated_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn list_secrets(
+                &self,
+                scope: &TenantScope,
+                page: &PageRequest,
+            ) -> Result<Page<SecretMeta>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let rows = sqlx::query(
+                    "SELECT name, created_at, updated_at FROM secrets \
+                     WHERE tenant_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+                )
+                .bind(scope.tenant_str())
+                .bind(page.cursor.as_deref().unwrap_or(""))
+                .bind(limit_plus_one(page))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let metas = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(SecretMeta {
+                            name: r.try_get("name")?,
+                            created_at_ms: r.try_get("created_at")?,
+                            updated_at_ms: r.try_get("updated_at")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_rows(metas, page.limit, |m| m.name.clone()))
+            }
+
+            async fn delete_secret(
+                &self,
+                scope: &TenantScope,
+                name: &str,
+                audit: &NewEntry,
+            ) -> Result<bool> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let done = sqlx::query("DELETE FROM secrets WHERE tenant_id = $1 AND name = $2")
+                    .bind(scope.tenant_str())
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+
+        #[async_trait]
+        impl AuditStore for $store {
+            async fn append_audit(&self, scope: &TenantScope, entry: &NewEntry) -> Result<Entry> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let stored = append_in_tx(&mut tx, scope.tenant_str(), entry).await?;
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn list_audit(
+                &self,
+                scope: &TenantScope,
+                after: i64,
+                limit: i64,
+            ) -> Result<Vec<Entry>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let rows = sqlx::query(
+                    "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log \
+                     WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(scope.tenant_str())
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows.iter().map(audit_from_row).collect()
+            }
+        }
+        }
+    };
+}
+
+pub(crate) use impl_store;
+
+/// What a transaction is opened for; PostgreSQL turns it into session settings that its
+/// row-level security policies read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TxKind<'a> {
+    /// Work on one tenant's data.
+    Tenant(&'a str),
+    /// The operator's view of the tenant registry.
+    Operator,
+    /// The operator acting on one tenant (create, update, delete it).
+    OperatorOn(&'a str),
+    /// The authentication lookup, before any tenant is known.
+    Auth,
+}

@@ -1,0 +1,227 @@
+//! The secrets vault: a master key wraps one data key per tenant; secrets are sealed with
+//! XChaCha20-Poly1305 under that data key, bound to tenant and secret name.
+//!
+//! Plaintext exists only in memory, only while a caller holds a [`SecretValue`], whose
+//! `Debug` never prints it. Nothing here logs a value.
+
+mod master;
+
+use berth_audit::NewEntry;
+use berth_core::clock::now_ms;
+use berth_core::{ResourceName, TenantId, TenantScope};
+use berth_store::{SealedSecret, SecretStore, StoreError, WrappedKey};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use zeroize::Zeroizing;
+
+pub use master::{MasterKey, MasterKeyError};
+
+/// The most a secret value may hold (API.md: 64 KiB).
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Authentication of ciphertext failed: wrong master key, or tampered data.
+    #[error("a sealed value could not be opened (wrong master key or tampered data)")]
+    Unseal,
+    #[error("secret value is larger than {MAX_SECRET_BYTES} bytes")]
+    TooLarge,
+}
+
+/// A revealed secret. Its `Debug` and `Display` print `[redacted]`; memory is wiped on drop.
+pub struct SecretValue(Zeroizing<String>);
+
+impl SecretValue {
+    /// The plaintext, for injecting into one outbound request.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+type DataKey = Zeroizing<[u8; 32]>;
+
+pub struct Vault {
+    master: MasterKey,
+    store: Arc<dyn SecretStore>,
+    /// Unwrapped data keys, so a reveal costs one store read, not two.
+    data_keys: RwLock<HashMap<TenantId, Arc<DataKey>>>,
+}
+
+impl Vault {
+    pub fn new(master: MasterKey, store: Arc<dyn SecretStore>) -> Self {
+        Vault {
+            master,
+            store,
+            data_keys: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Seals and stores `value` under `name`, auditing the write (never the value).
+    pub async fn put(
+        &self,
+        scope: &TenantScope,
+        name: &ResourceName,
+        value: &str,
+        audit: &NewEntry,
+    ) -> Result<(), VaultError> {
+        if value.len() > MAX_SECRET_BYTES {
+            return Err(VaultError::TooLarge);
+        }
+        let key = self.data_key(scope).await?;
+        let (nonce, ciphertext) = seal(
+            &key[..],
+            &secret_aad(scope.tenant(), name.as_str()),
+            value.as_bytes(),
+        )?;
+        let now = now_ms();
+        let created = self
+            .store
+            .get_secret(scope, name.as_str())
+            .await?
+            .map_or(now, |s| s.created_at_ms);
+        let sealed = SealedSecret {
+            name: name.as_str().to_owned(),
+            nonce,
+            ciphertext,
+            created_at_ms: created,
+            updated_at_ms: now,
+        };
+        self.store.put_secret(scope, &sealed, audit).await?;
+        Ok(())
+    }
+
+    /// Opens the secret `name`, or `None` if the tenant has none by that name.
+    pub async fn reveal(
+        &self,
+        scope: &TenantScope,
+        name: &str,
+    ) -> Result<Option<SecretValue>, VaultError> {
+        let Some(sealed) = self.store.get_secret(scope, name).await? else {
+            return Ok(None);
+        };
+        let key = self.data_key(scope).await?;
+        let plain = open(
+            &key[..],
+            &secret_aad(scope.tenant(), name),
+            &sealed.nonce,
+            &sealed.ciphertext,
+        )?;
+        let text = String::from_utf8(plain.to_vec()).map_err(|_| VaultError::Unseal)?;
+        Ok(Some(SecretValue(Zeroizing::new(text))))
+    }
+
+    /// Drops the cached data key of a tenant (after the tenant is deleted).
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        if let Ok(mut keys) = self.data_keys.write() {
+            keys.remove(tenant);
+        }
+    }
+
+    /// The tenant's data key: from cache, else unwrapped from the store, else created.
+    async fn data_key(&self, scope: &TenantScope) -> Result<Arc<DataKey>, VaultError> {
+        if let Some(k) = self
+            .data_keys
+            .read()
+            .ok()
+            .and_then(|m| m.get(scope.tenant()).cloned())
+        {
+            return Ok(k);
+        }
+        let aad = dek_aad(scope.tenant());
+        let wrapped = match self.store.data_key(scope).await? {
+            Some(w) => w,
+            None => {
+                let mut fresh: DataKey = Zeroizing::new([0u8; 32]);
+                rand::thread_rng().fill_bytes(&mut fresh[..]);
+                let (nonce, wrapped) = seal(self.master.bytes(), &aad, &fresh[..])?;
+                // Another request may have created one first; the store keeps the first.
+                self.store
+                    .insert_data_key(scope, &WrappedKey { nonce, wrapped })
+                    .await?
+            }
+        };
+        let plain = open(self.master.bytes(), &aad, &wrapped.nonce, &wrapped.wrapped)?;
+        let mut key: DataKey = Zeroizing::new([0u8; 32]);
+        if plain.len() != 32 {
+            return Err(VaultError::Unseal);
+        }
+        key.copy_from_slice(&plain);
+        let key = Arc::new(key);
+        if let Ok(mut keys) = self.data_keys.write() {
+            keys.insert(scope.tenant().clone(), key.clone());
+        }
+        Ok(key)
+    }
+}
+
+fn dek_aad(tenant: &TenantId) -> Vec<u8> {
+    format!("berth/v1/data-key/{tenant}").into_bytes()
+}
+
+fn secret_aad(tenant: &TenantId, name: &str) -> Vec<u8> {
+    format!("berth/v1/secret/{tenant}/{name}").into_bytes()
+}
+
+fn seal(key: &[u8], aad: &[u8], plain: &[u8]) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
+    let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| VaultError::Unseal)?;
+    let mut nonce = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let ct = cipher
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .map_err(|_| VaultError::Unseal)?;
+    Ok((nonce.to_vec(), ct))
+}
+
+fn open(key: &[u8], aad: &[u8], nonce: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    if nonce.len() != 24 {
+        return Err(VaultError::Unseal);
+    }
+    let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| VaultError::Unseal)?;
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .map(Zeroizing::new)
+        .map_err(|_| VaultError::Unseal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_value_is_bound_to_its_context() {
+        let key = [7u8; 32];
+        let (nonce, ct) = seal(&key, b"ctx-a", b"hunter2").unwrap();
+        assert_eq!(&open(&key, b"ctx-a", &nonce, &ct).unwrap()[..], b"hunter2");
+        assert!(open(&key, b"ctx-b", &nonce, &ct).is_err());
+        assert!(open(&[8u8; 32], b"ctx-a", &nonce, &ct).is_err());
+        let mut tampered = ct.clone();
+        tampered[0] ^= 1;
+        assert!(open(&key, b"ctx-a", &nonce, &tampered).is_err());
+        assert!(!ct.windows(7).any(|w| w == b"hunter2"));
+    }
+
+    #[test]
+    fn secret_value_never_formats_its_plaintext() {
+        let v = SecretValue(Zeroizing::new("sk-live-123".to_owned()));
+        assert_eq!(format!("{v:?} {v}"), "[redacted] [redacted]");
+        assert_eq!(v.expose(), "sk-live-123");
+    }
+}
