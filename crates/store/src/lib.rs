@@ -4,6 +4,7 @@
 //! unscoped query for tenant data. The only methods without a scope are the operator's
 //! tenant registry and the key-hash lookup that authentication uses to *obtain* a scope.
 
+#[cfg(feature = "contract")]
 pub mod contract;
 mod error;
 pub mod model;
