@@ -1,1 +1,40 @@
-//! stub
+//! The HTTP surface of Berth: router, authentication, error mapping, request context.
+//!
+//! Handlers are thin: they authenticate, check the role, parse the body and call a
+//! function in [`service`]. Every error leaves through [`ApiError`], the one place where
+//! failures become HTTP statuses in the OpenAI error shape.
+
+pub mod auth;
+mod context;
+pub mod dto;
+pub mod error;
+mod extract;
+pub mod jwt;
+mod routes;
+pub mod service;
+pub mod state;
+
+pub use auth::Authenticator;
+pub use error::ApiError;
+pub use routes::{openapi_document, router};
+pub use state::{ApiSettings, AppState};
+
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Serves `state` on `listener` until `shutdown` completes, then lets in-flight requests
+/// finish and drains the background tasks tracked by the state.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let tasks = state.tasks.clone();
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}

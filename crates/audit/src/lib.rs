@@ -90,46 +90,77 @@ pub struct Verification {
     pub reason: Option<String>,
 }
 
-/// Walks a tenant's entries in `seq` order and reports the first break: a gap in the
-/// sequence (a deleted row), a wrong `prev_hash` (reordering) or a wrong hash (an edit).
+/// Checks a chain incrementally, so a long chain can be read and verified page by page.
+pub struct Verifier<'t> {
+    tenant: &'t str,
+    prev: String,
+    expected_seq: i64,
+    count: u64,
+    failure: Option<(i64, &'static str)>,
+}
+
+impl<'t> Verifier<'t> {
+    pub fn new(tenant: &'t str) -> Self {
+        Verifier {
+            tenant,
+            prev: GENESIS.to_owned(),
+            expected_seq: 1,
+            count: 0,
+            failure: None,
+        }
+    }
+
+    /// Feeds the next entry (in `seq` order); returns false once the chain is broken.
+    /// Breaks are: a gap in the sequence (a deleted row), a wrong `prev_hash`
+    /// (reordering) or a wrong hash (an edit).
+    pub fn push(&mut self, e: &Entry) -> bool {
+        if self.failure.is_some() {
+            return false;
+        }
+        let reason = if e.seq != self.expected_seq {
+            Some("sequence gap: an entry is missing")
+        } else if e.prev_hash != self.prev {
+            Some("previous-hash link does not match")
+        } else {
+            let fields = NewEntry {
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                target: e.target.clone(),
+                details: e.details.clone(),
+            };
+            (entry_hash(self.tenant, e.seq, e.at_ms, &fields, &self.prev) != e.hash)
+                .then_some("entry content does not match its hash")
+        };
+        if let Some(reason) = reason {
+            self.failure = Some((self.expected_seq.min(e.seq), reason));
+            return false;
+        }
+        self.prev = e.hash.clone();
+        self.expected_seq += 1;
+        self.count += 1;
+        true
+    }
+
+    pub fn finish(self) -> Verification {
+        Verification {
+            ok: self.failure.is_none(),
+            entries: self.count,
+            head: self.prev,
+            first_bad_seq: self.failure.map(|f| f.0),
+            reason: self.failure.map(|f| f.1.to_owned()),
+        }
+    }
+}
+
+/// Verifies a whole chain held in memory.
 pub fn verify<'a>(tenant: &str, entries: impl IntoIterator<Item = &'a Entry>) -> Verification {
-    let mut prev = GENESIS.to_owned();
-    let mut expected_seq = 1;
-    let mut count = 0;
+    let mut v = Verifier::new(tenant);
     for e in entries {
-        let fail = |reason: &str| Verification {
-            ok: false,
-            entries: count,
-            head: prev.clone(),
-            first_bad_seq: Some(expected_seq.min(e.seq)),
-            reason: Some(reason.to_owned()),
-        };
-        if e.seq != expected_seq {
-            return fail("sequence gap: an entry is missing");
+        if !v.push(e) {
+            break;
         }
-        if e.prev_hash != prev {
-            return fail("previous-hash link does not match");
-        }
-        let fields = NewEntry {
-            actor: e.actor.clone(),
-            action: e.action.clone(),
-            target: e.target.clone(),
-            details: e.details.clone(),
-        };
-        if entry_hash(tenant, e.seq, e.at_ms, &fields, &prev) != e.hash {
-            return fail("entry content does not match its hash");
-        }
-        prev = e.hash.clone();
-        expected_seq += 1;
-        count += 1;
     }
-    Verification {
-        ok: true,
-        entries: count,
-        head: prev,
-        first_bad_seq: None,
-        reason: None,
-    }
+    v.finish()
 }
 
 #[cfg(test)]

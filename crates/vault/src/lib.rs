@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
-pub use master::{MasterKey, MasterKeyError};
+pub use master::{MasterKey, MasterKeyError, create_private as create_private_file};
 
 /// The most a secret value may hold (API.md: 64 KiB).
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;

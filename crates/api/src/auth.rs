@@ -1,0 +1,311 @@
+//! Authentication: operator token, tenant API keys and JWTs, and the extractors that turn
+//! a verified credential into a [`TenantScope`].
+//!
+//! Key lookups are cached so the hot path makes no database round trip; revoking a key,
+//! or suspending or deleting a tenant, evicts the affected entries at once on this node
+//! (other nodes see it within [`Authenticator::TTL`]).
+
+use crate::context;
+use crate::error::ApiError;
+use crate::jwt::{JwtClaims, JwtVerifier};
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use berth_core::clock::now_ms;
+use berth_core::scope::Authenticated;
+use berth_core::{Principal, Role, TenantId, TenantScope};
+use berth_store::{ApiKey, Store, Tenant};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Prefix of tenant API keys.
+pub const KEY_PREFIX: &str = "bk_";
+
+/// Hex SHA-256 of a token: what is stored and what the cache is keyed by. Tokens carry
+/// 256 random bits, so a fast hash is the right tool (no password stretching needed).
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[derive(Clone)]
+struct CachedGrant {
+    tenant: Tenant,
+    key: ApiKey,
+    fetched: Instant,
+}
+
+pub struct Authenticator {
+    operator_hash: [u8; 32],
+    store: Arc<dyn Store>,
+    keys: RwLock<HashMap<String, CachedGrant>>,
+    /// Hashes recently found to match no key, so a flood of bad tokens stays in memory.
+    misses: RwLock<HashMap<String, Instant>>,
+    tenants: RwLock<HashMap<TenantId, (Tenant, Instant)>>,
+    jwt: Option<JwtVerifier>,
+}
+
+/// A verified caller.
+pub enum Credential {
+    Operator,
+    Tenant(TenantCaller),
+}
+
+/// A caller acting inside one tenant.
+#[derive(Clone)]
+pub struct TenantCaller {
+    pub scope: TenantScope,
+    pub tenant: Tenant,
+    /// The key used, when the credential was an API key.
+    pub key: Option<ApiKey>,
+}
+
+const MAX_MISSES: usize = 10_000;
+
+impl Authenticator {
+    /// How long a cached grant is trusted before it is re-read from the store.
+    pub const TTL: Duration = Duration::from_secs(30);
+    const MISS_TTL: Duration = Duration::from_secs(5);
+
+    pub fn new(operator_token: &str, store: Arc<dyn Store>, jwt: Option<JwtVerifier>) -> Self {
+        Authenticator {
+            operator_hash: Sha256::digest(operator_token.as_bytes()).into(),
+            store,
+            keys: RwLock::new(HashMap::new()),
+            misses: RwLock::new(HashMap::new()),
+            tenants: RwLock::new(HashMap::new()),
+            jwt,
+        }
+    }
+
+    pub async fn authenticate(&self, token: &str) -> Result<Credential, ApiError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if constant_time_eq(&digest, &self.operator_hash) {
+            return Ok(Credential::Operator);
+        }
+        if token.starts_with(KEY_PREFIX) {
+            return self.authenticate_key(&hex::encode(digest)).await;
+        }
+        if token.matches('.').count() == 2 {
+            if let Some(jwt) = &self.jwt {
+                let claims = jwt.verify(token).await?;
+                return self.authenticate_jwt(claims).await;
+            }
+        }
+        Err(ApiError::unauthenticated("invalid_credentials", "the credential is not valid"))
+    }
+
+    async fn authenticate_key(&self, hash: &str) -> Result<Credential, ApiError> {
+        let cached = self
+            .keys
+            .read()
+            .ok()
+            .and_then(|m| m.get(hash).cloned())
+            .filter(|g| g.fetched.elapsed() < Self::TTL);
+        let grant = match cached {
+            Some(g) => g,
+            None => {
+                let recent_miss = self
+                    .misses
+                    .read()
+                    .ok()
+                    .and_then(|m| m.get(hash).copied())
+                    .is_some_and(|t| t.elapsed() < Self::MISS_TTL);
+                if recent_miss {
+                    return Err(invalid_key());
+                }
+                match self.store.lookup_key_hash(hash).await? {
+                    Some(g) => {
+                        let g = CachedGrant { tenant: g.tenant, key: g.key, fetched: Instant::now() };
+                        if let Ok(mut m) = self.keys.write() {
+                            m.insert(hash.to_owned(), g.clone());
+                        }
+                        g
+                    }
+                    None => {
+                        if let Ok(mut m) = self.misses.write() {
+                            if m.len() >= MAX_MISSES {
+                                m.retain(|_, t| t.elapsed() < Self::MISS_TTL);
+                                if m.len() >= MAX_MISSES {
+                                    m.clear();
+                                }
+                            }
+                            m.insert(hash.to_owned(), Instant::now());
+                        }
+                        return Err(invalid_key());
+                    }
+                }
+            }
+        };
+        if grant.key.revoked_at_ms.is_some() {
+            return Err(invalid_key());
+        }
+        if grant.key.expires_at_ms.is_some_and(|exp| exp <= now_ms()) {
+            return Err(ApiError::unauthenticated("key_expired", "this API key has expired"));
+        }
+        check_not_suspended(&grant.tenant)?;
+        let principal = Principal::Key {
+            id: grant.key.id.clone(),
+            role: grant.key.role,
+            agent: grant.key.agent.clone(),
+        };
+        Ok(Credential::Tenant(TenantCaller {
+            scope: TenantScope::authenticated(Authenticated { tenant: grant.tenant.id.clone(), principal }),
+            tenant: grant.tenant,
+            key: Some(grant.key),
+        }))
+    }
+
+    async fn authenticate_jwt(&self, claims: JwtClaims) -> Result<Credential, ApiError> {
+        let tenant = self.tenant(&claims.tenant).await?.ok_or_else(|| {
+            ApiError::unauthenticated("invalid_credentials", "the token names no existing tenant")
+        })?;
+        check_not_suspended(&tenant)?;
+        let principal = Principal::Jwt { subject: claims.subject, role: claims.role };
+        Ok(Credential::Tenant(TenantCaller {
+            scope: TenantScope::authenticated(Authenticated { tenant: tenant.id.clone(), principal }),
+            tenant,
+            key: None,
+        }))
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, ApiError> {
+        if let Some((t, at)) = self.tenants.read().ok().and_then(|m| m.get(id).cloned()) {
+            if at.elapsed() < Self::TTL {
+                return Ok(Some(t));
+            }
+        }
+        let found = self.store.get_tenant(id).await?;
+        if let (Some(t), Ok(mut m)) = (&found, self.tenants.write()) {
+            m.insert(id.clone(), (t.clone(), Instant::now()));
+        }
+        Ok(found)
+    }
+
+    /// Forgets a revoked key at once.
+    pub fn evict_key(&self, key_id: &str) {
+        if let Ok(mut m) = self.keys.write() {
+            m.retain(|_, g| g.key.id != key_id);
+        }
+    }
+
+    /// Forgets everything cached about a tenant (suspended, renamed, re-planned, deleted).
+    pub fn evict_tenant(&self, tenant: &TenantId) {
+        if let Ok(mut m) = self.keys.write() {
+            m.retain(|_, g| &g.tenant.id != tenant);
+        }
+        if let Ok(mut m) = self.tenants.write() {
+            m.remove(tenant);
+        }
+    }
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::unauthenticated("invalid_api_key", "the API key is not valid")
+}
+
+fn check_not_suspended(tenant: &Tenant) -> Result<(), ApiError> {
+    if tenant.suspended {
+        return Err(ApiError::forbidden("tenant_suspended", "this tenant is suspended"));
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The bearer token of a request: `Authorization: Bearer …` or `x-api-key: …`.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| malformed())?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .ok_or_else(malformed)?
+            .trim();
+        if token.is_empty() {
+            return Err(malformed());
+        }
+        return Ok(token);
+    }
+    if let Some(v) = parts.headers.get("x-api-key") {
+        let token = v.to_str().map_err(|_| malformed())?.trim();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    Err(ApiError::unauthenticated(
+        "missing_credentials",
+        "send a token as 'Authorization: Bearer <token>' or 'x-api-key: <token>'",
+    ))
+}
+
+fn malformed() -> ApiError {
+    ApiError::unauthenticated("malformed_credentials", "the Authorization header must be 'Bearer <token>'")
+}
+
+/// Extractor: the request carries the operator token.
+pub struct OperatorAuth;
+
+impl FromRequestParts<AppState> for OperatorAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match state.auth.authenticate(bearer(parts)?).await? {
+            Credential::Operator => Ok(OperatorAuth),
+            Credential::Tenant(_) => Err(ApiError::forbidden(
+                "operator_only",
+                "this endpoint needs the operator token",
+            )),
+        }
+    }
+}
+
+/// Extractor: a caller authenticated for one tenant.
+pub struct TenantAuth(pub TenantCaller);
+
+impl FromRequestParts<AppState> for TenantAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match state.auth.authenticate(bearer(parts)?).await? {
+            Credential::Tenant(caller) => {
+                context::set_tenant(caller.scope.tenant_str());
+                Ok(TenantAuth(caller))
+            }
+            Credential::Operator => Err(ApiError::forbidden(
+                "tenant_credential_required",
+                "the operator token may only call /v1/tenants and /v1/admin; use a tenant key",
+            )),
+        }
+    }
+}
+
+impl TenantAuth {
+    /// Requires `role` for an endpoint that is not about one agent. A key restricted to
+    /// one agent may not use such endpoints at all.
+    pub fn require(&self, role: Role) -> Result<&TenantScope, ApiError> {
+        if let Some(agent) = self.0.scope.principal().agent_restriction() {
+            return Err(ApiError::forbidden(
+                "agent_restricted_key",
+                format!("this key is restricted to agent '{agent}'"),
+            ));
+        }
+        self.require_role(role)
+    }
+
+    /// Requires `role`, allowing agent-restricted keys (for endpoints open to every key,
+    /// and later for endpoints about the key's own agent).
+    pub fn require_role(&self, role: Role) -> Result<&TenantScope, ApiError> {
+        let held = self.0.scope.principal().role();
+        if !held.allows(role) {
+            return Err(ApiError::forbidden(
+                "insufficient_role",
+                format!("this needs role '{role}' or higher; the credential has '{held}'"),
+            ));
+        }
+        Ok(&self.0.scope)
+    }
+}

@@ -1,0 +1,185 @@
+//! Wire shapes of the API (what clients send and receive), with their OpenAPI schemas.
+
+use berth_core::clock::rfc3339;
+use berth_store::{ApiKey, SecretMeta, Tenant};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A page of a list: `{"data": [...], "next_cursor": ...}`.
+#[derive(Serialize, ToSchema)]
+pub struct ListBody<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantDto {
+    pub id: String,
+    pub name: String,
+    pub plan: String,
+    pub suspended: bool,
+    pub created_at: String,
+}
+
+impl From<&Tenant> for TenantDto {
+    fn from(t: &Tenant) -> Self {
+        TenantDto {
+            id: t.id.to_string(),
+            name: t.name.clone(),
+            plan: t.plan.clone(),
+            suspended: t.suspended,
+            created_at: rfc3339(t.created_at_ms),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub name: String,
+    pub plan: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenant {
+    pub name: Option<String>,
+    pub plan: Option<String>,
+    pub suspended: Option<bool>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+    /// `admin`, `developer`, `invoker` or `viewer`.
+    pub role: String,
+    /// Restricts the key to invoking this one agent.
+    pub agent: Option<String>,
+    /// RFC 3339 time after which the key stops working.
+    pub expires_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyDto {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub agent: Option<String>,
+    /// The first characters of the key, to tell keys apart.
+    pub prefix: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl From<&ApiKey> for KeyDto {
+    fn from(k: &ApiKey) -> Self {
+        KeyDto {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            role: k.role.to_string(),
+            agent: k.agent.clone(),
+            prefix: k.prefix.clone(),
+            created_at: rfc3339(k.created_at_ms),
+            expires_at: k.expires_at_ms.map(rfc3339),
+            revoked_at: k.revoked_at_ms.map(rfc3339),
+        }
+    }
+}
+
+/// A newly created key: the only answer that ever contains the secret `key`.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKeyDto {
+    #[serde(flatten)]
+    pub meta: KeyDto,
+    pub key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeTenant {
+    pub id: String,
+    pub name: String,
+    pub plan: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeKey {
+    /// The key id; null for a JWT caller.
+    pub id: Option<String>,
+    pub name: String,
+    pub role: String,
+    pub agent: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeDto {
+    pub tenant: MeTenant,
+    pub key: MeKey,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecret {
+    pub value: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretDto {
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&SecretMeta> for SecretDto {
+    fn from(m: &SecretMeta) -> Self {
+        SecretDto {
+            name: m.name.clone(),
+            created_at: rfc3339(m.created_at_ms),
+            updated_at: rfc3339(m.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntryDto {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: serde_json::Value,
+    pub hash: String,
+}
+
+impl From<&berth_audit::Entry> for AuditEntryDto {
+    fn from(e: &berth_audit::Entry) -> Self {
+        AuditEntryDto {
+            seq: e.seq,
+            at: rfc3339(e.at_ms),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            details: e.details.clone(),
+            hash: e.hash.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditVerifyDto {
+    pub ok: bool,
+    pub entries: u64,
+    pub head: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthDto {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<&'static str>,
+}

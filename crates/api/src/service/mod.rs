@@ -1,0 +1,9 @@
+//! Service functions: what each endpoint does, independent of HTTP parsing.
+//!
+//! Each validates its input, performs the change with its audit entry in one store
+//! transaction, and keeps caches (authentication) consistent with it.
+
+pub mod audit;
+pub mod keys;
+pub mod secrets;
+pub mod tenants;

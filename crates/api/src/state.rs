@@ -1,0 +1,37 @@
+//! `AppState`: everything a handler needs, as a cheap `Clone` of `Arc`s.
+
+use crate::auth::Authenticator;
+use berth_core::Plan;
+use berth_store::Store;
+use berth_vault::Vault;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_util::task::TaskTracker;
+
+/// Settings the HTTP layer reads; built by the binary from `berth.toml`.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub plans: BTreeMap<String, Plan>,
+    /// The plan a tenant gets when created without one.
+    pub default_plan: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            plans: berth_core::plan::default_plans(),
+            default_plan: "free".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub vault: Arc<Vault>,
+    pub auth: Arc<Authenticator>,
+    pub settings: Arc<ApiSettings>,
+    /// Background work (batched writers, health checks) drained on shutdown.
+    pub tasks: TaskTracker,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}

@@ -1,0 +1,104 @@
+//! The HTTP client behind the CLI's client commands: where to connect, with what token,
+//! and how a server error becomes a message and a non-zero exit.
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach {url}: {source}")]
+    Connect { url: String, source: reqwest::Error },
+    /// The server's own error message, with its status and code.
+    #[error("{message} (HTTP {status}, {code})")]
+    Server { status: u16, code: String, message: String },
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What `berth login` saves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedLogin {
+    pub url: String,
+    pub token: String,
+}
+
+/// `$XDG_CONFIG_HOME/berth/login.toml`, else `~/.config/berth/login.toml`.
+pub fn login_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("berth").join("login.toml"))
+}
+
+pub fn save_login(login: &SavedLogin) -> Result<PathBuf, ClientError> {
+    let path = login_path().ok_or_else(|| ClientError::Usage("neither XDG_CONFIG_HOME nor HOME is set".into()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = toml::to_string(login).map_err(|e| ClientError::Decode(e.to_string()))?;
+    let _ = std::fs::remove_file(&path);
+    let mut f = berth_vault::create_private_file(&path)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    Ok(path)
+}
+
+fn load_login() -> Option<SavedLogin> {
+    let text = std::fs::read_to_string(login_path()?).ok()?;
+    toml::from_str(&text).ok()
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    /// Flags (or `BERTH_URL`/`BERTH_TOKEN`, which clap folds into them) win over the
+    /// saved login.
+    pub fn resolve(url: Option<String>, token: Option<String>) -> Result<Self, ClientError> {
+        let saved = load_login();
+        let base = url
+            .or_else(|| saved.as_ref().map(|s| s.url.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:7700".to_owned());
+        let token = token.or_else(|| saved.map(|s| s.token)).ok_or_else(|| {
+            ClientError::Usage("no token: pass --token, set BERTH_TOKEN, or run 'berth login'".into())
+        })?;
+        Ok(Client { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token })
+    }
+
+    /// Sends a request and returns the decoded JSON answer (`null` for an empty body).
+    pub async fn call(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Connect { url: self.base.clone(), source })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+        if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+            return if status.is_success() {
+                Ok(serde_json::Value::Null)
+            } else {
+                Err(ClientError::Server { status: status.as_u16(), code: "error".into(), message: status.to_string() })
+            };
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ClientError::Decode(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes))))?;
+        if !status.is_success() {
+            let err = &value["error"];
+            return Err(ClientError::Server {
+                status: status.as_u16(),
+                code: err["code"].as_str().unwrap_or("error").to_owned(),
+                message: err["message"].as_str().unwrap_or("request failed").to_owned(),
+            });
+        }
+        Ok(value)
+    }
+}

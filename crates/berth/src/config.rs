@@ -1,0 +1,483 @@
+//! `berth.toml`: the server configuration, read from a file, then `BERTH_*` environment
+//! variables, then command-line flags, with unknown keys and bad values refused by name.
+
+use berth_core::Plan;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key '{key}': {message}")]
+    Value { key: String, message: String },
+}
+
+fn value_error(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value { key: key.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Defaults to `sqlite://<data_dir>/berth.db`.
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    /// Defaults to `<data_dir>/master.key`.
+    pub master_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub egress: EgressConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceConfig>,
+    #[serde(default)]
+    pub plans: BTreeMap<String, Plan>,
+    /// The plan of tenants created without one.
+    #[serde(default = "default_plan")]
+    pub default_plan: String,
+    /// From `BERTH_OPERATOR_TOKEN` only; never read from a file.
+    #[serde(skip)]
+    pub operator_token: Option<String>,
+    /// From `BERTH_MASTER_KEY` only; never read from a file.
+    #[serde(skip)]
+    pub master_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// CIDRs that tenant-supplied destinations may reach besides public addresses.
+    #[serde(default)]
+    pub allow_private: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt: Option<JwtConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub jwks_url: Option<String>,
+    /// Name of the environment variable holding the HS256 secret.
+    pub hs256_secret_env: Option<String>,
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (default) or `text`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// A tracing filter such as `info` or `berth_api=debug,info`; `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: default_log_format(), level: default_log_level() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// `openai`, `anthropic`, `openai-compatible` or `mock`.
+    pub kind: String,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub input: f64,
+    pub output: f64,
+    pub cached_input: Option<f64>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7700".to_owned()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".berth")
+}
+fn default_plan() -> String {
+    "free".to_owned()
+}
+fn default_tenant_claim() -> String {
+    "tenant_id".to_owned()
+}
+fn default_role_claim() -> String {
+    "role".to_owned()
+}
+fn default_log_format() -> String {
+    "json".to_owned()
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// `BERTH_*` variables that are not config keys.
+const NON_CONFIG_ENV: &[&str] = &["OPERATOR_TOKEN", "MASTER_KEY", "URL", "TOKEN", "CONFIG", "JSON"];
+
+/// Command-line overrides of `berth serve`.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+impl Config {
+    /// The defaults of `berth serve` without a file.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_table(toml::Table::new())
+    }
+
+    /// Loads `file` (if given), overlays `env` (`BERTH_*` pairs) and `overrides`, validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            None => toml::Table::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax { path: path.display().to_string(), message: e.to_string() })?
+            }
+        };
+        let mut operator_token = None;
+        let mut master_key = None;
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("BERTH_") else { continue };
+            match rest {
+                "OPERATOR_TOKEN" => operator_token = Some(raw),
+                "MASTER_KEY" => master_key = Some(raw),
+                r if NON_CONFIG_ENV.contains(&r) || r.starts_with("TEST_") => {}
+                r => set_path(&mut table, r, &raw, &name)?,
+            }
+        }
+        if let Some(v) = &overrides.listen {
+            table.insert("listen".into(), toml::Value::String(v.clone()));
+        }
+        if let Some(v) = &overrides.data_dir {
+            table.insert("data_dir".into(), toml::Value::String(v.display().to_string()));
+        }
+        if let Some(v) = &overrides.database_url {
+            table.insert("database_url".into(), toml::Value::String(v.clone()));
+        }
+        let mut config = Self::from_table(table)?;
+        config.operator_token = operator_token.filter(|t| !t.is_empty());
+        config.master_key = master_key.filter(|k| !k.is_empty());
+        Ok(config)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            value_error(if path == "." { "(top level)".to_owned() } else { path }, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|_| value_error("listen", format!("{:?} is not an address like 127.0.0.1:7700", self.listen)))?;
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(value_error("database_url", "must start with sqlite:// or postgres://"));
+        }
+        if let Some(r) = &self.redis_url {
+            if !(r.starts_with("redis://") || r.starts_with("rediss://")) {
+                return Err(value_error("redis_url", "must start with redis:// or rediss://"));
+            }
+        }
+        for (i, cidr) in self.egress.allow_private.iter().enumerate() {
+            cidr.parse::<ipnet::IpNet>().map_err(|_| {
+                value_error(format!("egress.allow_private[{i}]"), format!("{cidr:?} is not a CIDR like 127.0.0.0/8"))
+            })?;
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            if jwt.jwks_url.is_none() && jwt.hs256_secret_env.is_none() {
+                return Err(value_error("auth.jwt", "set jwks_url or hs256_secret_env"));
+            }
+        }
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            return Err(value_error("log.format", "must be \"json\" or \"text\""));
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            if !matches!(p.kind.as_str(), "openai" | "anthropic" | "openai-compatible" | "mock") {
+                return Err(value_error(
+                    format!("providers[{i}].kind"),
+                    format!("{:?} is not one of openai, anthropic, openai-compatible, mock", p.kind),
+                ));
+            }
+            if let Some(t) = &p.timeout {
+                parse_duration(t).ok_or_else(|| value_error(format!("providers[{i}].timeout"), format!("{t:?} is not a duration like \"120s\"")))?;
+            }
+        }
+        for (model, price) in &self.prices {
+            if price.input < 0.0 || price.output < 0.0 || price.cached_input.is_some_and(|c| c < 0.0) {
+                return Err(value_error(format!("prices.\"{model}\""), "prices must not be negative"));
+            }
+        }
+        for (name, plan) in &self.plans {
+            if plan.weight == 0 {
+                return Err(value_error(format!("plans.{name}.weight"), "must be at least 1"));
+            }
+        }
+        if !self.plans().contains_key(&self.default_plan) {
+            return Err(value_error("default_plan", format!("no plan named {:?}", self.default_plan)));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7700)))
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("berth.db").display()))
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// The configured plans, or the built-in `free` and `pro` when none are configured.
+    pub fn plans(&self) -> BTreeMap<String, Plan> {
+        if self.plans.is_empty() { berth_core::plan::default_plans() } else { self.plans.clone() }
+    }
+}
+
+/// Sets `BERTH_A__B_C=v` as key path `a.b_c`. Values that read as TOML numbers, booleans
+/// or arrays take that type; anything else is a string.
+fn set_path(table: &mut toml::Table, path: &str, raw: &str, var: &str) -> Result<(), ConfigError> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    let value = parse_env_value(raw);
+    let mut cur = table;
+    for (i, key) in keys.iter().enumerate() {
+        if key.is_empty() {
+            return Err(value_error(var, "empty key segment in environment variable name"));
+        }
+        if i + 1 == keys.len() {
+            cur.insert(key.clone(), value);
+            return Ok(());
+        }
+        let entry = cur.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| value_error(var, format!("'{key}' is not a table")))?;
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let looks_typed = raw == "true"
+        || raw == "false"
+        || raw.starts_with('[')
+        || raw.parse::<i64>().is_ok()
+        || raw.parse::<f64>().is_ok();
+    if looks_typed {
+        if let Ok(mut t) = format!("v = {raw}").parse::<toml::Table>() {
+            if let Some(v) = t.remove("v") {
+                return v;
+            }
+        }
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+/// Parses durations like `120s`, `500ms`, `2m`.
+pub fn parse_duration(raw: &str) -> Option<std::time::Duration> {
+    let raw = raw.trim();
+    let (num, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(std::time::Duration::from_millis(n)),
+        "s" => Some(std::time::Duration::from_secs(n)),
+        "m" => Some(std::time::Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(std::time::Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), env(vars), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::defaults().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7700");
+        assert_eq!(c.database_url(), "sqlite://.berth/berth.db");
+        assert_eq!(c.master_key_path(), PathBuf::from(".berth/master.key"));
+        assert!(c.plans().contains_key("free") && c.plans().contains_key("pro"));
+    }
+
+    #[test]
+    fn the_example_of_api_md_parses() {
+        let text = r#"
+listen = "127.0.0.1:7700"
+data_dir = ".berth"
+database_url = "sqlite://.berth/berth.db"
+[egress]
+allow_private = []
+[auth.jwt]
+hs256_secret_env = "JWT_SECRET"
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+timeout = "120s"
+[prices."openai/gpt-4o-mini"]
+input = 0.15
+output = 0.60
+cached_input = 0.075
+[plans.free]
+requests_per_minute = 60
+tokens_per_minute = 100000
+concurrent_runs = 2
+monthly_budget_usd = 5
+weight = 1
+[plans.pro]
+requests_per_minute = 3000
+tokens_per_minute = 5000000
+concurrent_runs = 50
+weight = 10
+"#;
+        let c = load_str(text, &[]).unwrap();
+        assert_eq!(c.plans["pro"].weight, 10);
+        assert_eq!(c.prices["openai/gpt-4o-mini"].cached_input, Some(0.075));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = load_str("lisen = \"x\"", &[]).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = load_str("[plans.free]\nrequests_per_minute = 1\ntokens_per_minute = 1\nconcurrent_runs = 1\nwieght = 2", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plans.free") && err.contains("wieght"), "{err}");
+        let err = load_str("", &[("BERTH_NOPE", "1")]).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("listen = \"nowhere\"", "listen"),
+            ("database_url = \"mysql://x\"", "database_url"),
+            ("[egress]\nallow_private = [\"10.0.0.0/33\"]", "egress.allow_private[0]"),
+            ("[[providers]]\nname = \"x\"\nkind = \"cohere\"", "providers[0].kind"),
+            ("[[providers]]\nname = \"x\"\nkind = \"openai\"\ntimeout = \"soon\"", "providers[0].timeout"),
+            ("default_plan = \"gold\"", "default_plan"),
+            ("listen = 7", "listen"),
+            ("[auth.jwt]\nissuer = \"x\"", "auth.jwt"),
+        ];
+        for (text, key) in cases {
+            let err = load_str(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?} gave {err}");
+        }
+        assert!(matches!(load_str("listen = ", &[]), Err(ConfigError::Syntax { .. })));
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        let c = load_str(
+            "listen = \"127.0.0.1:1\"",
+            &[
+                ("BERTH_LISTEN", "127.0.0.1:2"),
+                ("BERTH_PLANS__FREE__REQUESTS_PER_MINUTE", "7"),
+                ("BERTH_PLANS__FREE__TOKENS_PER_MINUTE", "8"),
+                ("BERTH_PLANS__FREE__CONCURRENT_RUNS", "9"),
+                ("BERTH_EGRESS__ALLOW_PRIVATE", "[\"127.0.0.0/8\"]"),
+                ("BERTH_AUTH__JWT__ISSUER", "https://issuer.example"),
+                ("BERTH_AUTH__JWT__HS256_SECRET_ENV", "JWT_SECRET"),
+                ("BERTH_OPERATOR_TOKEN", "op"),
+                ("BERTH_URL", "ignored"),
+                ("OTHER", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.plans["free"].requests_per_minute, 7);
+        assert_eq!(c.egress.allow_private, vec!["127.0.0.0/8"]);
+        assert_eq!(c.auth.jwt.unwrap().issuer.as_deref(), Some("https://issuer.example"));
+        assert_eq!(c.operator_token.as_deref(), Some("op"));
+        let flags = Overrides { listen: Some("127.0.0.1:3".into()), ..Default::default() };
+        let c = Config::load(None, env(&[("BERTH_LISTEN", "127.0.0.1:2")]), &flags).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("120s"), Some(std::time::Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(std::time::Duration::from_secs(120)));
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("10"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_files_never_panic(text in "\\PC{0,200}") {
+            let _ = load_str(&text, &[]);
+        }
+
+        #[test]
+        fn arbitrary_env_never_panics(key in "[A-Z_]{1,30}", value in "\\PC{0,40}") {
+            let _ = Config::load(None, vec![(format!("BERTH_{key}"), value)], &Overrides::default());
+        }
+
+        #[test]
+        fn arbitrary_durations_never_panic(s in "\\PC{0,20}") {
+            let _ = parse_duration(&s);
+        }
+    }
+}
