@@ -1,6 +1,6 @@
 //! Test kit: a real Berth server on port 0 (SQLite or PostgreSQL) and an HTTP client for it.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test support: failing loudly is the point
 //! Mock upstreams (LLM providers, MCP servers) join this crate as later features need them.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test support: failing loudly is the point
 
 use berth::config::Config;
 use serde_json::{Value, json};
