@@ -70,12 +70,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     let jwt = match &config.auth.jwt {
         None => None,
         Some(j) => {
-            let hs256_secret = match &j.hs256_secret_env {
-                None => None,
-                Some(var) => Some(std::env::var(var).map_err(|_| {
-                    StartError::Config(format!("auth.jwt.hs256_secret_env names {var}, which is not set"))
-                })?),
-            };
+            let hs256_secret = j.hs256_secret.clone();
             if let Some(s) = &hs256_secret {
                 redactor.register(s);
             }

@@ -82,6 +82,9 @@ pub struct JwtConfig {
     pub tenant_claim: String,
     #[serde(default = "default_role_claim")]
     pub role_claim: String,
+    /// The value of the variable `hs256_secret_env` names, resolved at load time.
+    #[serde(skip)]
+    pub hs256_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,9 +177,10 @@ impl Config {
                     .map_err(|e| ConfigError::Syntax { path: path.display().to_string(), message: e.to_string() })?
             }
         };
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let mut operator_token = None;
         let mut master_key = None;
-        for (name, raw) in env {
+        for (name, raw) in env.iter().cloned() {
             let Some(rest) = name.strip_prefix("BERTH_") else { continue };
             match rest {
                 "OPERATOR_TOKEN" => operator_token = Some(raw),
@@ -197,6 +201,15 @@ impl Config {
         let mut config = Self::from_table(table)?;
         config.operator_token = operator_token.filter(|t| !t.is_empty());
         config.master_key = master_key.filter(|k| !k.is_empty());
+        if let Some(jwt) = &mut config.auth.jwt {
+            if let Some(var) = &jwt.hs256_secret_env {
+                let secret = env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+                if secret.is_none() {
+                    return Err(value_error("auth.jwt.hs256_secret_env", format!("names {var}, which is not set")));
+                }
+                jwt.hs256_secret = secret;
+            }
+        }
         Ok(config)
     }
 
@@ -391,8 +404,9 @@ tokens_per_minute = 5000000
 concurrent_runs = 50
 weight = 10
 "#;
-        let c = load_str(text, &[]).unwrap();
+        let c = load_str(text, &[("JWT_SECRET", "shh")]).unwrap();
         assert_eq!(c.plans["pro"].weight, 10);
+        assert!(load_str(text, &[]).unwrap_err().to_string().contains("JWT_SECRET"));
         assert_eq!(c.prices["openai/gpt-4o-mini"].cached_input, Some(0.075));
     }
 
@@ -439,6 +453,7 @@ weight = 10
                 ("BERTH_EGRESS__ALLOW_PRIVATE", "[\"127.0.0.0/8\"]"),
                 ("BERTH_AUTH__JWT__ISSUER", "https://issuer.example"),
                 ("BERTH_AUTH__JWT__HS256_SECRET_ENV", "JWT_SECRET"),
+                ("JWT_SECRET", "shh"),
                 ("BERTH_OPERATOR_TOKEN", "op"),
                 ("BERTH_URL", "ignored"),
                 ("OTHER", "ignored"),
@@ -448,7 +463,9 @@ weight = 10
         assert_eq!(c.listen, "127.0.0.1:2");
         assert_eq!(c.plans["free"].requests_per_minute, 7);
         assert_eq!(c.egress.allow_private, vec!["127.0.0.0/8"]);
-        assert_eq!(c.auth.jwt.unwrap().issuer.as_deref(), Some("https://issuer.example"));
+        let jwt = c.auth.jwt.unwrap();
+        assert_eq!(jwt.issuer.as_deref(), Some("https://issuer.example"));
+        assert_eq!(jwt.hs256_secret.as_deref(), Some("shh"));
         assert_eq!(c.operator_token.as_deref(), Some("op"));
         let flags = Overrides { listen: Some("127.0.0.1:3".into()), ..Default::default() };
         let c = Config::load(None, env(&[("BERTH_LISTEN", "127.0.0.1:2")]), &flags).unwrap();

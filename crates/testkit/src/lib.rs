@@ -65,6 +65,8 @@ impl TestServer {
         config.listen = "127.0.0.1:0".to_owned();
         config.data_dir = dir.path().join("data");
         config.operator_token = Some(OPERATOR_TOKEN.to_owned());
+        // Request logs would drown test output; RUST_LOG still overrides this.
+        config.log.level = "warn".to_owned();
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres(db) => {

@@ -1,5 +1,6 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics.
 
+use crate::auth::OperatorAuth;
 use crate::dto::HealthDto;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -25,8 +26,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthDto>, Ap
     Ok(Json(HealthDto { status: "ready", store: Some(state.store.backend()) }))
 }
 
-/// Prometheus text: requests by route, method, status and tenant, and more.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text: requests by route, method, status and tenant. Operator token only,
+/// because the labels list every tenant.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain"), (status = 401), (status = 403)))]
+pub async fn metrics(_op: OperatorAuth, State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

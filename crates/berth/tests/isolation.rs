@@ -1,0 +1,322 @@
+//! The cross-tenant isolation suite: every endpoint, every role, the other tenant's ids.
+//!
+//! The table below lists every route the server has. `table_covers_every_route` compares
+//! it with `/openapi.json` (generated from the router itself), so adding an endpoint
+//! without adding it here fails the build's tests.
+
+use berth_testkit::{Answer, OPERATOR_TOKEN, TestServer};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+/// Who may call an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Access {
+    /// No credential needed.
+    Public,
+    /// The operator token only.
+    Operator,
+    /// A tenant credential with at least this role; agent-restricted keys refused.
+    Tenant(&'static str),
+    /// A tenant credential with at least this role; agent-restricted keys allowed.
+    AnyTenantKey(&'static str),
+}
+
+/// What the `{…}` placeholder of a path names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Param {
+    None,
+    TenantId,
+    KeyId,
+    SecretName,
+}
+
+struct Case {
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    param: Param,
+    body: Option<fn() -> Value>,
+}
+
+const fn case(method: &'static str, path: &'static str, access: Access, param: Param, body: Option<fn() -> Value>) -> Case {
+    Case { method, path, access, param, body }
+}
+
+fn tenant_body() -> Value {
+    json!({"name": format!("iso-{}", rand_suffix())})
+}
+fn patch_body() -> Value {
+    json!({"plan": "pro"})
+}
+fn key_body() -> Value {
+    json!({"name": "iso", "role": "viewer"})
+}
+fn secret_body() -> Value {
+    json!({"value": "isolation-secret-value"})
+}
+
+fn rand_suffix() -> String {
+    use rand::Rng;
+    format!("{:08x}", rand::thread_rng().r#gen::<u32>())
+}
+
+/// Every route of the server. Keep in step with the router: the coverage test fails
+/// otherwise.
+fn table() -> Vec<Case> {
+    use Access::*;
+    use Param::*;
+    vec![
+        case("GET", "/healthz", Public, None, Option::None),
+        case("GET", "/readyz", Public, None, Option::None),
+        case("GET", "/openapi.json", Public, None, Option::None),
+        case("GET", "/metrics", Operator, None, Option::None),
+        case("POST", "/v1/tenants", Operator, None, Some(tenant_body)),
+        case("GET", "/v1/tenants", Operator, None, Option::None),
+        case("GET", "/v1/tenants/{id}", Operator, TenantId, Option::None),
+        case("PATCH", "/v1/tenants/{id}", Operator, TenantId, Some(patch_body)),
+        case("DELETE", "/v1/tenants/{id}", Operator, TenantId, Option::None),
+        case("POST", "/v1/tenants/{id}/keys", Operator, TenantId, Some(key_body)),
+        case("GET", "/v1/me", AnyTenantKey("viewer"), None, Option::None),
+        case("POST", "/v1/keys", Tenant("admin"), None, Some(key_body)),
+        case("GET", "/v1/keys", Tenant("admin"), None, Option::None),
+        case("DELETE", "/v1/keys/{id}", Tenant("admin"), KeyId, Option::None),
+        case("GET", "/v1/secrets", Tenant("viewer"), None, Option::None),
+        case("PUT", "/v1/secrets/{name}", Tenant("developer"), SecretName, Some(secret_body)),
+        case("DELETE", "/v1/secrets/{name}", Tenant("developer"), SecretName, Option::None),
+        case("GET", "/v1/audit", Tenant("viewer"), None, Option::None),
+        case("GET", "/v1/audit/verify", Tenant("viewer"), None, Option::None),
+    ]
+}
+
+const ROLES: [&str; 4] = ["viewer", "invoker", "developer", "admin"];
+
+fn rank(role: &str) -> usize {
+    ROLES.iter().position(|r| *r == role).unwrap()
+}
+
+/// One tenant with a key of every role and an agent-restricted key.
+struct Tenant {
+    id: String,
+    name: String,
+    keys: Vec<(String, String, String)>, // (role, key id, token)
+    restricted: String,
+}
+
+impl Tenant {
+    fn token(&self, role: &str) -> &str {
+        &self.keys.iter().find(|k| k.0 == role).unwrap().2
+    }
+}
+
+async fn tenant(server: &TestServer, name: &str) -> Tenant {
+    let id = server.create_tenant(name).await;
+    let mut keys = Vec::new();
+    for role in ROLES {
+        let (kid, tok) = server.create_key(&id, role).await;
+        keys.push((role.to_owned(), kid, tok));
+    }
+    let a = server
+        .call("POST", &format!("/v1/tenants/{id}/keys"), Some(OPERATOR_TOKEN), Some(json!({"name": "one-agent", "role": "admin", "agent": "support"})))
+        .await;
+    assert_eq!(a.status, 201);
+    Tenant { id, name: name.to_owned(), keys, restricted: a.body["key"].as_str().unwrap().to_owned() }
+}
+
+/// A fresh resource of `param`'s kind inside `tenant`, so destructive calls have a target.
+async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
+    match param {
+        Param::None => String::new(),
+        Param::TenantId => server.create_tenant(&format!("fresh-{}", rand_suffix())).await,
+        Param::KeyId => server.create_key(&tenant.id, "viewer").await.0,
+        Param::SecretName => {
+            let name = format!("S{}", rand_suffix());
+            let a = server.call("PUT", &format!("/v1/secrets/{name}"), Some(tenant.token("admin")), Some(secret_body())).await;
+            assert_eq!(a.status, 204);
+            name
+        }
+    }
+}
+
+fn fill(path: &str, value: &str) -> String {
+    match (path.find('{'), path.find('}')) {
+        (Some(a), Some(b)) => format!("{}{}{}", &path[..a], value, &path[b + 1..]),
+        _ => path.to_owned(),
+    }
+}
+
+async fn call(server: &TestServer, c: &Case, path: &str, token: Option<&str>) -> Answer {
+    server.call(c.method, path, token, c.body.map(|b| b())).await
+}
+
+fn assert_error_shape(a: &Answer, what: &str) {
+    let e = &a.body["error"];
+    assert!(e["type"].is_string() && e["code"].is_string() && e["message"].is_string(), "{what}: not an error shape: {:?}", a.body);
+    let header = a.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(header.starts_with("req_"), "{what}: no x-request-id");
+    assert_eq!(e["request_id"].as_str(), Some(header), "{what}: request_id differs from header");
+}
+
+#[tokio::test]
+async fn table_covers_every_route() {
+    let server = TestServer::start().await;
+    let doc = server.call("GET", "/openapi.json", None, None).await.body;
+    let mut served = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                served.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let listed: BTreeSet<_> = table().iter().map(|c| (c.method.to_owned(), c.path.to_owned())).collect();
+    let missing: Vec<_> = served.difference(&listed).collect();
+    let stale: Vec<_> = listed.difference(&served).collect();
+    assert!(missing.is_empty(), "routes missing from the isolation table: {missing:?}");
+    assert!(stale.is_empty(), "table lists routes the server does not have: {stale:?}");
+    server.stop().await;
+}
+
+async fn roles_and_credentials(server: &TestServer) {
+    let a = tenant(server, "iso-a").await;
+    for c in table() {
+        let what = format!("{} {}", c.method, c.path);
+        // No credential: 401 unless public.
+        let path = fill(c.path, &fresh(server, &a, c.param).await);
+        let anon = call(server, &c, &path, None).await;
+        if c.access == Access::Public {
+            assert!(anon.status < 400, "{what} should be public, got {}", anon.status);
+            continue;
+        }
+        assert_eq!(anon.status, 401, "{what} without a token");
+        assert_error_shape(&anon, &what);
+        let bogus = call(server, &c, &path, Some("bk_0000000000000000000000000000000000000000")).await;
+        assert_eq!(bogus.status, 401, "{what} with an unknown key");
+
+        match c.access {
+            Access::Public => unreachable!(),
+            Access::Operator => {
+                for role in ROLES {
+                    let r = call(server, &c, &path, Some(a.token(role))).await;
+                    assert_eq!(r.status, 403, "{what} with a tenant {role} key");
+                    assert_eq!(r.body["error"]["type"], "permission");
+                }
+                let path = fill(c.path, &fresh(server, &a, c.param).await);
+                let ok = call(server, &c, &path, Some(OPERATOR_TOKEN)).await;
+                assert!(ok.status < 300, "{what} as operator: {} {:?}", ok.status, ok.body);
+            }
+            Access::Tenant(min) | Access::AnyTenantKey(min) => {
+                let op = call(server, &c, &path, Some(OPERATOR_TOKEN)).await;
+                assert_eq!(op.status, 403, "{what} with the operator token");
+                for role in ROLES {
+                    let path = fill(c.path, &fresh(server, &a, c.param).await);
+                    let r = call(server, &c, &path, Some(a.token(role))).await;
+                    if rank(role) >= rank(min) {
+                        assert!(r.status < 300, "{what} as {role}: {} {:?}", r.status, r.body);
+                    } else {
+                        assert_eq!(r.status, 403, "{what} as {role} (needs {min})");
+                        assert_eq!(r.body["error"]["code"], "insufficient_role", "{what} as {role}");
+                    }
+                }
+                let path = fill(c.path, &fresh(server, &a, c.param).await);
+                let r = call(server, &c, &path, Some(&a.restricted)).await;
+                if matches!(c.access, Access::Tenant(_)) {
+                    assert_eq!(r.status, 403, "{what} with an agent-restricted key");
+                    assert_eq!(r.body["error"]["code"], "agent_restricted_key");
+                } else {
+                    assert!(r.status < 300, "{what} with an agent-restricted key: {}", r.status);
+                }
+            }
+        }
+    }
+}
+
+async fn cross_tenant(server: &TestServer) {
+    let a = tenant(server, "cross-a").await;
+    let b = tenant(server, "cross-b").await;
+    // Things of B that must never show up in A's answers.
+    let b_secret = fresh(server, &b, Param::SecretName).await;
+    let mut b_markers: Vec<String> = vec![b.id.clone(), b.name.clone(), b_secret.clone()];
+    b_markers.extend(b.keys.iter().map(|k| k.1.clone()));
+
+    for c in table() {
+        let what = format!("{} {}", c.method, c.path);
+        let (Access::Tenant(_) | Access::AnyTenantKey(_)) = c.access else { continue };
+        if c.param == Param::None {
+            // Lists and singletons: A's admin sees nothing of B's.
+            let r = call(server, &c, c.path, Some(a.token("admin"))).await;
+            assert!(r.status < 300, "{what}: {}", r.status);
+            let text = r.body.to_string();
+            for m in &b_markers {
+                assert!(!text.contains(m.as_str()), "{what} as tenant A shows B's {m}");
+            }
+            continue;
+        }
+        // A's admin addresses B's resource: answered exactly like a missing one.
+        let target = fresh(server, &b, c.param).await;
+        let r = call(server, &c, &fill(c.path, &target), Some(a.token("admin"))).await;
+        let absent = match c.param {
+            Param::KeyId => berth_core::Id::new(berth_core::IdKind::Key).into_string(),
+            Param::TenantId => berth_core::TenantId::new().to_string(),
+            _ => format!("Absent{}", rand_suffix()),
+        };
+        let missing = call(server, &c, &fill(c.path, &absent), Some(a.token("admin"))).await;
+        if c.method == "PUT" {
+            // PUT creates the name in A's own namespace; B's secret must be untouched.
+            assert!(r.status < 300, "{what}");
+        } else {
+            assert_eq!(r.status, 404, "{what} on B's resource from A: {:?}", r.body);
+            assert_eq!(r.body["error"]["type"], "not_found");
+            assert_eq!((missing.status, missing.body["error"]["code"].clone()), (404, r.body["error"]["code"].clone()), "{what}: other tenant's resource must look like a missing one");
+        }
+        // And B's resource is still there, unchanged.
+        match c.param {
+            Param::KeyId => {
+                let keys = server.get("/v1/keys", b.token("admin")).await;
+                assert!(keys.body.to_string().contains(&target), "{what} removed B's key");
+                let listed = keys.body["data"].as_array().unwrap().iter().find(|k| k["id"] == target.as_str()).unwrap().clone();
+                assert!(listed["revoked_at"].is_null(), "{what} revoked B's key");
+            }
+            Param::SecretName => {
+                let secrets = server.get("/v1/secrets", b.token("admin")).await;
+                assert!(secrets.body.to_string().contains(&target), "{what} removed B's secret");
+                let a_secrets = server.get("/v1/secrets", a.token("admin")).await;
+                assert_eq!(a_secrets.status, 200);
+            }
+            _ => {}
+        }
+    }
+    // B's audit chain is intact and has no entry made by A.
+    let audit = server.get("/v1/audit?limit=500", b.token("admin")).await;
+    for m in a.keys.iter().map(|k| k.1.clone()) {
+        assert!(!audit.body.to_string().contains(&m), "A's key {m} appears in B's audit log");
+    }
+    assert_eq!(server.get("/v1/audit/verify", b.token("viewer")).await.body["ok"], true);
+}
+
+#[tokio::test]
+async fn roles_and_credentials_on_sqlite() {
+    let server = TestServer::start().await;
+    roles_and_credentials(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cross_tenant_on_sqlite() {
+    let server = TestServer::start().await;
+    cross_tenant(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn roles_and_credentials_on_postgres() {
+    let Some(server) = TestServer::start_postgres().await else { return };
+    roles_and_credentials(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cross_tenant_on_postgres() {
+    let Some(server) = TestServer::start_postgres().await else { return };
+    cross_tenant(&server).await;
+    server.stop().await;
+}
