@@ -49,7 +49,7 @@ pub struct Authenticator {
 /// A verified caller.
 pub enum Credential {
     Operator,
-    Tenant(TenantCaller),
+    Tenant(Box<TenantCaller>),
 }
 
 /// A caller acting inside one tenant.
@@ -87,13 +87,16 @@ impl Authenticator {
         if token.starts_with(KEY_PREFIX) {
             return self.authenticate_key(&hex::encode(digest)).await;
         }
-        if token.matches('.').count() == 2 {
-            if let Some(jwt) = &self.jwt {
-                let claims = jwt.verify(token).await?;
-                return self.authenticate_jwt(claims).await;
-            }
+        if token.matches('.').count() == 2
+            && let Some(jwt) = &self.jwt
+        {
+            let claims = jwt.verify(token).await?;
+            return self.authenticate_jwt(claims).await;
         }
-        Err(ApiError::unauthenticated("invalid_credentials", "the credential is not valid"))
+        Err(ApiError::unauthenticated(
+            "invalid_credentials",
+            "the credential is not valid",
+        ))
     }
 
     async fn authenticate_key(&self, hash: &str) -> Result<Credential, ApiError> {
@@ -117,7 +120,11 @@ impl Authenticator {
                 }
                 match self.store.lookup_key_hash(hash).await? {
                     Some(g) => {
-                        let g = CachedGrant { tenant: g.tenant, key: g.key, fetched: Instant::now() };
+                        let g = CachedGrant {
+                            tenant: g.tenant,
+                            key: g.key,
+                            fetched: Instant::now(),
+                        };
                         if let Ok(mut m) = self.keys.write() {
                             m.insert(hash.to_owned(), g.clone());
                         }
@@ -142,7 +149,10 @@ impl Authenticator {
             return Err(invalid_key());
         }
         if grant.key.expires_at_ms.is_some_and(|exp| exp <= now_ms()) {
-            return Err(ApiError::unauthenticated("key_expired", "this API key has expired"));
+            return Err(ApiError::unauthenticated(
+                "key_expired",
+                "this API key has expired",
+            ));
         }
         check_not_suspended(&grant.tenant)?;
         let principal = Principal::Key {
@@ -150,11 +160,14 @@ impl Authenticator {
             role: grant.key.role,
             agent: grant.key.agent.clone(),
         };
-        Ok(Credential::Tenant(TenantCaller {
-            scope: TenantScope::authenticated(Authenticated { tenant: grant.tenant.id.clone(), principal }),
+        Ok(Credential::Tenant(Box::new(TenantCaller {
+            scope: TenantScope::authenticated(Authenticated {
+                tenant: grant.tenant.id.clone(),
+                principal,
+            }),
             tenant: grant.tenant,
             key: Some(grant.key),
-        }))
+        })))
     }
 
     async fn authenticate_jwt(&self, claims: JwtClaims) -> Result<Credential, ApiError> {
@@ -162,19 +175,25 @@ impl Authenticator {
             ApiError::unauthenticated("invalid_credentials", "the token names no existing tenant")
         })?;
         check_not_suspended(&tenant)?;
-        let principal = Principal::Jwt { subject: claims.subject, role: claims.role };
-        Ok(Credential::Tenant(TenantCaller {
-            scope: TenantScope::authenticated(Authenticated { tenant: tenant.id.clone(), principal }),
+        let principal = Principal::Jwt {
+            subject: claims.subject,
+            role: claims.role,
+        };
+        Ok(Credential::Tenant(Box::new(TenantCaller {
+            scope: TenantScope::authenticated(Authenticated {
+                tenant: tenant.id.clone(),
+                principal,
+            }),
             tenant,
             key: None,
-        }))
+        })))
     }
 
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, ApiError> {
-        if let Some((t, at)) = self.tenants.read().ok().and_then(|m| m.get(id).cloned()) {
-            if at.elapsed() < Self::TTL {
-                return Ok(Some(t));
-            }
+        if let Some((t, at)) = self.tenants.read().ok().and_then(|m| m.get(id).cloned())
+            && at.elapsed() < Self::TTL
+        {
+            return Ok(Some(t));
         }
         let found = self.store.get_tenant(id).await?;
         if let (Some(t), Ok(mut m)) = (&found, self.tenants.write()) {
@@ -207,13 +226,19 @@ fn invalid_key() -> ApiError {
 
 fn check_not_suspended(tenant: &Tenant) -> Result<(), ApiError> {
     if tenant.suspended {
-        return Err(ApiError::forbidden("tenant_suspended", "this tenant is suspended"));
+        return Err(ApiError::forbidden(
+            "tenant_suspended",
+            "this tenant is suspended",
+        ));
     }
     Ok(())
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// The bearer token of a request: `Authorization: Bearer …` or `x-api-key: …`.
@@ -243,7 +268,10 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 fn malformed() -> ApiError {
-    ApiError::unauthenticated("malformed_credentials", "the Authorization header must be 'Bearer <token>'")
+    ApiError::unauthenticated(
+        "malformed_credentials",
+        "the Authorization header must be 'Bearer <token>'",
+    )
 }
 
 /// Extractor: the request carries the operator token.
@@ -273,7 +301,7 @@ impl FromRequestParts<AppState> for TenantAuth {
         match state.auth.authenticate(bearer(parts)?).await? {
             Credential::Tenant(caller) => {
                 context::set_tenant(caller.scope.tenant_str());
-                Ok(TenantAuth(caller))
+                Ok(TenantAuth(*caller))
             }
             Credential::Operator => Err(ApiError::forbidden(
                 "tenant_credential_required",

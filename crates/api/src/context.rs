@@ -52,7 +52,11 @@ pub(crate) async fn middleware(req: Request, next: Next) -> Response {
     }
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
-    let route = ctx.route.get().map_or("unmatched", String::as_str).to_owned();
+    let route = ctx
+        .route
+        .get()
+        .map_or("unmatched", String::as_str)
+        .to_owned();
     span.record("route", route.as_str());
     let tenant = ctx.tenant.get().map_or("", String::as_str).to_owned();
     span.in_scope(|| {
@@ -65,7 +69,8 @@ pub(crate) async fn middleware(req: Request, next: Next) -> Response {
         ("tenant", tenant),
     ];
     metrics::counter!("berth_http_requests_total", &labels).increment(1);
-    metrics::histogram!("berth_http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
+    metrics::histogram!("berth_http_request_duration_seconds", &labels[..2])
+        .record(elapsed.as_secs_f64());
     resp
 }
 

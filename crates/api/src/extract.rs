@@ -29,12 +29,18 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::unsupported_media("expected 'Content-Type: application/json'")
         }
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {}", e.body_text()))
-        }
-        JsonRejection::JsonDataError(e) => {
-            ApiError::invalid("invalid_body", "body", format!("the body does not match the expected shape: {}", e.body_text()))
-        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not valid JSON: {}", e.body_text()),
+        ),
+        JsonRejection::JsonDataError(e) => ApiError::invalid(
+            "invalid_body",
+            "body",
+            format!(
+                "the body does not match the expected shape: {}",
+                e.body_text()
+            ),
+        ),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::too_large("the body is larger than this endpoint accepts")
         }
@@ -56,14 +62,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Query(p) = axum::extract::Query::<PageParams>::from_request_parts(parts, state)
-            .await
-            .map_err(query_rejection)?;
+        let axum::extract::Query(p) =
+            axum::extract::Query::<PageParams>::from_request_parts(parts, state)
+                .await
+                .map_err(query_rejection)?;
         let limit = p.limit.unwrap_or(PageRequest::DEFAULT_LIMIT);
         if !(1..=PageRequest::MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {}", PageRequest::MAX_LIMIT)).with_param("limit"));
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit must be between 1 and {}", PageRequest::MAX_LIMIT),
+            )
+            .with_param("limit"));
         }
-        Ok(Pagination(PageRequest { limit, cursor: p.cursor }))
+        Ok(Pagination(PageRequest {
+            limit,
+            cursor: p.cursor,
+        }))
     }
 }
 

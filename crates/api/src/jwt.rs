@@ -54,7 +54,10 @@ impl JwtVerifier {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
-            jwks: Mutex::new(JwksCache { keys: HashMap::new(), fetched: None }),
+            jwks: Mutex::new(JwksCache {
+                keys: HashMap::new(),
+                fetched: None,
+            }),
         }
     }
 
@@ -67,7 +70,10 @@ impl JwtVerifier {
                     .hs256_secret
                     .as_deref()
                     .ok_or_else(|| rejected("HMAC tokens are not accepted by this server"))?;
-                (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
+                (
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    Algorithm::HS256,
+                )
             }
             _ => {
                 let kid = header.kid.clone().unwrap_or_default();
@@ -87,22 +93,39 @@ impl JwtVerifier {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
-            .map_err(rejected)?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key,
+            &validation,
+        )
+        .map_err(rejected)?;
         let claims = data.claims;
         let tenant = claims
             .get(&self.settings.tenant_claim)
             .and_then(|v| v.as_str())
             .and_then(TenantId::parse)
-            .ok_or_else(|| rejected(format!("claim '{}' must be a tenant id", self.settings.tenant_claim)))?;
+            .ok_or_else(|| {
+                rejected(format!(
+                    "claim '{}' must be a tenant id",
+                    self.settings.tenant_claim
+                ))
+            })?;
         let role = claims
             .get(&self.settings.role_claim)
             .and_then(|v| v.as_str())
             .ok_or_else(|| rejected(format!("claim '{}' is missing", self.settings.role_claim)))?
             .parse::<Role>()
             .map_err(rejected)?;
-        let subject = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("unknown").to_owned();
-        Ok(JwtClaims { tenant, role, subject })
+        let subject = claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_owned();
+        Ok(JwtClaims {
+            tenant,
+            role,
+            subject,
+        })
     }
 
     async fn jwks_key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), ApiError> {
@@ -115,7 +138,10 @@ impl JwtVerifier {
         if let Some(k) = cache.keys.get(kid) {
             return Ok(k.clone());
         }
-        if cache.fetched.is_some_and(|t| t.elapsed() < JWKS_MIN_REFRESH) {
+        if cache
+            .fetched
+            .is_some_and(|t| t.elapsed() < JWKS_MIN_REFRESH)
+        {
             return Err(rejected("unknown key id"));
         }
         cache.fetched = Some(Instant::now());
@@ -125,14 +151,22 @@ impl JwtVerifier {
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| ApiError::unavailable("jwks_unavailable", format!("cannot fetch the JWKS: {e}")))?
+            .map_err(|e| {
+                ApiError::unavailable("jwks_unavailable", format!("cannot fetch the JWKS: {e}"))
+            })?
             .json()
             .await
-            .map_err(|e| ApiError::unavailable("jwks_unavailable", format!("the JWKS is not valid: {e}")))?;
+            .map_err(|e| {
+                ApiError::unavailable("jwks_unavailable", format!("the JWKS is not valid: {e}"))
+            })?;
         cache.keys.clear();
         for jwk in &set.keys {
-            let Some(id) = jwk.common.key_id.clone() else { continue };
-            let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
+            let Some(id) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
             let alg = jwk
                 .common
                 .key_algorithm
@@ -144,6 +178,10 @@ impl JwtVerifier {
                 });
             cache.keys.insert(id, (key, alg));
         }
-        cache.keys.get(kid).cloned().ok_or_else(|| rejected("unknown key id"))
+        cache
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or_else(|| rejected("unknown key id"))
     }
 }

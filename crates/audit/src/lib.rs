@@ -51,13 +51,7 @@ pub struct Entry {
 /// Computes the hash of an entry from its fields and its predecessor's hash.
 ///
 /// Fields are length-prefixed so that no two different entries serialise alike.
-pub fn entry_hash(
-    tenant: &str,
-    seq: i64,
-    at_ms: i64,
-    entry: &NewEntry,
-    prev_hash: &str,
-) -> String {
+pub fn entry_hash(tenant: &str, seq: i64, at_ms: i64, entry: &NewEntry, prev_hash: &str) -> String {
     let mut h = Sha256::new();
     let details = entry.details.to_string();
     for part in [
@@ -172,7 +166,12 @@ mod tests {
         let mut prev = GENESIS.to_owned();
         (1..=n)
             .map(|seq| {
-                let ne = NewEntry::new("operator", "key.create", format!("key_{seq}"), json!({"n": seq}));
+                let ne = NewEntry::new(
+                    "operator",
+                    "key.create",
+                    format!("key_{seq}"),
+                    json!({"n": seq}),
+                );
                 let hash = entry_hash(tenant, seq, 1000 + seq, &ne, &prev);
                 let e = Entry {
                     seq,

@@ -17,9 +17,15 @@ pub enum StartError {
     #[error("{0}")]
     Config(String),
     #[error("cannot prepare data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("storage: {0}")]
     Store(#[from] berth_store::StoreError),
     #[error("master key: {0}")]
@@ -88,16 +94,29 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         vault: Arc::new(Vault::new(master, store.clone())),
         auth: Arc::new(Authenticator::new(&operator_token, store.clone(), jwt)),
         store,
-        settings: Arc::new(ApiSettings { plans: config.plans(), default_plan: config.default_plan.clone() }),
+        settings: Arc::new(ApiSettings {
+            plans: config.plans(),
+            default_plan: config.default_plan.clone(),
+        }),
         tasks: TaskTracker::new(),
         metrics: metrics_handle(),
     };
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
-    let local = listener.local_addr().map_err(|source| StartError::Listen { addr: addr.to_string(), source })?;
-    let demo = if demo { Some(ensure_demo(&state, &config.data_dir).await?) } else { None };
+        .map_err(|source| StartError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let demo = if demo {
+        Some(ensure_demo(&state, &config.data_dir).await?)
+    } else {
+        None
+    };
     if let Some(d) = &demo {
         redactor.register(&d.key);
     }
@@ -112,7 +131,10 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StartError> {
-    let err = |source| StartError::DataDir { path: dir.display().to_string(), source };
+    let err = |source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(err)?;
     #[cfg(unix)]
     {
@@ -129,7 +151,10 @@ fn operator_token(config: &Config) -> Result<(String, bool), StartError> {
         return Ok((t.clone(), false));
     }
     let path = config.data_dir.join("operator-token");
-    let io = |source| StartError::DataDir { path: path.display().to_string(), source };
+    let io = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => Ok((t.trim().to_owned(), false)),
         Ok(_) | Err(_) if !path.exists() => {
@@ -138,7 +163,10 @@ fn operator_token(config: &Config) -> Result<(String, bool), StartError> {
             std::io::Write::write_all(&mut f, token.as_bytes()).map_err(io)?;
             Ok((token, true))
         }
-        Ok(_) => Err(StartError::Config(format!("{} is empty; delete it to generate a new token", path.display()))),
+        Ok(_) => Err(StartError::Config(format!(
+            "{} is empty; delete it to generate a new token",
+            path.display()
+        ))),
         Err(e) => Err(io(e)),
     }
 }
@@ -150,25 +178,39 @@ async fn ensure_demo(state: &AppState, data_dir: &Path) -> Result<DemoInfo, Star
     let demo_err = |e: berth_api::ApiError| StartError::Demo(e.message);
     let tenant = match state.store.find_tenant_by_name("demo").await? {
         Some(t) => t,
-        None => tenants::create(state, "demo", None).await.map_err(demo_err)?,
+        None => tenants::create(state, "demo", None)
+            .await
+            .map_err(demo_err)?,
     };
     let key_path = data_dir.join("demo-key");
     if let Ok(saved) = std::fs::read_to_string(&key_path) {
         let saved = saved.trim().to_owned();
-        if let Ok(berth_api::auth::Credential::Tenant(c)) = state.auth.authenticate(&saved).await {
-            if c.tenant.id == tenant.id {
-                return Ok(DemoInfo { tenant_id: tenant.id.to_string(), key: saved });
-            }
+        if let Ok(berth_api::auth::Credential::Tenant(c)) = state.auth.authenticate(&saved).await
+            && c.tenant.id == tenant.id
+        {
+            return Ok(DemoInfo {
+                tenant_id: tenant.id.to_string(),
+                key: saved,
+            });
         }
         let _ = std::fs::remove_file(&key_path);
     }
     let scope = berth_core::TenantScope::for_operator(tenant.id.clone());
-    let req = keys::KeyRequest { name: "demo-admin", role: "admin", agent: None, expires_at: None };
+    let req = keys::KeyRequest {
+        name: "demo-admin",
+        role: "admin",
+        agent: None,
+        expires_at: None,
+    };
     let (_, token) = keys::create(state, &scope, req).await.map_err(demo_err)?;
-    let io = |e: std::io::Error| StartError::Demo(format!("cannot write {}: {e}", key_path.display()));
+    let io =
+        |e: std::io::Error| StartError::Demo(format!("cannot write {}: {e}", key_path.display()));
     let mut f = berth_vault::create_private_file(&key_path).map_err(io)?;
     std::io::Write::write_all(&mut f, token.as_bytes()).map_err(io)?;
-    Ok(DemoInfo { tenant_id: tenant.id.to_string(), key: token })
+    Ok(DemoInfo {
+        tenant_id: tenant.id.to_string(),
+        key: token,
+    })
 }
 
 /// Resolves when the process receives SIGINT or SIGTERM.

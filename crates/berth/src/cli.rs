@@ -8,7 +8,11 @@ use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "berth", version, about = "Berth: a multi-tenant platform that hosts AI agents")]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a multi-tenant platform that hosts AI agents"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -98,8 +102,12 @@ pub enum TenantsCmd {
         plan: Option<String>,
     },
     List,
-    Show { id: String },
-    Delete { id: String },
+    Show {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,15 +128,21 @@ pub enum KeysCmd {
         tenant: Option<String>,
     },
     List,
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SecretsCmd {
     /// Set NAME to the value read from standard input.
-    Set { name: String },
+    Set {
+        name: String,
+    },
     List,
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,7 +157,10 @@ pub enum AuditCmd {
 fn seg(s: &str) -> String {
     // Path segments are validated by the server; encode the few characters that would
     // change the path's meaning.
-    s.replace('%', "%25").replace('/', "%2F").replace('?', "%3F").replace('#', "%23")
+    s.replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('?', "%3F")
+        .replace('#', "%23")
 }
 
 fn text_of(v: &Value, key: &str) -> String {
@@ -156,14 +173,24 @@ fn text_of(v: &Value, key: &str) -> String {
 
 fn print_rows(rows: &[Value], cols: &[&str]) {
     let mut widths: Vec<usize> = cols.iter().map(|c| c.len()).collect();
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| text_of(r, c)).collect()).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| text_of(r, c)).collect())
+        .collect();
     for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let line = |cells: Vec<String>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
     };
     println!("{}", line(cols.iter().map(|c| c.to_uppercase()).collect()));
     for row in cells {
@@ -173,7 +200,10 @@ fn print_rows(rows: &[Value], cols: &[&str]) {
 
 fn output(opts: &ClientOpts, value: &Value, human: impl FnOnce(&Value)) {
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         human(value);
     }
@@ -212,9 +242,15 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
             let client = Client::resolve(Some(url.clone()), Some(token.clone()))?;
             // Check the token before saving it: /v1/me for tenant tokens, /v1/tenants for the operator.
             let who = match client.call(Method::GET, "/v1/me", None).await {
-                Ok(me) => format!("tenant {} as {}", text_of(&me["tenant"], "name"), text_of(&me["key"], "role")),
+                Ok(me) => format!(
+                    "tenant {} as {}",
+                    text_of(&me["tenant"], "name"),
+                    text_of(&me["key"], "role")
+                ),
                 Err(ClientError::Server { code, .. }) if code == "tenant_credential_required" => {
-                    client.call(Method::GET, "/v1/tenants?limit=1", None).await?;
+                    client
+                        .call(Method::GET, "/v1/tenants?limit=1", None)
+                        .await?;
                     "the operator".to_owned()
                 }
                 Err(e) => return Err(e),
@@ -227,8 +263,18 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
             let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
             let me = client.call(Method::GET, "/v1/me", None).await?;
             output(&opts, &me, |v| {
-                println!("tenant  {} ({}, plan {})", text_of(&v["tenant"], "name"), text_of(&v["tenant"], "id"), text_of(&v["tenant"], "plan"));
-                println!("key     {} ({}), role {}", text_of(&v["key"], "name"), text_of(&v["key"], "id"), text_of(&v["key"], "role"));
+                println!(
+                    "tenant  {} ({}, plan {})",
+                    text_of(&v["tenant"], "name"),
+                    text_of(&v["tenant"], "id"),
+                    text_of(&v["tenant"], "plan")
+                );
+                println!(
+                    "key     {} ({}), role {}",
+                    text_of(&v["key"], "name"),
+                    text_of(&v["key"], "id"),
+                    text_of(&v["key"], "role")
+                );
             });
             Ok(())
         }
@@ -236,20 +282,46 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
             let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
             match cmd {
                 TenantsCmd::Create { name, plan } => {
-                    let t = client.call(Method::POST, "/v1/tenants", Some(&json!({"name": name, "plan": plan}))).await?;
-                    output(&opts, &t, |t| println!("Created tenant {} ({}, plan {})", text_of(t, "name"), text_of(t, "id"), text_of(t, "plan")));
+                    let t = client
+                        .call(
+                            Method::POST,
+                            "/v1/tenants",
+                            Some(&json!({"name": name, "plan": plan})),
+                        )
+                        .await?;
+                    output(&opts, &t, |t| {
+                        println!(
+                            "Created tenant {} ({}, plan {})",
+                            text_of(t, "name"),
+                            text_of(t, "id"),
+                            text_of(t, "plan")
+                        )
+                    });
                 }
                 TenantsCmd::List => {
                     let all = list_all(&client, "/v1/tenants").await?;
-                    output(&opts, &all, |v| print_rows(rows(v), &["id", "name", "plan", "suspended", "created_at"]));
+                    output(&opts, &all, |v| {
+                        print_rows(rows(v), &["id", "name", "plan", "suspended", "created_at"])
+                    });
                 }
                 TenantsCmd::Show { id } => {
-                    let t = client.call(Method::GET, &format!("/v1/tenants/{}", seg(&id)), None).await?;
-                    output(&opts, &t, |t| print_rows(std::slice::from_ref(t), &["id", "name", "plan", "suspended", "created_at"]));
+                    let t = client
+                        .call(Method::GET, &format!("/v1/tenants/{}", seg(&id)), None)
+                        .await?;
+                    output(&opts, &t, |t| {
+                        print_rows(
+                            std::slice::from_ref(t),
+                            &["id", "name", "plan", "suspended", "created_at"],
+                        )
+                    });
                 }
                 TenantsCmd::Delete { id } => {
-                    client.call(Method::DELETE, &format!("/v1/tenants/{}", seg(&id)), None).await?;
-                    output(&opts, &json!({"deleted": id}), |_| println!("Deleted tenant {id} and all of its data"));
+                    client
+                        .call(Method::DELETE, &format!("/v1/tenants/{}", seg(&id)), None)
+                        .await?;
+                    output(&opts, &json!({"deleted": id}), |_| {
+                        println!("Deleted tenant {id} and all of its data")
+                    });
                 }
             }
             Ok(())
@@ -257,7 +329,13 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
         Command::Keys { cmd, opts } => {
             let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
             match cmd {
-                KeysCmd::Create { name, role, agent, expires_at, tenant } => {
+                KeysCmd::Create {
+                    name,
+                    role,
+                    agent,
+                    expires_at,
+                    tenant,
+                } => {
                     let path = match &tenant {
                         Some(t) => format!("/v1/tenants/{}/keys", seg(t)),
                         None => "/v1/keys".to_owned(),
@@ -265,18 +343,40 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
                     let body = json!({"name": name, "role": role, "agent": agent, "expires_at": expires_at});
                     let k = client.call(Method::POST, &path, Some(&body)).await?;
                     output(&opts, &k, |k| {
-                        println!("Created key {} ({}) with role {}", text_of(k, "name"), text_of(k, "id"), text_of(k, "role"));
+                        println!(
+                            "Created key {} ({}) with role {}",
+                            text_of(k, "name"),
+                            text_of(k, "id"),
+                            text_of(k, "role")
+                        );
                         println!("{}", text_of(k, "key"));
                         eprintln!("This is the only time the key is shown; store it now.");
                     });
                 }
                 KeysCmd::List => {
                     let all = list_all(&client, "/v1/keys").await?;
-                    output(&opts, &all, |v| print_rows(rows(v), &["id", "name", "role", "agent", "prefix", "expires_at", "revoked_at"]));
+                    output(&opts, &all, |v| {
+                        print_rows(
+                            rows(v),
+                            &[
+                                "id",
+                                "name",
+                                "role",
+                                "agent",
+                                "prefix",
+                                "expires_at",
+                                "revoked_at",
+                            ],
+                        )
+                    });
                 }
                 KeysCmd::Revoke { id } => {
-                    let k = client.call(Method::DELETE, &format!("/v1/keys/{}", seg(&id)), None).await?;
-                    output(&opts, &k, |k| println!("Revoked key {} ({})", text_of(k, "name"), text_of(k, "id")));
+                    let k = client
+                        .call(Method::DELETE, &format!("/v1/keys/{}", seg(&id)), None)
+                        .await?;
+                    output(&opts, &k, |k| {
+                        println!("Revoked key {} ({})", text_of(k, "name"), text_of(k, "id"))
+                    });
                 }
             }
             Ok(())
@@ -287,17 +387,34 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
                 SecretsCmd::Set { name } => {
                     let mut value = String::new();
                     std::io::stdin().read_to_string(&mut value)?;
-                    let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
-                    client.call(Method::PUT, &format!("/v1/secrets/{}", seg(&name)), Some(&json!({"value": value}))).await?;
-                    output(&opts, &json!({"name": name}), |_| println!("Set secret {name}"));
+                    let value = value
+                        .strip_suffix('\n')
+                        .map(|v| v.strip_suffix('\r').unwrap_or(v))
+                        .unwrap_or(&value);
+                    client
+                        .call(
+                            Method::PUT,
+                            &format!("/v1/secrets/{}", seg(&name)),
+                            Some(&json!({"value": value})),
+                        )
+                        .await?;
+                    output(&opts, &json!({"name": name}), |_| {
+                        println!("Set secret {name}")
+                    });
                 }
                 SecretsCmd::List => {
                     let all = list_all(&client, "/v1/secrets").await?;
-                    output(&opts, &all, |v| print_rows(rows(v), &["name", "created_at", "updated_at"]));
+                    output(&opts, &all, |v| {
+                        print_rows(rows(v), &["name", "created_at", "updated_at"])
+                    });
                 }
                 SecretsCmd::Delete { name } => {
-                    client.call(Method::DELETE, &format!("/v1/secrets/{}", seg(&name)), None).await?;
-                    output(&opts, &json!({"deleted": name}), |_| println!("Deleted secret {name}"));
+                    client
+                        .call(Method::DELETE, &format!("/v1/secrets/{}", seg(&name)), None)
+                        .await?;
+                    output(&opts, &json!({"deleted": name}), |_| {
+                        println!("Deleted secret {name}")
+                    });
                 }
             }
             Ok(())
@@ -306,16 +423,28 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
             let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
             match cmd {
                 AuditCmd::List { limit } => {
-                    let page = client.call(Method::GET, &format!("/v1/audit?limit={limit}"), None).await?;
-                    output(&opts, &page, |v| print_rows(rows(v), &["seq", "at", "actor", "action", "target"]));
+                    let page = client
+                        .call(Method::GET, &format!("/v1/audit?limit={limit}"), None)
+                        .await?;
+                    output(&opts, &page, |v| {
+                        print_rows(rows(v), &["seq", "at", "actor", "action", "target"])
+                    });
                 }
                 AuditCmd::Verify => {
                     let v = client.call(Method::GET, "/v1/audit/verify", None).await?;
                     output(&opts, &v, |v| {
                         if v["ok"].as_bool() == Some(true) {
-                            println!("ok: {} entries, head {}", text_of(v, "entries"), text_of(v, "head"));
+                            println!(
+                                "ok: {} entries, head {}",
+                                text_of(v, "entries"),
+                                text_of(v, "head")
+                            );
                         } else {
-                            println!("BROKEN at seq {}: {}", text_of(v, "seq"), text_of(v, "reason"));
+                            println!(
+                                "BROKEN at seq {}: {}",
+                                text_of(v, "seq"),
+                                text_of(v, "reason")
+                            );
                         }
                     });
                     if v["ok"].as_bool() != Some(true) {

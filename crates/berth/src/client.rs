@@ -13,7 +13,11 @@ pub enum ClientError {
     Connect { url: String, source: reqwest::Error },
     /// The server's own error message, with its status and code.
     #[error("{message} (HTTP {status}, {code})")]
-    Server { status: u16, code: String, message: String },
+    Server {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
     #[error("{0}")]
@@ -36,7 +40,8 @@ pub fn login_path() -> Option<PathBuf> {
 }
 
 pub fn save_login(login: &SavedLogin) -> Result<PathBuf, ClientError> {
-    let path = login_path().ok_or_else(|| ClientError::Usage("neither XDG_CONFIG_HOME nor HOME is set".into()))?;
+    let path = login_path()
+        .ok_or_else(|| ClientError::Usage("neither XDG_CONFIG_HOME nor HOME is set".into()))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -67,36 +72,64 @@ impl Client {
             .or_else(|| saved.as_ref().map(|s| s.url.clone()))
             .unwrap_or_else(|| "http://127.0.0.1:7700".to_owned());
         let token = token.or_else(|| saved.map(|s| s.token)).ok_or_else(|| {
-            ClientError::Usage("no token: pass --token, set BERTH_TOKEN, or run 'berth login'".into())
+            ClientError::Usage(
+                "no token: pass --token, set BERTH_TOKEN, or run 'berth login'".into(),
+            )
         })?;
-        Ok(Client { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token })
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
     }
 
     /// Sends a request and returns the decoded JSON answer (`null` for an empty body).
-    pub async fn call(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|source| ClientError::Connect { url: self.base.clone(), source })?;
+        let resp = req.send().await.map_err(|source| ClientError::Connect {
+            url: self.base.clone(),
+            source,
+        })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
         if status == StatusCode::NO_CONTENT || bytes.is_empty() {
             return if status.is_success() {
                 Ok(serde_json::Value::Null)
             } else {
-                Err(ClientError::Server { status: status.as_u16(), code: "error".into(), message: status.to_string() })
+                Err(ClientError::Server {
+                    status: status.as_u16(),
+                    code: "error".into(),
+                    message: status.to_string(),
+                })
             };
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| ClientError::Decode(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes))))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+            ClientError::Decode(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ))
+        })?;
         if !status.is_success() {
             let err = &value["error"];
             return Err(ClientError::Server {
                 status: status.as_u16(),
                 code: err["code"].as_str().unwrap_or("error").to_owned(),
-                message: err["message"].as_str().unwrap_or("request failed").to_owned(),
+                message: err["message"]
+                    .as_str()
+                    .unwrap_or("request failed")
+                    .to_owned(),
             });
         }
         Ok(value)

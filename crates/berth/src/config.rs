@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: String, message: String },
     #[error("config key '{key}': {message}")]
@@ -18,7 +21,10 @@ pub enum ConfigError {
 }
 
 fn value_error(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Value { key: key.into(), message: message.into() }
+    ConfigError::Value {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,7 +106,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: default_log_format(), level: default_log_level() }
+        LogConfig {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
     }
 }
 
@@ -146,7 +155,14 @@ fn default_log_level() -> String {
 }
 
 /// `BERTH_*` variables that are not config keys.
-const NON_CONFIG_ENV: &[&str] = &["OPERATOR_TOKEN", "MASTER_KEY", "URL", "TOKEN", "CONFIG", "JSON"];
+const NON_CONFIG_ENV: &[&str] = &[
+    "OPERATOR_TOKEN",
+    "MASTER_KEY",
+    "URL",
+    "TOKEN",
+    "CONFIG",
+    "JSON",
+];
 
 /// Command-line overrides of `berth serve`.
 #[derive(Debug, Clone, Default)]
@@ -171,17 +187,24 @@ impl Config {
         let mut table = match file {
             None => toml::Table::new(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Syntax { path: path.display().to_string(), message: e.to_string() })?
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?
             }
         };
         let env: Vec<(String, String)> = env.into_iter().collect();
         let mut operator_token = None;
         let mut master_key = None;
         for (name, raw) in env.iter().cloned() {
-            let Some(rest) = name.strip_prefix("BERTH_") else { continue };
+            let Some(rest) = name.strip_prefix("BERTH_") else {
+                continue;
+            };
             match rest {
                 "OPERATOR_TOKEN" => operator_token = Some(raw),
                 "MASTER_KEY" => master_key = Some(raw),
@@ -193,7 +216,10 @@ impl Config {
             table.insert("listen".into(), toml::Value::String(v.clone()));
         }
         if let Some(v) = &overrides.data_dir {
-            table.insert("data_dir".into(), toml::Value::String(v.display().to_string()));
+            table.insert(
+                "data_dir".into(),
+                toml::Value::String(v.display().to_string()),
+            );
         }
         if let Some(v) = &overrides.database_url {
             table.insert("database_url".into(), toml::Value::String(v.clone()));
@@ -201,82 +227,138 @@ impl Config {
         let mut config = Self::from_table(table)?;
         config.operator_token = operator_token.filter(|t| !t.is_empty());
         config.master_key = master_key.filter(|k| !k.is_empty());
-        if let Some(jwt) = &mut config.auth.jwt {
-            if let Some(var) = &jwt.hs256_secret_env {
-                let secret = env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
-                if secret.is_none() {
-                    return Err(value_error("auth.jwt.hs256_secret_env", format!("names {var}, which is not set")));
-                }
-                jwt.hs256_secret = secret;
+        if let Some(jwt) = &mut config.auth.jwt
+            && let Some(var) = &jwt.hs256_secret_env
+        {
+            let secret = env
+                .iter()
+                .find(|(k, _)| k == var)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty());
+            if secret.is_none() {
+                return Err(value_error(
+                    "auth.jwt.hs256_secret_env",
+                    format!("names {var}, which is not set"),
+                ));
             }
+            jwt.hs256_secret = secret;
         }
         Ok(config)
     }
 
     fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            value_error(if path == "." { "(top level)".to_owned() } else { path }, e.into_inner().to_string())
-        })?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                value_error(
+                    if path == "." {
+                        "(top level)".to_owned()
+                    } else {
+                        path
+                    },
+                    e.into_inner().to_string(),
+                )
+            })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.listen
-            .parse::<SocketAddr>()
-            .map_err(|_| value_error("listen", format!("{:?} is not an address like 127.0.0.1:7700", self.listen)))?;
+        self.listen.parse::<SocketAddr>().map_err(|_| {
+            value_error(
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:7700", self.listen),
+            )
+        })?;
         let url = self.database_url();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(value_error("database_url", "must start with sqlite:// or postgres://"));
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(value_error(
+                "database_url",
+                "must start with sqlite:// or postgres://",
+            ));
         }
-        if let Some(r) = &self.redis_url {
-            if !(r.starts_with("redis://") || r.starts_with("rediss://")) {
-                return Err(value_error("redis_url", "must start with redis:// or rediss://"));
-            }
+        if let Some(r) = &self.redis_url
+            && !(r.starts_with("redis://") || r.starts_with("rediss://"))
+        {
+            return Err(value_error(
+                "redis_url",
+                "must start with redis:// or rediss://",
+            ));
         }
         for (i, cidr) in self.egress.allow_private.iter().enumerate() {
             cidr.parse::<ipnet::IpNet>().map_err(|_| {
-                value_error(format!("egress.allow_private[{i}]"), format!("{cidr:?} is not a CIDR like 127.0.0.0/8"))
+                value_error(
+                    format!("egress.allow_private[{i}]"),
+                    format!("{cidr:?} is not a CIDR like 127.0.0.0/8"),
+                )
             })?;
         }
-        if let Some(jwt) = &self.auth.jwt {
-            if jwt.jwks_url.is_none() && jwt.hs256_secret_env.is_none() {
-                return Err(value_error("auth.jwt", "set jwks_url or hs256_secret_env"));
-            }
+        if let Some(jwt) = &self.auth.jwt
+            && jwt.jwks_url.is_none()
+            && jwt.hs256_secret_env.is_none()
+        {
+            return Err(value_error("auth.jwt", "set jwks_url or hs256_secret_env"));
         }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(value_error("log.format", "must be \"json\" or \"text\""));
         }
         for (i, p) in self.providers.iter().enumerate() {
-            if !matches!(p.kind.as_str(), "openai" | "anthropic" | "openai-compatible" | "mock") {
+            if !matches!(
+                p.kind.as_str(),
+                "openai" | "anthropic" | "openai-compatible" | "mock"
+            ) {
                 return Err(value_error(
                     format!("providers[{i}].kind"),
-                    format!("{:?} is not one of openai, anthropic, openai-compatible, mock", p.kind),
+                    format!(
+                        "{:?} is not one of openai, anthropic, openai-compatible, mock",
+                        p.kind
+                    ),
                 ));
             }
             if let Some(t) = &p.timeout {
-                parse_duration(t).ok_or_else(|| value_error(format!("providers[{i}].timeout"), format!("{t:?} is not a duration like \"120s\"")))?;
+                parse_duration(t).ok_or_else(|| {
+                    value_error(
+                        format!("providers[{i}].timeout"),
+                        format!("{t:?} is not a duration like \"120s\""),
+                    )
+                })?;
             }
         }
         for (model, price) in &self.prices {
-            if price.input < 0.0 || price.output < 0.0 || price.cached_input.is_some_and(|c| c < 0.0) {
-                return Err(value_error(format!("prices.\"{model}\""), "prices must not be negative"));
+            if price.input < 0.0
+                || price.output < 0.0
+                || price.cached_input.is_some_and(|c| c < 0.0)
+            {
+                return Err(value_error(
+                    format!("prices.\"{model}\""),
+                    "prices must not be negative",
+                ));
             }
         }
         for (name, plan) in &self.plans {
             if plan.weight == 0 {
-                return Err(value_error(format!("plans.{name}.weight"), "must be at least 1"));
+                return Err(value_error(
+                    format!("plans.{name}.weight"),
+                    "must be at least 1",
+                ));
             }
         }
         if !self.plans().contains_key(&self.default_plan) {
-            return Err(value_error("default_plan", format!("no plan named {:?}", self.default_plan)));
+            return Err(value_error(
+                "default_plan",
+                format!("no plan named {:?}", self.default_plan),
+            ));
         }
         Ok(())
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
-        self.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7700)))
+        self.listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7700)))
     }
 
     pub fn database_url(&self) -> String {
@@ -286,12 +368,18 @@ impl Config {
     }
 
     pub fn master_key_path(&self) -> PathBuf {
-        self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
     /// The configured plans, or the built-in `free` and `pro` when none are configured.
     pub fn plans(&self) -> BTreeMap<String, Plan> {
-        if self.plans.is_empty() { berth_core::plan::default_plans() } else { self.plans.clone() }
+        if self.plans.is_empty() {
+            berth_core::plan::default_plans()
+        } else {
+            self.plans.clone()
+        }
     }
 }
 
@@ -303,13 +391,18 @@ fn set_path(table: &mut toml::Table, path: &str, raw: &str, var: &str) -> Result
     let mut cur = table;
     for (i, key) in keys.iter().enumerate() {
         if key.is_empty() {
-            return Err(value_error(var, "empty key segment in environment variable name"));
+            return Err(value_error(
+                var,
+                "empty key segment in environment variable name",
+            ));
         }
         if i + 1 == keys.len() {
             cur.insert(key.clone(), value);
             return Ok(());
         }
-        let entry = cur.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = entry
             .as_table_mut()
             .ok_or_else(|| value_error(var, format!("'{key}' is not a table")))?;
@@ -323,12 +416,11 @@ fn parse_env_value(raw: &str) -> toml::Value {
         || raw.starts_with('[')
         || raw.parse::<i64>().is_ok()
         || raw.parse::<f64>().is_ok();
-    if looks_typed {
-        if let Ok(mut t) = format!("v = {raw}").parse::<toml::Table>() {
-            if let Some(v) = t.remove("v") {
-                return v;
-            }
-        }
+    if looks_typed
+        && let Ok(mut t) = format!("v = {raw}").parse::<toml::Table>()
+        && let Some(v) = t.remove("v")
+    {
+        return v;
     }
     toml::Value::String(raw.to_owned())
 }
@@ -353,7 +445,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -406,7 +501,12 @@ weight = 10
 "#;
         let c = load_str(text, &[("JWT_SECRET", "shh")]).unwrap();
         assert_eq!(c.plans["pro"].weight, 10);
-        assert!(load_str(text, &[]).unwrap_err().to_string().contains("JWT_SECRET"));
+        assert!(
+            load_str(text, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("JWT_SECRET")
+        );
         assert_eq!(c.prices["openai/gpt-4o-mini"].cached_input, Some(0.075));
     }
 
@@ -417,8 +517,13 @@ weight = 10
         let err = load_str("[plans.free]\nrequests_per_minute = 1\ntokens_per_minute = 1\nconcurrent_runs = 1\nwieght = 2", &[])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("plans.free") && err.contains("wieght"), "{err}");
-        let err = load_str("", &[("BERTH_NOPE", "1")]).unwrap_err().to_string();
+        assert!(
+            err.contains("plans.free") && err.contains("wieght"),
+            "{err}"
+        );
+        let err = load_str("", &[("BERTH_NOPE", "1")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope"), "{err}");
     }
 
@@ -427,9 +532,18 @@ weight = 10
         let cases = [
             ("listen = \"nowhere\"", "listen"),
             ("database_url = \"mysql://x\"", "database_url"),
-            ("[egress]\nallow_private = [\"10.0.0.0/33\"]", "egress.allow_private[0]"),
-            ("[[providers]]\nname = \"x\"\nkind = \"cohere\"", "providers[0].kind"),
-            ("[[providers]]\nname = \"x\"\nkind = \"openai\"\ntimeout = \"soon\"", "providers[0].timeout"),
+            (
+                "[egress]\nallow_private = [\"10.0.0.0/33\"]",
+                "egress.allow_private[0]",
+            ),
+            (
+                "[[providers]]\nname = \"x\"\nkind = \"cohere\"",
+                "providers[0].kind",
+            ),
+            (
+                "[[providers]]\nname = \"x\"\nkind = \"openai\"\ntimeout = \"soon\"",
+                "providers[0].timeout",
+            ),
             ("default_plan = \"gold\"", "default_plan"),
             ("listen = 7", "listen"),
             ("[auth.jwt]\nissuer = \"x\"", "auth.jwt"),
@@ -438,7 +552,10 @@ weight = 10
             let err = load_str(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} gave {err}");
         }
-        assert!(matches!(load_str("listen = ", &[]), Err(ConfigError::Syntax { .. })));
+        assert!(matches!(
+            load_str("listen = ", &[]),
+            Err(ConfigError::Syntax { .. })
+        ));
     }
 
     #[test]
@@ -467,16 +584,28 @@ weight = 10
         assert_eq!(jwt.issuer.as_deref(), Some("https://issuer.example"));
         assert_eq!(jwt.hs256_secret.as_deref(), Some("shh"));
         assert_eq!(c.operator_token.as_deref(), Some("op"));
-        let flags = Overrides { listen: Some("127.0.0.1:3".into()), ..Default::default() };
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
         let c = Config::load(None, env(&[("BERTH_LISTEN", "127.0.0.1:2")]), &flags).unwrap();
         assert_eq!(c.listen, "127.0.0.1:3");
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("120s"), Some(std::time::Duration::from_secs(120)));
-        assert_eq!(parse_duration("500ms"), Some(std::time::Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(std::time::Duration::from_secs(120)));
+        assert_eq!(
+            parse_duration("120s"),
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_duration("500ms"),
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Some(std::time::Duration::from_secs(120))
+        );
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("10"), None);
     }

@@ -27,10 +27,10 @@ fn token_pattern() -> Option<&'static Regex> {
 impl Redactor {
     /// Adds a value (the operator token, say) that must never appear in a log line.
     pub fn register(&self, secret: &str) {
-        if secret.len() >= 6 {
-            if let Ok(mut v) = self.exact.write() {
-                v.push(secret.to_owned());
-            }
+        if secret.len() >= 6
+            && let Ok(mut v) = self.exact.write()
+        {
+            v.push(secret.to_owned());
         }
     }
 
@@ -63,7 +63,9 @@ pub struct RedactingWriter {
 impl Write for RedactingWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stdout().lock().write_all(self.redactor.redact(&text).as_bytes())?;
+        std::io::stdout()
+            .lock()
+            .write_all(self.redactor.redact(&text).as_bytes())?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -74,7 +76,9 @@ impl Write for RedactingWriter {
 impl<'a> MakeWriter<'a> for Redactor {
     type Writer = RedactingWriter;
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter { redactor: self.clone() }
+        RedactingWriter {
+            redactor: self.clone(),
+        }
     }
 }
 
@@ -88,9 +92,15 @@ pub fn init(config: &LogConfig) -> Redactor {
             let filter = EnvFilter::try_from_default_env()
                 .or_else(|_| EnvFilter::try_new(&config.level))
                 .unwrap_or_else(|_| EnvFilter::new("info"));
-            let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(redactor.clone());
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(redactor.clone());
             let _ = if config.format == "json" {
-                builder.json().with_current_span(true).with_span_list(false).try_init()
+                builder
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .try_init()
             } else {
                 builder.try_init()
             };

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -29,7 +32,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: berth::cli::ServeArgs) -> ExitCode {
-    let overrides = Overrides { listen: args.listen, data_dir: args.data_dir, database_url: args.database_url };
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+    };
     let config = match Config::load(args.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -45,7 +52,11 @@ async fn serve(args: berth::cli::ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("Berth listening on {} ({} store)", server.url, server.state.store.backend());
+    eprintln!(
+        "Berth listening on {} ({} store)",
+        server.url,
+        server.state.store.backend()
+    );
     if server.operator_token_generated {
         eprintln!(
             "Operator token (shown once; also in {}/operator-token, mode 0600):\n  {}",
@@ -54,8 +65,14 @@ async fn serve(args: berth::cli::ServeArgs) -> ExitCode {
         );
     }
     if let Some(demo) = &server.demo {
-        eprintln!("Demo tenant {} with admin key:\n  {}", demo.tenant_id, demo.key);
-        eprintln!("Try:\n  curl -s {}/v1/me -H 'Authorization: Bearer {}'", server.url, demo.key);
+        eprintln!(
+            "Demo tenant {} with admin key:\n  {}",
+            demo.tenant_id, demo.key
+        );
+        eprintln!(
+            "Try:\n  curl -s {}/v1/me -H 'Authorization: Bearer {}'",
+            server.url, demo.key
+        );
     }
     match berth_api::serve(server.listener, server.state, berth::app::shutdown_signal()).await {
         Ok(()) => {

@@ -3,6 +3,7 @@
 //! The table below lists every route the server has. `table_covers_every_route` compares
 //! it with `/openapi.json` (generated from the router itself), so adding an endpoint
 //! without adding it here fails the build's tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 use berth_testkit::{Answer, OPERATOR_TOKEN, TestServer};
 use serde_json::{Value, json};
@@ -38,8 +39,20 @@ struct Case {
     body: Option<fn() -> Value>,
 }
 
-const fn case(method: &'static str, path: &'static str, access: Access, param: Param, body: Option<fn() -> Value>) -> Case {
-    Case { method, path, access, param, body }
+const fn case(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    param: Param,
+    body: Option<fn() -> Value>,
+) -> Case {
+    Case {
+        method,
+        path,
+        access,
+        param,
+        body,
+    }
 }
 
 fn tenant_body() -> Value {
@@ -73,18 +86,60 @@ fn table() -> Vec<Case> {
         case("POST", "/v1/tenants", Operator, None, Some(tenant_body)),
         case("GET", "/v1/tenants", Operator, None, Option::None),
         case("GET", "/v1/tenants/{id}", Operator, TenantId, Option::None),
-        case("PATCH", "/v1/tenants/{id}", Operator, TenantId, Some(patch_body)),
-        case("DELETE", "/v1/tenants/{id}", Operator, TenantId, Option::None),
-        case("POST", "/v1/tenants/{id}/keys", Operator, TenantId, Some(key_body)),
+        case(
+            "PATCH",
+            "/v1/tenants/{id}",
+            Operator,
+            TenantId,
+            Some(patch_body),
+        ),
+        case(
+            "DELETE",
+            "/v1/tenants/{id}",
+            Operator,
+            TenantId,
+            Option::None,
+        ),
+        case(
+            "POST",
+            "/v1/tenants/{id}/keys",
+            Operator,
+            TenantId,
+            Some(key_body),
+        ),
         case("GET", "/v1/me", AnyTenantKey("viewer"), None, Option::None),
         case("POST", "/v1/keys", Tenant("admin"), None, Some(key_body)),
         case("GET", "/v1/keys", Tenant("admin"), None, Option::None),
-        case("DELETE", "/v1/keys/{id}", Tenant("admin"), KeyId, Option::None),
+        case(
+            "DELETE",
+            "/v1/keys/{id}",
+            Tenant("admin"),
+            KeyId,
+            Option::None,
+        ),
         case("GET", "/v1/secrets", Tenant("viewer"), None, Option::None),
-        case("PUT", "/v1/secrets/{name}", Tenant("developer"), SecretName, Some(secret_body)),
-        case("DELETE", "/v1/secrets/{name}", Tenant("developer"), SecretName, Option::None),
+        case(
+            "PUT",
+            "/v1/secrets/{name}",
+            Tenant("developer"),
+            SecretName,
+            Some(secret_body),
+        ),
+        case(
+            "DELETE",
+            "/v1/secrets/{name}",
+            Tenant("developer"),
+            SecretName,
+            Option::None,
+        ),
         case("GET", "/v1/audit", Tenant("viewer"), None, Option::None),
-        case("GET", "/v1/audit/verify", Tenant("viewer"), None, Option::None),
+        case(
+            "GET",
+            "/v1/audit/verify",
+            Tenant("viewer"),
+            None,
+            Option::None,
+        ),
     ]
 }
 
@@ -116,21 +171,42 @@ async fn tenant(server: &TestServer, name: &str) -> Tenant {
         keys.push((role.to_owned(), kid, tok));
     }
     let a = server
-        .call("POST", &format!("/v1/tenants/{id}/keys"), Some(OPERATOR_TOKEN), Some(json!({"name": "one-agent", "role": "admin", "agent": "support"})))
+        .call(
+            "POST",
+            &format!("/v1/tenants/{id}/keys"),
+            Some(OPERATOR_TOKEN),
+            Some(json!({"name": "one-agent", "role": "admin", "agent": "support"})),
+        )
         .await;
     assert_eq!(a.status, 201);
-    Tenant { id, name: name.to_owned(), keys, restricted: a.body["key"].as_str().unwrap().to_owned() }
+    Tenant {
+        id,
+        name: name.to_owned(),
+        keys,
+        restricted: a.body["key"].as_str().unwrap().to_owned(),
+    }
 }
 
 /// A fresh resource of `param`'s kind inside `tenant`, so destructive calls have a target.
 async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
     match param {
         Param::None => String::new(),
-        Param::TenantId => server.create_tenant(&format!("fresh-{}", rand_suffix())).await,
+        Param::TenantId => {
+            server
+                .create_tenant(&format!("fresh-{}", rand_suffix()))
+                .await
+        }
         Param::KeyId => server.create_key(&tenant.id, "viewer").await.0,
         Param::SecretName => {
             let name = format!("S{}", rand_suffix());
-            let a = server.call("PUT", &format!("/v1/secrets/{name}"), Some(tenant.token("admin")), Some(secret_body())).await;
+            let a = server
+                .call(
+                    "PUT",
+                    &format!("/v1/secrets/{name}"),
+                    Some(tenant.token("admin")),
+                    Some(secret_body()),
+                )
+                .await;
             assert_eq!(a.status, 204);
             name
         }
@@ -145,15 +221,29 @@ fn fill(path: &str, value: &str) -> String {
 }
 
 async fn call(server: &TestServer, c: &Case, path: &str, token: Option<&str>) -> Answer {
-    server.call(c.method, path, token, c.body.map(|b| b())).await
+    server
+        .call(c.method, path, token, c.body.map(|b| b()))
+        .await
 }
 
 fn assert_error_shape(a: &Answer, what: &str) {
     let e = &a.body["error"];
-    assert!(e["type"].is_string() && e["code"].is_string() && e["message"].is_string(), "{what}: not an error shape: {:?}", a.body);
-    let header = a.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(
+        e["type"].is_string() && e["code"].is_string() && e["message"].is_string(),
+        "{what}: not an error shape: {:?}",
+        a.body
+    );
+    let header = a
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     assert!(header.starts_with("req_"), "{what}: no x-request-id");
-    assert_eq!(e["request_id"].as_str(), Some(header), "{what}: request_id differs from header");
+    assert_eq!(
+        e["request_id"].as_str(),
+        Some(header),
+        "{what}: request_id differs from header"
+    );
 }
 
 #[tokio::test]
@@ -168,11 +258,20 @@ async fn table_covers_every_route() {
             }
         }
     }
-    let listed: BTreeSet<_> = table().iter().map(|c| (c.method.to_owned(), c.path.to_owned())).collect();
+    let listed: BTreeSet<_> = table()
+        .iter()
+        .map(|c| (c.method.to_owned(), c.path.to_owned()))
+        .collect();
     let missing: Vec<_> = served.difference(&listed).collect();
     let stale: Vec<_> = listed.difference(&served).collect();
-    assert!(missing.is_empty(), "routes missing from the isolation table: {missing:?}");
-    assert!(stale.is_empty(), "table lists routes the server does not have: {stale:?}");
+    assert!(
+        missing.is_empty(),
+        "routes missing from the isolation table: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "table lists routes the server does not have: {stale:?}"
+    );
     server.stop().await;
 }
 
@@ -184,12 +283,22 @@ async fn roles_and_credentials(server: &TestServer) {
         let path = fill(c.path, &fresh(server, &a, c.param).await);
         let anon = call(server, &c, &path, None).await;
         if c.access == Access::Public {
-            assert!(anon.status < 400, "{what} should be public, got {}", anon.status);
+            assert!(
+                anon.status < 400,
+                "{what} should be public, got {}",
+                anon.status
+            );
             continue;
         }
         assert_eq!(anon.status, 401, "{what} without a token");
         assert_error_shape(&anon, &what);
-        let bogus = call(server, &c, &path, Some("bk_0000000000000000000000000000000000000000")).await;
+        let bogus = call(
+            server,
+            &c,
+            &path,
+            Some("bk_0000000000000000000000000000000000000000"),
+        )
+        .await;
         assert_eq!(bogus.status, 401, "{what} with an unknown key");
 
         match c.access {
@@ -202,7 +311,12 @@ async fn roles_and_credentials(server: &TestServer) {
                 }
                 let path = fill(c.path, &fresh(server, &a, c.param).await);
                 let ok = call(server, &c, &path, Some(OPERATOR_TOKEN)).await;
-                assert!(ok.status < 300, "{what} as operator: {} {:?}", ok.status, ok.body);
+                assert!(
+                    ok.status < 300,
+                    "{what} as operator: {} {:?}",
+                    ok.status,
+                    ok.body
+                );
             }
             Access::Tenant(min) | Access::AnyTenantKey(min) => {
                 let op = call(server, &c, &path, Some(OPERATOR_TOKEN)).await;
@@ -211,10 +325,18 @@ async fn roles_and_credentials(server: &TestServer) {
                     let path = fill(c.path, &fresh(server, &a, c.param).await);
                     let r = call(server, &c, &path, Some(a.token(role))).await;
                     if rank(role) >= rank(min) {
-                        assert!(r.status < 300, "{what} as {role}: {} {:?}", r.status, r.body);
+                        assert!(
+                            r.status < 300,
+                            "{what} as {role}: {} {:?}",
+                            r.status,
+                            r.body
+                        );
                     } else {
                         assert_eq!(r.status, 403, "{what} as {role} (needs {min})");
-                        assert_eq!(r.body["error"]["code"], "insufficient_role", "{what} as {role}");
+                        assert_eq!(
+                            r.body["error"]["code"], "insufficient_role",
+                            "{what} as {role}"
+                        );
                     }
                 }
                 let path = fill(c.path, &fresh(server, &a, c.param).await);
@@ -223,7 +345,11 @@ async fn roles_and_credentials(server: &TestServer) {
                     assert_eq!(r.status, 403, "{what} with an agent-restricted key");
                     assert_eq!(r.body["error"]["code"], "agent_restricted_key");
                 } else {
-                    assert!(r.status < 300, "{what} with an agent-restricted key: {}", r.status);
+                    assert!(
+                        r.status < 300,
+                        "{what} with an agent-restricted key: {}",
+                        r.status
+                    );
                 }
             }
         }
@@ -240,14 +366,19 @@ async fn cross_tenant(server: &TestServer) {
 
     for c in table() {
         let what = format!("{} {}", c.method, c.path);
-        let (Access::Tenant(_) | Access::AnyTenantKey(_)) = c.access else { continue };
+        let (Access::Tenant(_) | Access::AnyTenantKey(_)) = c.access else {
+            continue;
+        };
         if c.param == Param::None {
             // Lists and singletons: A's admin sees nothing of B's.
             let r = call(server, &c, c.path, Some(a.token("admin"))).await;
             assert!(r.status < 300, "{what}: {}", r.status);
             let text = r.body.to_string();
             for m in &b_markers {
-                assert!(!text.contains(m.as_str()), "{what} as tenant A shows B's {m}");
+                assert!(
+                    !text.contains(m.as_str()),
+                    "{what} as tenant A shows B's {m}"
+                );
             }
             continue;
         }
@@ -266,19 +397,35 @@ async fn cross_tenant(server: &TestServer) {
         } else {
             assert_eq!(r.status, 404, "{what} on B's resource from A: {:?}", r.body);
             assert_eq!(r.body["error"]["type"], "not_found");
-            assert_eq!((missing.status, missing.body["error"]["code"].clone()), (404, r.body["error"]["code"].clone()), "{what}: other tenant's resource must look like a missing one");
+            assert_eq!(
+                (missing.status, missing.body["error"]["code"].clone()),
+                (404, r.body["error"]["code"].clone()),
+                "{what}: other tenant's resource must look like a missing one"
+            );
         }
         // And B's resource is still there, unchanged.
         match c.param {
             Param::KeyId => {
                 let keys = server.get("/v1/keys", b.token("admin")).await;
-                assert!(keys.body.to_string().contains(&target), "{what} removed B's key");
-                let listed = keys.body["data"].as_array().unwrap().iter().find(|k| k["id"] == target.as_str()).unwrap().clone();
+                assert!(
+                    keys.body.to_string().contains(&target),
+                    "{what} removed B's key"
+                );
+                let listed = keys.body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|k| k["id"] == target.as_str())
+                    .unwrap()
+                    .clone();
                 assert!(listed["revoked_at"].is_null(), "{what} revoked B's key");
             }
             Param::SecretName => {
                 let secrets = server.get("/v1/secrets", b.token("admin")).await;
-                assert!(secrets.body.to_string().contains(&target), "{what} removed B's secret");
+                assert!(
+                    secrets.body.to_string().contains(&target),
+                    "{what} removed B's secret"
+                );
                 let a_secrets = server.get("/v1/secrets", a.token("admin")).await;
                 assert_eq!(a_secrets.status, 200);
             }
@@ -288,9 +435,15 @@ async fn cross_tenant(server: &TestServer) {
     // B's audit chain is intact and has no entry made by A.
     let audit = server.get("/v1/audit?limit=500", b.token("admin")).await;
     for m in a.keys.iter().map(|k| k.1.clone()) {
-        assert!(!audit.body.to_string().contains(&m), "A's key {m} appears in B's audit log");
+        assert!(
+            !audit.body.to_string().contains(&m),
+            "A's key {m} appears in B's audit log"
+        );
     }
-    assert_eq!(server.get("/v1/audit/verify", b.token("viewer")).await.body["ok"], true);
+    assert_eq!(
+        server.get("/v1/audit/verify", b.token("viewer")).await.body["ok"],
+        true
+    );
 }
 
 #[tokio::test]
@@ -309,14 +462,18 @@ async fn cross_tenant_on_sqlite() {
 
 #[tokio::test]
 async fn roles_and_credentials_on_postgres() {
-    let Some(server) = TestServer::start_postgres().await else { return };
+    let Some(server) = TestServer::start_postgres().await else {
+        return;
+    };
     roles_and_credentials(&server).await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn cross_tenant_on_postgres() {
-    let Some(server) = TestServer::start_postgres().await else { return };
+    let Some(server) = TestServer::start_postgres().await else {
+        return;
+    };
     cross_tenant(&server).await;
     server.stop().await;
 }

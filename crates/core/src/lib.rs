@@ -1,16 +1,16 @@
 //! Core vocabulary of Berth: ids, tenant scopes, roles, names and money; pure types, no IO.
 
+pub mod clock;
 pub mod id;
 pub mod money;
 pub mod name;
 pub mod plan;
 pub mod role;
 pub mod scope;
-pub mod clock;
 
 pub use id::{Id, IdKind};
 pub use money::NanoUsd;
-pub use plan::Plan;
 pub use name::{AgentName, NameError, ResourceName};
+pub use plan::Plan;
 pub use role::Role;
 pub use scope::{Principal, TenantId, TenantScope};

@@ -36,7 +36,10 @@ impl AgentName {
             });
         }
         if raw.len() > 63 {
-            return Err(NameError::TooLong { what: WHAT, max: 63 });
+            return Err(NameError::TooLong {
+                what: WHAT,
+                max: 63,
+            });
         }
         if let Some(c) = raw
             .chars()

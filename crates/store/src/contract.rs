@@ -24,7 +24,10 @@ pub async fn new_tenant(store: &dyn Store, name: &str) -> TenantScope {
         suspended: false,
         created_at_ms: now_ms(),
     };
-    store.create_tenant(&tenant, &audit("tenant.create")).await.unwrap();
+    store
+        .create_tenant(&tenant, &audit("tenant.create"))
+        .await
+        .unwrap();
     TenantScope::for_operator(tenant.id)
 }
 
@@ -67,7 +70,11 @@ pub async fn tenants(store: &dyn Store) {
     assert_eq!(got.name, "contract-a");
     assert_eq!(got.plan, "free");
     assert_eq!(
-        store.find_tenant_by_name("contract-a").await.unwrap().map(|t| t.id),
+        store
+            .find_tenant_by_name("contract-a")
+            .await
+            .unwrap()
+            .map(|t| t.id),
         Some(a.tenant().clone())
     );
     // Names are unique.
@@ -98,7 +105,12 @@ pub async fn tenants(store: &dyn Store) {
         }
     }
     for i in 0..4 {
-        assert_eq!(seen.iter().filter(|n| **n == format!("contract-page-{i}")).count(), 1);
+        assert_eq!(
+            seen.iter()
+                .filter(|n| **n == format!("contract-page-{i}"))
+                .count(),
+            1
+        );
     }
     let patched = store
         .update_tenant(
@@ -112,10 +124,19 @@ pub async fn tenants(store: &dyn Store) {
         )
         .await
         .unwrap();
-    assert_eq!((patched.plan.as_str(), patched.suspended, patched.name.as_str()), ("pro", true, "contract-a"));
+    assert_eq!(
+        (
+            patched.plan.as_str(),
+            patched.suspended,
+            patched.name.as_str()
+        ),
+        ("pro", true, "contract-a")
+    );
     let ghost = TenantScope::for_operator(TenantId::new());
     assert!(matches!(
-        store.update_tenant(&ghost, &TenantPatch::default(), &audit("x")).await,
+        store
+            .update_tenant(&ghost, &TenantPatch::default(), &audit("x"))
+            .await,
         Err(StoreError::NotFound)
     ));
 }
@@ -124,46 +145,96 @@ pub async fn keys(store: &dyn Store) {
     let a = new_tenant(store, "keys-a").await;
     let b = new_tenant(store, "keys-b").await;
     let hash_a = format!("hash-a-{}", now_ms());
-    let key_a = store.create_key(&a, &new_key(&hash_a, Role::Admin), &audit("key.create")).await.unwrap();
+    let key_a = store
+        .create_key(&a, &new_key(&hash_a, Role::Admin), &audit("key.create"))
+        .await
+        .unwrap();
     let key_b = store
-        .create_key(&b, &new_key(&format!("hash-b-{}", now_ms()), Role::Viewer), &audit("key.create"))
+        .create_key(
+            &b,
+            &new_key(&format!("hash-b-{}", now_ms()), Role::Viewer),
+            &audit("key.create"),
+        )
         .await
         .unwrap();
     let grant = store.lookup_key_hash(&hash_a).await.unwrap().unwrap();
     assert_eq!(grant.tenant.id, *a.tenant());
     assert_eq!(grant.key.id, key_a.id);
     assert_eq!(grant.key.role, Role::Admin);
-    assert!(store.lookup_key_hash("no-such-hash").await.unwrap().is_none());
+    assert!(
+        store
+            .lookup_key_hash("no-such-hash")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let listed_a = store.list_keys(&a, &PageRequest::default()).await.unwrap();
-    assert_eq!(listed_a.items.iter().map(|k| &k.id).collect::<Vec<_>>(), vec![&key_a.id]);
+    assert_eq!(
+        listed_a.items.iter().map(|k| &k.id).collect::<Vec<_>>(),
+        vec![&key_a.id]
+    );
     // Tenant B cannot revoke A's key: it does not exist for B.
     assert!(matches!(
         store.revoke_key(&b, &key_a.id, &audit("key.revoke")).await,
         Err(StoreError::NotFound)
     ));
     assert!(store.lookup_key_hash(&hash_a).await.unwrap().is_some());
-    let revoked = store.revoke_key(&a, &key_a.id, &audit("key.revoke")).await.unwrap();
+    let revoked = store
+        .revoke_key(&a, &key_a.id, &audit("key.revoke"))
+        .await
+        .unwrap();
     assert!(revoked.revoked_at_ms.is_some());
     assert!(store.lookup_key_hash(&hash_a).await.unwrap().is_none());
-    assert_eq!(store.list_keys(&b, &PageRequest::default()).await.unwrap().items[0].id, key_b.id);
+    assert_eq!(
+        store
+            .list_keys(&b, &PageRequest::default())
+            .await
+            .unwrap()
+            .items[0]
+            .id,
+        key_b.id
+    );
 }
 
 pub async fn secrets(store: &dyn Store) {
     let a = new_tenant(store, "secrets-a").await;
     let b = new_tenant(store, "secrets-b").await;
     assert!(store.data_key(&a).await.unwrap().is_none());
-    let first = WrappedKey { nonce: vec![1; 24], wrapped: vec![1; 48] };
-    let second = WrappedKey { nonce: vec![2; 24], wrapped: vec![2; 48] };
+    let first = WrappedKey {
+        nonce: vec![1; 24],
+        wrapped: vec![1; 48],
+    };
+    let second = WrappedKey {
+        nonce: vec![2; 24],
+        wrapped: vec![2; 48],
+    };
     assert_eq!(store.insert_data_key(&a, &first).await.unwrap(), first);
     // The first data key stays: a racing second insert gets the stored one back.
     assert_eq!(store.insert_data_key(&a, &second).await.unwrap(), first);
     assert!(store.data_key(&b).await.unwrap().is_none());
 
-    store.put_secret(&a, &sealed("API_KEY", 3), &audit("secret.put")).await.unwrap();
-    store.put_secret(&a, &sealed("API_KEY", 4), &audit("secret.put")).await.unwrap();
-    store.put_secret(&a, &sealed("OTHER", 5), &audit("secret.put")).await.unwrap();
-    assert_eq!(store.get_secret(&a, "API_KEY").await.unwrap().unwrap().ciphertext, vec![4; 40]);
+    store
+        .put_secret(&a, &sealed("API_KEY", 3), &audit("secret.put"))
+        .await
+        .unwrap();
+    store
+        .put_secret(&a, &sealed("API_KEY", 4), &audit("secret.put"))
+        .await
+        .unwrap();
+    store
+        .put_secret(&a, &sealed("OTHER", 5), &audit("secret.put"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_secret(&a, "API_KEY")
+            .await
+            .unwrap()
+            .unwrap()
+            .ciphertext,
+        vec![4; 40]
+    );
     assert!(store.get_secret(&b, "API_KEY").await.unwrap().is_none());
     let names: Vec<_> = store
         .list_secrets(&a, &PageRequest::default())
@@ -174,9 +245,26 @@ pub async fn secrets(store: &dyn Store) {
         .map(|m| m.name)
         .collect();
     assert_eq!(names, vec!["API_KEY", "OTHER"]);
-    assert!(store.list_secrets(&b, &PageRequest::default()).await.unwrap().items.is_empty());
-    assert!(!store.delete_secret(&b, "API_KEY", &audit("secret.delete")).await.unwrap());
-    assert!(store.delete_secret(&a, "API_KEY", &audit("secret.delete")).await.unwrap());
+    assert!(
+        store
+            .list_secrets(&b, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        !store
+            .delete_secret(&b, "API_KEY", &audit("secret.delete"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_secret(&a, "API_KEY", &audit("secret.delete"))
+            .await
+            .unwrap()
+    );
     assert!(store.get_secret(&a, "API_KEY").await.unwrap().is_none());
 }
 
@@ -184,11 +272,20 @@ pub async fn audit_chain(store: &dyn Store) {
     let a = new_tenant(store, "audit-a").await;
     let b = new_tenant(store, "audit-b").await;
     for i in 0..3 {
-        store.append_audit(&a, &NewEntry::new("key:x", "thing.do", format!("t{i}"), json!({"i": i}))).await.unwrap();
+        store
+            .append_audit(
+                &a,
+                &NewEntry::new("key:x", "thing.do", format!("t{i}"), json!({"i": i})),
+            )
+            .await
+            .unwrap();
     }
     let entries = store.list_audit(&a, 0, 100).await.unwrap();
     // seq 1 is the tenant's creation.
-    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     assert_eq!(entries[0].action, "tenant.create");
     assert_eq!(entries[3].details, json!({"i": 2}));
     assert!(berth_audit::verify(a.tenant_str(), &entries).ok);
@@ -203,7 +300,10 @@ pub async fn concurrent_audit_appends(store: Arc<dyn Store>) {
             let store = store.clone();
             let a = a.clone();
             tokio::spawn(async move {
-                store.append_audit(&a, &NewEntry::new("k", "x", format!("{i}"), json!(i))).await.unwrap();
+                store
+                    .append_audit(&a, &NewEntry::new("k", "x", format!("{i}"), json!(i)))
+                    .await
+                    .unwrap();
             })
         })
         .collect();
@@ -219,20 +319,48 @@ pub async fn delete_tenant_removes_everything(store: &dyn Store) {
     let a = new_tenant(store, "delete-a").await;
     let b = new_tenant(store, "delete-b").await;
     let hash = format!("hash-del-{}", now_ms());
-    store.create_key(&a, &new_key(&hash, Role::Admin), &audit("key.create")).await.unwrap();
-    store.put_secret(&a, &sealed("S", 1), &audit("secret.put")).await.unwrap();
-    store.put_secret(&b, &sealed("S", 2), &audit("secret.put")).await.unwrap();
-    store.insert_data_key(&a, &WrappedKey { nonce: vec![1; 24], wrapped: vec![1; 48] }).await.unwrap();
+    store
+        .create_key(&a, &new_key(&hash, Role::Admin), &audit("key.create"))
+        .await
+        .unwrap();
+    store
+        .put_secret(&a, &sealed("S", 1), &audit("secret.put"))
+        .await
+        .unwrap();
+    store
+        .put_secret(&b, &sealed("S", 2), &audit("secret.put"))
+        .await
+        .unwrap();
+    store
+        .insert_data_key(
+            &a,
+            &WrappedKey {
+                nonce: vec![1; 24],
+                wrapped: vec![1; 48],
+            },
+        )
+        .await
+        .unwrap();
     store.delete_tenant(&a).await.unwrap();
     assert!(store.get_tenant(a.tenant()).await.unwrap().is_none());
     assert!(store.lookup_key_hash(&hash).await.unwrap().is_none());
     assert!(store.get_secret(&a, "S").await.unwrap().is_none());
     assert!(store.data_key(&a).await.unwrap().is_none());
     assert!(store.list_audit(&a, 0, 10).await.unwrap().is_empty());
-    assert!(store.list_keys(&a, &PageRequest::default()).await.unwrap().items.is_empty());
+    assert!(
+        store
+            .list_keys(&a, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     // The other tenant is untouched.
     assert!(store.get_secret(&b, "S").await.unwrap().is_some());
-    assert!(matches!(store.delete_tenant(&a).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.delete_tenant(&a).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 /// Where test databases are created: `BERTH_TEST_PG_URL`, else the local server.
@@ -256,10 +384,23 @@ pub async fn pg_test_database() -> Option<PgTestDb> {
             return None;
         }
     };
-    let name = format!("berth_test_{}", Id::new(IdKind::Event).as_str().trim_start_matches("evt_"));
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
-    Some(PgTestDb { admin_url, url: format!("{base}/{name}"), name })
+    let name = format!(
+        "berth_test_{}",
+        Id::new(IdKind::Event).as_str().trim_start_matches("evt_")
+    );
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap();
+    Some(PgTestDb {
+        admin_url,
+        url: format!("{base}/{name}"),
+        name,
+    })
 }
 
 /// A throwaway database; [`PgTestDb::drop_now`] removes it.
@@ -273,9 +414,12 @@ impl PgTestDb {
     pub async fn drop_now(self) {
         use sqlx::Connection;
         if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                .execute(&mut conn)
-                .await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
         }
     }
 }

@@ -30,8 +30,12 @@ pub trait TenantRegistry: Send + Sync {
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>>;
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>>;
     async fn find_tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
-    async fn update_tenant(&self, scope: &TenantScope, patch: &TenantPatch, audit: &NewEntry)
-    -> Result<Tenant>;
+    async fn update_tenant(
+        &self,
+        scope: &TenantScope,
+        patch: &TenantPatch,
+        audit: &NewEntry,
+    ) -> Result<Tenant>;
     /// Removes the tenant and every row it owns, in one transaction.
     async fn delete_tenant(&self, scope: &TenantScope) -> Result<()>;
 }
@@ -39,11 +43,19 @@ pub trait TenantRegistry: Send + Sync {
 /// Tenant API keys. Only hashes are stored.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    async fn create_key(&self, scope: &TenantScope, key: &NewApiKey, audit: &NewEntry)
-    -> Result<ApiKey>;
+    async fn create_key(
+        &self,
+        scope: &TenantScope,
+        key: &NewApiKey,
+        audit: &NewEntry,
+    ) -> Result<ApiKey>;
     async fn list_keys(&self, scope: &TenantScope, page: &PageRequest) -> Result<Page<ApiKey>>;
-    async fn revoke_key(&self, scope: &TenantScope, key_id: &str, audit: &NewEntry)
-    -> Result<ApiKey>;
+    async fn revoke_key(
+        &self,
+        scope: &TenantScope,
+        key_id: &str,
+        audit: &NewEntry,
+    ) -> Result<ApiKey>;
     /// The authentication lookup: which tenant and key a token hash belongs to.
     async fn lookup_key_hash(&self, hash: &str) -> Result<Option<KeyGrant>>;
 }
@@ -54,13 +66,24 @@ pub trait SecretStore: Send + Sync {
     async fn data_key(&self, scope: &TenantScope) -> Result<Option<WrappedKey>>;
     /// Stores `key` unless the tenant already has one; returns the one that is stored.
     async fn insert_data_key(&self, scope: &TenantScope, key: &WrappedKey) -> Result<WrappedKey>;
-    async fn put_secret(&self, scope: &TenantScope, secret: &SealedSecret, audit: &NewEntry)
-    -> Result<()>;
+    async fn put_secret(
+        &self,
+        scope: &TenantScope,
+        secret: &SealedSecret,
+        audit: &NewEntry,
+    ) -> Result<()>;
     async fn get_secret(&self, scope: &TenantScope, name: &str) -> Result<Option<SealedSecret>>;
-    async fn list_secrets(&self, scope: &TenantScope, page: &PageRequest)
-    -> Result<Page<SecretMeta>>;
-    async fn delete_secret(&self, scope: &TenantScope, name: &str, audit: &NewEntry)
-    -> Result<bool>;
+    async fn list_secrets(
+        &self,
+        scope: &TenantScope,
+        page: &PageRequest,
+    ) -> Result<Page<SecretMeta>>;
+    async fn delete_secret(
+        &self,
+        scope: &TenantScope,
+        name: &str,
+        audit: &NewEntry,
+    ) -> Result<bool>;
 }
 
 /// The per-tenant audit hash chain.

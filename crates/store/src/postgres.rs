@@ -39,7 +39,8 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str()).await?;
+                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str())
+                        .await?;
                     Ok(())
                 })
             })
@@ -75,7 +76,11 @@ impl PgStore {
         Ok(())
     }
 
-    async fn begin(&self, kind: TxKind<'_>, _write: bool) -> Result<Transaction<'static, Postgres>> {
+    async fn begin(
+        &self,
+        kind: TxKind<'_>,
+        _write: bool,
+    ) -> Result<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;
         let (tenant, operator) = match kind {
             TxKind::Tenant(t) => (t, ""),

@@ -2,7 +2,9 @@
 
 use crate::shared::{TxKind, impl_store};
 use crate::{Health, Result, StoreError};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -37,18 +39,28 @@ impl SqliteStore {
         Ok(SqliteStore { reader, writer })
     }
 
-    async fn begin(&self, _kind: TxKind<'_>, write: bool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    async fn begin(
+        &self,
+        _kind: TxKind<'_>,
+        write: bool,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         let pool = if write { &self.writer } else { &self.reader };
         Ok(pool.begin().await?)
     }
 
     /// Nothing to set: SQLite has no row-level security; every query filters by tenant.
-    async fn scope_tx(_tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, _tenant: &str) -> Result<()> {
+    async fn scope_tx(
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        _tenant: &str,
+    ) -> Result<()> {
         Ok(())
     }
 
     /// The single writer connection already serialises appends.
-    async fn lock_audit_chain(_tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, _tenant: &str) -> Result<()> {
+    async fn lock_audit_chain(
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        _tenant: &str,
+    ) -> Result<()> {
         Ok(())
     }
 

@@ -1,10 +1,11 @@
 //! Runs the storage contract against SQLite and PostgreSQL, plus each backend's own checks:
 //! audit tampering is detected, and PostgreSQL row-level security holds without filters.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 use berth_audit::NewEntry;
+use berth_core::Role;
 use berth_store::contract::{self, new_key, new_tenant, pg_test_database};
 use berth_store::{KeyStore, PgStore, SecretStore, SqliteStore, Store};
-use berth_core::Role;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -23,7 +24,9 @@ async fn sqlite_passes_the_contract() {
 
 #[tokio::test]
 async fn postgres_passes_the_contract() {
-    let Some(db) = pg_test_database().await else { return };
+    let Some(db) = pg_test_database().await else {
+        return;
+    };
     let store = PgStore::open(&db.url).await.unwrap();
     contract::run_all(Arc::new(store)).await;
     db.drop_now().await;
@@ -32,7 +35,10 @@ async fn postgres_passes_the_contract() {
 async fn seed_chain(store: &dyn Store) -> berth_core::TenantScope {
     let a = new_tenant(store, "tamper").await;
     for i in 0..4 {
-        store.append_audit(&a, &NewEntry::new("k", "x", "t", json!({"i": i}))).await.unwrap();
+        store
+            .append_audit(&a, &NewEntry::new("k", "x", "t", json!({"i": i})))
+            .await
+            .unwrap();
     }
     a
 }
@@ -67,19 +73,33 @@ async fn sqlite_detects_edited_and_deleted_audit_rows() {
 
 async fn seed_chain_named(store: &dyn Store, name: &str) -> berth_core::TenantScope {
     let a = new_tenant(store, name).await;
-    store.append_audit(&a, &NewEntry::new("k", "x", "t", json!(1))).await.unwrap();
-    store.append_audit(&a, &NewEntry::new("k", "x", "t", json!(2))).await.unwrap();
+    store
+        .append_audit(&a, &NewEntry::new("k", "x", "t", json!(1)))
+        .await
+        .unwrap();
+    store
+        .append_audit(&a, &NewEntry::new("k", "x", "t", json!(2)))
+        .await
+        .unwrap();
     a
 }
 
 #[tokio::test]
 async fn postgres_row_level_security_hides_other_tenants_without_a_filter() {
-    let Some(db) = pg_test_database().await else { return };
+    let Some(db) = pg_test_database().await else {
+        return;
+    };
     let store = PgStore::open(&db.url).await.unwrap();
     let a = new_tenant(&store, "rls-a").await;
     let b = new_tenant(&store, "rls-b").await;
-    store.create_key(&a, &new_key("rls-hash-a", Role::Admin), &contract_audit()).await.unwrap();
-    store.create_key(&b, &new_key("rls-hash-b", Role::Admin), &contract_audit()).await.unwrap();
+    store
+        .create_key(&a, &new_key("rls-hash-a", Role::Admin), &contract_audit())
+        .await
+        .unwrap();
+    store
+        .create_key(&b, &new_key("rls-hash-b", Role::Admin), &contract_audit())
+        .await
+        .unwrap();
     let sealed = berth_store::SealedSecret {
         name: "S".into(),
         nonce: vec![0; 24],
@@ -87,19 +107,29 @@ async fn postgres_row_level_security_hides_other_tenants_without_a_filter() {
         created_at_ms: 0,
         updated_at_ms: 0,
     };
-    store.put_secret(&a, &sealed, &contract_audit()).await.unwrap();
-    store.put_secret(&b, &sealed, &contract_audit()).await.unwrap();
+    store
+        .put_secret(&a, &sealed, &contract_audit())
+        .await
+        .unwrap();
+    store
+        .put_secret(&b, &sealed, &contract_audit())
+        .await
+        .unwrap();
 
     // The application "forgets" its tenant filter: RLS still shows tenant B only.
     let mut tx = store.scoped_transaction(&b).await.unwrap();
     for table in ["api_keys", "secrets", "audit_log"] {
-        let tenants: Vec<String> = sqlx::query_scalar(&format!("SELECT DISTINCT tenant_id FROM {table}"))
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
+        let tenants: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT DISTINCT tenant_id FROM {table}"))
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
         assert_eq!(tenants, vec![b.tenant_str().to_owned()], "table {table}");
     }
-    let visible_tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *tx).await.unwrap();
+    let visible_tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(visible_tenants, 1);
     // Writing a row for another tenant is refused by the policy's WITH CHECK.
     let err = sqlx::query("UPDATE secrets SET tenant_id = $1")
@@ -112,7 +142,10 @@ async fn postgres_row_level_security_hides_other_tenants_without_a_filter() {
 
     // With no tenant set at all, nothing is visible.
     let mut tx = store.unscoped_transaction().await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM secrets").fetch_one(&mut *tx).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM secrets")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(n, 0);
     // And the application role is neither superuser nor able to bypass RLS nor the owner.
     let (superuser, bypass): (bool, bool) =
@@ -121,11 +154,15 @@ async fn postgres_row_level_security_hides_other_tenants_without_a_filter() {
             .await
             .unwrap();
     assert!(!superuser && !bypass);
-    let owner: String = sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'secrets'")
+    let owner: String =
+        sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'secrets'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    let me: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&mut *tx)
         .await
         .unwrap();
-    let me: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut *tx).await.unwrap();
     assert_ne!(owner, me);
     drop(tx);
     db.drop_now().await;
@@ -133,14 +170,25 @@ async fn postgres_row_level_security_hides_other_tenants_without_a_filter() {
 
 #[tokio::test]
 async fn postgres_detects_edited_audit_rows() {
-    let Some(db) = pg_test_database().await else { return };
+    let Some(db) = pg_test_database().await else {
+        return;
+    };
     let store = PgStore::open(&db.url).await.unwrap();
     let a = seed_chain(&store).await;
     assert!(verify(&store, &a).await.ok);
     // Tamper as the database owner, bypassing the application entirely.
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
-    sqlx::query("SELECT set_config('berth.tenant_id', $1, false)").bind(a.tenant_str()).execute(&mut conn).await.unwrap();
-    sqlx::query("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 4").execute(&mut conn).await.unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::query("SELECT set_config('berth.tenant_id', $1, false)")
+        .bind(a.tenant_str())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 4")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let v = verify(&store, &a).await;
     assert_eq!((v.ok, v.first_bad_seq), (false, Some(4)));
     drop(conn);

@@ -76,7 +76,9 @@ impl TestServer {
         };
         tweak(&mut config);
         let redactor = berth::logging::init(&config.log);
-        let server = berth::start(&config, false, &redactor).await.expect("server starts");
+        let server = berth::start(&config, false, &redactor)
+            .await
+            .expect("server starts");
         let (tx, rx) = oneshot::channel::<()>();
         let url = server.url.clone();
         let handle = tokio::spawn(berth_api::serve(server.listener, server.state, async {
@@ -100,7 +102,13 @@ impl TestServer {
     }
 
     /// Sends a request with `token` (if any) and a JSON body (if any).
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, format!("{}{}", self.url, path));
         if let Some(t) = token {
@@ -114,7 +122,11 @@ impl TestServer {
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.expect("body read");
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, body, headers }
+        Answer {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Answer {
@@ -123,7 +135,14 @@ impl TestServer {
 
     /// Creates a tenant as the operator; returns its id.
     pub async fn create_tenant(&self, name: &str) -> String {
-        let a = self.call("POST", "/v1/tenants", Some(OPERATOR_TOKEN), Some(json!({"name": name}))).await;
+        let a = self
+            .call(
+                "POST",
+                "/v1/tenants",
+                Some(OPERATOR_TOKEN),
+                Some(json!({"name": name})),
+            )
+            .await;
         assert_eq!(a.status, 201, "create tenant: {:?}", a.body);
         a.body["id"].as_str().expect("tenant id").to_owned()
     }
@@ -139,7 +158,10 @@ impl TestServer {
             )
             .await;
         assert_eq!(a.status, 201, "create key: {:?}", a.body);
-        (a.body["id"].as_str().expect("id").to_owned(), a.body["key"].as_str().expect("key").to_owned())
+        (
+            a.body["id"].as_str().expect("id").to_owned(),
+            a.body["key"].as_str().expect("key").to_owned(),
+        )
     }
 
     /// Stops the server gracefully and drops its PostgreSQL database, if any.

@@ -20,13 +20,25 @@ pub async fn list(
 ) -> Result<Json<ListBody<AuditEntryDto>>, ApiError> {
     let scope = auth.require(Role::Viewer)?;
     let page = audit::list(&state, scope, &page).await?;
-    Ok(Json(ListBody { data: page.items.iter().map(AuditEntryDto::from).collect(), next_cursor: page.next_cursor }))
+    Ok(Json(ListBody {
+        data: page.items.iter().map(AuditEntryDto::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Recomputes the hash chain; reports the first bad `seq` if any row was changed.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = AuditVerifyDto)))]
-pub async fn verify(auth: TenantAuth, State(state): State<AppState>) -> Result<Json<AuditVerifyDto>, ApiError> {
+pub async fn verify(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+) -> Result<Json<AuditVerifyDto>, ApiError> {
     let scope = auth.require(Role::Viewer)?;
     let v = audit::verify(&state, scope).await?;
-    Ok(Json(AuditVerifyDto { ok: v.ok, entries: v.entries, head: v.head, seq: v.first_bad_seq, reason: v.reason }))
+    Ok(Json(AuditVerifyDto {
+        ok: v.ok,
+        entries: v.entries,
+        head: v.head,
+        seq: v.first_bad_seq,
+        reason: v.reason,
+    }))
 }

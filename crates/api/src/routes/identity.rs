@@ -17,12 +17,31 @@ pub async fn me(auth: TenantAuth) -> Result<Json<MeDto>, ApiError> {
     auth.require_role(Role::Viewer)?;
     let caller = &auth.0;
     let key = match (caller.scope.principal(), &caller.key) {
-        (_, Some(k)) => MeKey { id: Some(k.id.clone()), name: k.name.clone(), role: k.role.to_string(), agent: k.agent.clone() },
-        (Principal::Jwt { subject, role }, None) => MeKey { id: None, name: subject.clone(), role: role.to_string(), agent: None },
-        (p, None) => MeKey { id: None, name: p.actor(), role: p.role().to_string(), agent: None },
+        (_, Some(k)) => MeKey {
+            id: Some(k.id.clone()),
+            name: k.name.clone(),
+            role: k.role.to_string(),
+            agent: k.agent.clone(),
+        },
+        (Principal::Jwt { subject, role }, None) => MeKey {
+            id: None,
+            name: subject.clone(),
+            role: role.to_string(),
+            agent: None,
+        },
+        (p, None) => MeKey {
+            id: None,
+            name: p.actor(),
+            role: p.role().to_string(),
+            agent: None,
+        },
     };
     Ok(Json(MeDto {
-        tenant: MeTenant { id: caller.tenant.id.to_string(), name: caller.tenant.name.clone(), plan: caller.tenant.plan.clone() },
+        tenant: MeTenant {
+            id: caller.tenant.id.to_string(),
+            name: caller.tenant.name.clone(),
+            plan: caller.tenant.plan.clone(),
+        },
         key,
     }))
 }
@@ -43,7 +62,13 @@ pub async fn create_key(
         expires_at: body.expires_at.as_deref(),
     };
     let (key, token) = keys::create(&state, scope, req).await?;
-    Ok((StatusCode::CREATED, Json(CreatedKeyDto { meta: KeyDto::from(&key), key: token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKeyDto {
+            meta: KeyDto::from(&key),
+            key: token,
+        }),
+    ))
 }
 
 /// List the tenant's keys (never their secrets).
@@ -56,13 +81,20 @@ pub async fn list_keys(
 ) -> Result<Json<ListBody<KeyDto>>, ApiError> {
     let scope = auth.require(Role::Admin)?;
     let page = keys::list(&state, scope, &page).await?;
-    Ok(Json(ListBody { data: page.items.iter().map(KeyDto::from).collect(), next_cursor: page.next_cursor }))
+    Ok(Json(ListBody {
+        data: page.items.iter().map(KeyDto::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Revoke a key; it stops working on the next request.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "identity", params(("id" = String, Path)),
     responses((status = 200, body = KeyDto), (status = 404)))]
-pub async fn revoke_key(auth: TenantAuth, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<KeyDto>, ApiError> {
+pub async fn revoke_key(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyDto>, ApiError> {
     let scope = auth.require(Role::Admin)?;
     Ok(Json(KeyDto::from(&keys::revoke(&state, scope, &id).await?)))
 }

@@ -36,7 +36,10 @@ struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -81,16 +84,25 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             axum::routing::get(move || {
                 let doc = doc.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        (*doc).clone(),
+                    )
+                }
             }),
         )
         .route_layer(axum::middleware::from_fn(context::record_route))
-        .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint").into_response() })
+        .fallback(|| async {
+            ApiError::not_found("route_not_found", "no such endpoint").into_response()
+        })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed().into_response() })
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-            ApiError::internal(&"a handler panicked").into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                ApiError::internal(&"a handler panicked").into_response()
+            },
+        ))
         .layer(axum::middleware::from_fn(context::middleware))
         .with_state(state)
 }

@@ -35,13 +35,20 @@ pub async fn list(
 ) -> Result<Json<ListBody<SecretDto>>, ApiError> {
     let scope = auth.require(Role::Viewer)?;
     let page = secrets::list(&state, scope, &page).await?;
-    Ok(Json(ListBody { data: page.items.iter().map(SecretDto::from).collect(), next_cursor: page.next_cursor }))
+    Ok(Json(ListBody {
+        data: page.items.iter().map(SecretDto::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Delete a secret.
 #[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path)),
     responses((status = 204), (status = 404)))]
-pub async fn delete(auth: TenantAuth, State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let scope = auth.require(Role::Developer)?;
     secrets::delete(&state, scope, &name).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,7 +1,9 @@
 //! Operator endpoints: the tenant registry and keys minted for a tenant.
 
 use crate::auth::OperatorAuth;
-use crate::dto::{CreateKey, CreateTenant, CreatedKeyDto, KeyDto, ListBody, PatchTenant, TenantDto};
+use crate::dto::{
+    CreateKey, CreateTenant, CreatedKeyDto, KeyDto, ListBody, PatchTenant, TenantDto,
+};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Pagination};
 use crate::service::{keys, tenants};
@@ -33,13 +35,20 @@ pub async fn list(
     Pagination(page): Pagination,
 ) -> Result<Json<ListBody<TenantDto>>, ApiError> {
     let page = tenants::list(&state, &page).await?;
-    Ok(Json(ListBody { data: page.items.iter().map(TenantDto::from).collect(), next_cursor: page.next_cursor }))
+    Ok(Json(ListBody {
+        data: page.items.iter().map(TenantDto::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// One tenant.
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "operator", params(("id" = String, Path)),
     responses((status = 200, body = TenantDto), (status = 404)))]
-pub async fn get(_op: OperatorAuth, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TenantDto>, ApiError> {
+pub async fn get(
+    _op: OperatorAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TenantDto>, ApiError> {
     let tenant = tenants::get(&state, &tenants::parse_id(&id)?).await?;
     Ok(Json(TenantDto::from(&tenant)))
 }
@@ -54,14 +63,24 @@ pub async fn patch(
     JsonBody(body): JsonBody<PatchTenant>,
 ) -> Result<Json<TenantDto>, ApiError> {
     let id = tenants::parse_id(&id)?;
-    let patch = TenantPatch { name: body.name, plan: body.plan, suspended: body.suspended };
-    Ok(Json(TenantDto::from(&tenants::update(&state, &id, patch).await?)))
+    let patch = TenantPatch {
+        name: body.name,
+        plan: body.plan,
+        suspended: body.suspended,
+    };
+    Ok(Json(TenantDto::from(
+        &tenants::update(&state, &id, patch).await?,
+    )))
 }
 
 /// Delete a tenant and all of its data.
 #[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "operator", params(("id" = String, Path)),
     responses((status = 204), (status = 404)))]
-pub async fn delete(_op: OperatorAuth, State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    _op: OperatorAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     tenants::delete(&state, &tenants::parse_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -84,5 +103,11 @@ pub async fn create_key(
         expires_at: body.expires_at.as_deref(),
     };
     let (key, token) = keys::create(&state, &scope, req).await?;
-    Ok((StatusCode::CREATED, Json(CreatedKeyDto { meta: KeyDto::from(&key), key: token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKeyDto {
+            meta: KeyDto::from(&key),
+            key: token,
+        }),
+    ))
 }

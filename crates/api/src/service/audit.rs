@@ -6,12 +6,17 @@ use berth_audit::{Entry, Verification, Verifier};
 use berth_core::TenantScope;
 use berth_store::{Page, PageRequest};
 
-pub async fn list(state: &AppState, scope: &TenantScope, page: &PageRequest) -> Result<Page<Entry>, ApiError> {
+pub async fn list(
+    state: &AppState,
+    scope: &TenantScope,
+    page: &PageRequest,
+) -> Result<Page<Entry>, ApiError> {
     let after = match &page.cursor {
         None => 0,
-        Some(c) => c
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor must be a sequence number").with_param("cursor"))?,
+        Some(c) => c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "cursor must be a sequence number")
+                .with_param("cursor")
+        })?,
     };
     let mut rows = state.store.list_audit(scope, after, page.limit + 1).await?;
     let next_cursor = if rows.len() as i64 > page.limit {
@@ -20,7 +25,10 @@ pub async fn list(state: &AppState, scope: &TenantScope, page: &PageRequest) -> 
     } else {
         None
     };
-    Ok(Page { items: rows, next_cursor })
+    Ok(Page {
+        items: rows,
+        next_cursor,
+    })
 }
 
 /// Verifies the whole chain, reading it in pages so memory stays flat however long it is.

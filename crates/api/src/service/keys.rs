@@ -20,25 +20,47 @@ pub struct KeyRequest<'a> {
 
 /// Creates a key in `scope`'s tenant; returns it with the secret token (shown once).
 /// A caller cannot mint a key more powerful than its own credential.
-pub async fn create(state: &AppState, scope: &TenantScope, req: KeyRequest<'_>) -> Result<(ApiKey, String), ApiError> {
-    ResourceName::parse("key name", req.name).map_err(|e| ApiError::invalid("invalid_name", "name", e.to_string()))?;
-    let role: Role = req.role.parse().map_err(|e: String| ApiError::invalid("invalid_role", "role", e))?;
+pub async fn create(
+    state: &AppState,
+    scope: &TenantScope,
+    req: KeyRequest<'_>,
+) -> Result<(ApiKey, String), ApiError> {
+    ResourceName::parse("key name", req.name)
+        .map_err(|e| ApiError::invalid("invalid_name", "name", e.to_string()))?;
+    let role: Role = req
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::invalid("invalid_role", "role", e))?;
     let held = scope.principal().role();
     if !held.allows(role) {
-        return Err(ApiError::forbidden("insufficient_role", format!("a '{held}' cannot create a '{role}' key")));
+        return Err(ApiError::forbidden(
+            "insufficient_role",
+            format!("a '{held}' cannot create a '{role}' key"),
+        ));
     }
     let agent = req
         .agent
-        .map(|a| AgentName::parse(a).map_err(|e| ApiError::invalid("invalid_agent", "agent", e.to_string())))
+        .map(|a| {
+            AgentName::parse(a)
+                .map_err(|e| ApiError::invalid("invalid_agent", "agent", e.to_string()))
+        })
         .transpose()?;
     let expires_at_ms = match req.expires_at {
         None => None,
         Some(raw) => {
             let ms = parse_rfc3339(raw).ok_or_else(|| {
-                ApiError::invalid("invalid_expires_at", "expires_at", "expires_at must be an RFC 3339 time, e.g. 2026-12-31T00:00:00Z")
+                ApiError::invalid(
+                    "invalid_expires_at",
+                    "expires_at",
+                    "expires_at must be an RFC 3339 time, e.g. 2026-12-31T00:00:00Z",
+                )
             })?;
             if ms <= now_ms() {
-                return Err(ApiError::invalid("invalid_expires_at", "expires_at", "expires_at must be in the future"));
+                return Err(ApiError::invalid(
+                    "invalid_expires_at",
+                    "expires_at",
+                    "expires_at must be in the future",
+                ));
             }
             Some(ms)
         }
@@ -64,21 +86,33 @@ pub async fn create(state: &AppState, scope: &TenantScope, req: KeyRequest<'_>) 
     Ok((stored, token))
 }
 
-pub async fn list(state: &AppState, scope: &TenantScope, page: &PageRequest) -> Result<Page<ApiKey>, ApiError> {
+pub async fn list(
+    state: &AppState,
+    scope: &TenantScope,
+    page: &PageRequest,
+) -> Result<Page<ApiKey>, ApiError> {
     Ok(state.store.list_keys(scope, page).await?)
 }
 
 /// Revokes a key; this node refuses it from the next request on.
-pub async fn revoke(state: &AppState, scope: &TenantScope, key_id: &str) -> Result<ApiKey, ApiError> {
+pub async fn revoke(
+    state: &AppState,
+    scope: &TenantScope,
+    key_id: &str,
+) -> Result<ApiKey, ApiError> {
     let not_found = || ApiError::not_found("key_not_found", format!("no key with id '{key_id}'"));
     if Id::parse(IdKind::Key, key_id).is_none() {
         return Err(not_found());
     }
     let audit = NewEntry::new(scope.actor(), "key.revoke", key_id, json!({}));
-    let key = state.store.revoke_key(scope, key_id, &audit).await.map_err(|e| match e {
-        berth_store::StoreError::NotFound => not_found(),
-        other => other.into(),
-    })?;
+    let key = state
+        .store
+        .revoke_key(scope, key_id, &audit)
+        .await
+        .map_err(|e| match e {
+            berth_store::StoreError::NotFound => not_found(),
+            other => other.into(),
+        })?;
     state.auth.evict_key(key_id);
     Ok(key)
 }

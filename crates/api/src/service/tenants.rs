@@ -16,7 +16,10 @@ fn check_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
     Err(ApiError::invalid(
         "unknown_plan",
         "plan",
-        format!("no plan named '{plan}'; this server has: {}", known.join(", ")),
+        format!(
+            "no plan named '{plan}'; this server has: {}",
+            known.join(", ")
+        ),
     ))
 }
 
@@ -46,13 +49,23 @@ pub async fn create(state: &AppState, name: &str, plan: Option<&str>) -> Result<
         suspended: false,
         created_at_ms: now_ms(),
     };
-    let audit = NewEntry::new("operator", "tenant.create", tenant.id.as_str(), json!({"name": name, "plan": plan}));
-    state.store.create_tenant(&tenant, &audit).await.map_err(|e| match e {
-        berth_store::StoreError::Conflict(_) => {
-            ApiError::conflict("tenant_exists", format!("a tenant named '{name}' already exists"))
-        }
-        other => other.into(),
-    })?;
+    let audit = NewEntry::new(
+        "operator",
+        "tenant.create",
+        tenant.id.as_str(),
+        json!({"name": name, "plan": plan}),
+    );
+    state
+        .store
+        .create_tenant(&tenant, &audit)
+        .await
+        .map_err(|e| match e {
+            berth_store::StoreError::Conflict(_) => ApiError::conflict(
+                "tenant_exists",
+                format!("a tenant named '{name}' already exists"),
+            ),
+            other => other.into(),
+        })?;
     Ok(tenant)
 }
 
@@ -61,10 +74,18 @@ pub async fn list(state: &AppState, page: &PageRequest) -> Result<Page<Tenant>, 
 }
 
 pub async fn get(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
-    state.store.get_tenant(id).await?.ok_or_else(|| not_found(id.as_str()))
+    state
+        .store
+        .get_tenant(id)
+        .await?
+        .ok_or_else(|| not_found(id.as_str()))
 }
 
-pub async fn update(state: &AppState, id: &TenantId, patch: TenantPatch) -> Result<Tenant, ApiError> {
+pub async fn update(
+    state: &AppState,
+    id: &TenantId,
+    patch: TenantPatch,
+) -> Result<Tenant, ApiError> {
     if let Some(name) = &patch.name {
         check_name(name)?;
     }
@@ -78,11 +99,17 @@ pub async fn update(state: &AppState, id: &TenantId, patch: TenantPatch) -> Resu
         id.as_str(),
         json!({"name": patch.name, "plan": patch.plan, "suspended": patch.suspended}),
     );
-    let updated = state.store.update_tenant(&scope, &patch, &audit).await.map_err(|e| match e {
-        berth_store::StoreError::NotFound => not_found(id.as_str()),
-        berth_store::StoreError::Conflict(_) => ApiError::conflict("tenant_exists", "a tenant with this name already exists"),
-        other => other.into(),
-    })?;
+    let updated = state
+        .store
+        .update_tenant(&scope, &patch, &audit)
+        .await
+        .map_err(|e| match e {
+            berth_store::StoreError::NotFound => not_found(id.as_str()),
+            berth_store::StoreError::Conflict(_) => {
+                ApiError::conflict("tenant_exists", "a tenant with this name already exists")
+            }
+            other => other.into(),
+        })?;
     state.auth.evict_tenant(id);
     Ok(updated)
 }
@@ -90,10 +117,14 @@ pub async fn update(state: &AppState, id: &TenantId, patch: TenantPatch) -> Resu
 /// Deletes the tenant and all of its data; its keys stop working on the next request.
 pub async fn delete(state: &AppState, id: &TenantId) -> Result<(), ApiError> {
     let scope = TenantScope::for_operator(id.clone());
-    state.store.delete_tenant(&scope).await.map_err(|e| match e {
-        berth_store::StoreError::NotFound => not_found(id.as_str()),
-        other => other.into(),
-    })?;
+    state
+        .store
+        .delete_tenant(&scope)
+        .await
+        .map_err(|e| match e {
+            berth_store::StoreError::NotFound => not_found(id.as_str()),
+            other => other.into(),
+        })?;
     state.auth.evict_tenant(id);
     state.vault.forget_tenant(id);
     tracing::info!(tenant = %id, "tenant deleted");
