@@ -511,6 +511,14 @@ weight = 10
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../berth.example.toml");
+        let c = Config::load(Some(&path), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7700");
+        assert_eq!(c.plans()["pro"].weight, 10);
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let err = load_str("lisen = \"x\"", &[]).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
