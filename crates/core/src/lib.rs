@@ -4,7 +4,9 @@ pub mod clock;
 pub mod id;
 pub mod money;
 pub mod name;
+pub mod pattern;
 pub mod plan;
+pub mod policy;
 pub mod role;
 pub mod scope;
 
@@ -12,5 +14,6 @@ pub use id::{Id, IdKind};
 pub use money::NanoUsd;
 pub use name::{AgentName, NameError, ResourceName};
 pub use plan::Plan;
+pub use policy::Policy;
 pub use role::Role;
 pub use scope::{Principal, TenantId, TenantScope};
