@@ -62,6 +62,210 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_chain(store.as_ref()).await;
     concurrent_audit_appends(store.clone()).await;
     delete_tenant_removes_everything(store.as_ref()).await;
+    policies(store.as_ref()).await;
+    providers(store.as_ref()).await;
+    usage(store.as_ref()).await;
+}
+
+pub async fn policies(store: &dyn Store) {
+    let a = new_tenant(store, "policy-a").await;
+    let b = new_tenant(store, "policy-b").await;
+    assert!(store.get_policy(&a).await.unwrap().is_none());
+    let p1 = store
+        .put_policy(&a, "{\"v\":1}", None, &audit("policy.update"))
+        .await
+        .unwrap();
+    assert_eq!(p1.revision, 1);
+    // Optimistic concurrency: a stale revision is refused, the current one accepted.
+    assert!(matches!(
+        store
+            .put_policy(&a, "{\"v\":2}", Some(0), &audit("policy.update"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let p2 = store
+        .put_policy(&a, "{\"v\":2}", Some(1), &audit("policy.update"))
+        .await
+        .unwrap();
+    assert_eq!(p2.revision, 2);
+    assert_eq!(
+        store.get_policy(&a).await.unwrap().unwrap().document,
+        "{\"v\":2}"
+    );
+    assert!(store.get_policy(&b).await.unwrap().is_none());
+    // "No policy yet" is revision 0.
+    assert_eq!(
+        store
+            .put_policy(&b, "{}", Some(0), &audit("policy.update"))
+            .await
+            .unwrap()
+            .revision,
+        1
+    );
+}
+
+pub async fn providers(store: &dyn Store) {
+    let a = new_tenant(store, "providers-a").await;
+    let b = new_tenant(store, "providers-b").await;
+    let p = TenantProvider {
+        name: "myopenai".into(),
+        kind: "openai".into(),
+        base_url: Some("https://api.example.com/v1".into()),
+        api_key_secret: "OPENAI_KEY".into(),
+        created_at_ms: now_ms(),
+        updated_at_ms: now_ms(),
+    };
+    store
+        .put_provider(&a, &p, &audit("provider.put"))
+        .await
+        .unwrap();
+    let mut p2 = p.clone();
+    p2.kind = "openai-compatible".into();
+    store
+        .put_provider(&a, &p2, &audit("provider.put"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_provider(&a, "myopenai")
+            .await
+            .unwrap()
+            .unwrap()
+            .kind,
+        "openai-compatible"
+    );
+    assert_eq!(store.list_providers(&a).await.unwrap().len(), 1);
+    assert!(store.get_provider(&b, "myopenai").await.unwrap().is_none());
+    assert!(store.list_providers(&b).await.unwrap().is_empty());
+    assert!(
+        !store
+            .delete_provider(&b, "myopenai", &audit("provider.delete"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_provider(&a, "myopenai", &audit("provider.delete"))
+            .await
+            .unwrap()
+    );
+    assert!(store.get_provider(&a, "myopenai").await.unwrap().is_none());
+}
+
+fn event(id: &str, at_ms: i64, model: &str, input: i64, cost: i64) -> UsageEvent {
+    UsageEvent {
+        id: id.to_owned(),
+        at_ms,
+        kind: "llm".into(),
+        key_id: Some("key_x".into()),
+        agent: Some("support".into()),
+        provider: Some("mock".into()),
+        model: Some(model.to_owned()),
+        input_tokens: input,
+        output_tokens: 2 * input,
+        cost_nano: cost,
+        status: "ok".into(),
+        ..Default::default()
+    }
+}
+
+pub async fn usage(store: &dyn Store) {
+    let a = new_tenant(store, "usage-a").await;
+    let b = new_tenant(store, "usage-b").await;
+    let day = 86_400_000;
+    let events = vec![
+        event("evt_1", 10 * day + 5, "mock/echo", 10, 100),
+        event("evt_2", 10 * day + 6, "mock/echo", 20, 200),
+        event("evt_3", 11 * day + 1, "mock/tools", 5, 50),
+    ];
+    assert_eq!(store.insert_usage(&a, &events).await.unwrap(), 3);
+    // Retried events count once.
+    assert_eq!(store.insert_usage(&a, &events[..2]).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .insert_usage(&b, &[event("evt_1", 10 * day, "mock/echo", 1000, 1)])
+            .await
+            .unwrap(),
+        1
+    );
+
+    let total = store.query_usage(&a, &UsageQuery::default()).await.unwrap();
+    assert_eq!(total.len(), 1);
+    assert_eq!(
+        (
+            total[0].requests,
+            total[0].input_tokens,
+            total[0].output_tokens,
+            total[0].cost_nano
+        ),
+        (3, 35, 70, 350)
+    );
+    assert_eq!(total[0].llm_calls, 3);
+
+    let by_model = store
+        .query_usage(
+            &a,
+            &UsageQuery {
+                group_by: vec![UsageDim::Model],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let summary: Vec<_> = by_model
+        .iter()
+        .map(|r| (r.dims[0].1.clone().unwrap(), r.requests, r.cost_nano))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("mock/echo".to_owned(), 2, 300),
+            ("mock/tools".to_owned(), 1, 50)
+        ]
+    );
+
+    let by_day = store
+        .query_usage(
+            &a,
+            &UsageQuery {
+                group_by: vec![UsageDim::Day, UsageDim::Agent],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_day.len(), 2);
+    assert_eq!(by_day[0].dims[0].1.as_deref(), Some("10"));
+    assert_eq!(by_day[0].dims[1].1.as_deref(), Some("support"));
+
+    let window = store
+        .query_usage(
+            &a,
+            &UsageQuery {
+                from_ms: Some(11 * day),
+                to_ms: Some(12 * day),
+                group_by: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(window[0].requests, 1);
+    assert!(
+        store
+            .query_usage(
+                &a,
+                &UsageQuery {
+                    from_ms: Some(20 * day),
+                    to_ms: None,
+                    group_by: vec![]
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let b_total = store.query_usage(&b, &UsageQuery::default()).await.unwrap();
+    assert_eq!((b_total[0].requests, b_total[0].input_tokens), (1, 1000));
 }
 
 pub async fn tenants(store: &dyn Store) {

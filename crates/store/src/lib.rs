@@ -94,6 +94,49 @@ pub trait AuditStore: Send + Sync {
     async fn list_audit(&self, scope: &TenantScope, after: i64, limit: i64) -> Result<Vec<Entry>>;
 }
 
+/// The tenant's policy document, with optimistic concurrency by revision.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    async fn get_policy(&self, scope: &TenantScope) -> Result<Option<StoredPolicy>>;
+    /// Stores `document` as the next revision. With `expected`, fails with `Conflict`
+    /// unless the current revision is exactly that (0 meaning "no policy yet").
+    async fn put_policy(
+        &self,
+        scope: &TenantScope,
+        document: &str,
+        expected: Option<i64>,
+        audit: &NewEntry,
+    ) -> Result<StoredPolicy>;
+}
+
+/// The tenant's own LLM providers (bring your own key).
+#[async_trait]
+pub trait ProviderStore: Send + Sync {
+    async fn put_provider(
+        &self,
+        scope: &TenantScope,
+        provider: &TenantProvider,
+        audit: &NewEntry,
+    ) -> Result<()>;
+    async fn get_provider(&self, scope: &TenantScope, name: &str)
+    -> Result<Option<TenantProvider>>;
+    async fn list_providers(&self, scope: &TenantScope) -> Result<Vec<TenantProvider>>;
+    async fn delete_provider(
+        &self,
+        scope: &TenantScope,
+        name: &str,
+        audit: &NewEntry,
+    ) -> Result<bool>;
+}
+
+/// Billable usage events; inserting an event whose id exists is a no-op.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Inserts a batch of one tenant's events in one transaction; returns how many were new.
+    async fn insert_usage(&self, scope: &TenantScope, events: &[UsageEvent]) -> Result<u64>;
+    async fn query_usage(&self, scope: &TenantScope, query: &UsageQuery) -> Result<Vec<UsageRow>>;
+}
+
 /// Liveness of the backing database.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -102,8 +145,28 @@ pub trait Health: Send + Sync {
 }
 
 /// Everything the server needs from storage.
-pub trait Store: TenantRegistry + KeyStore + SecretStore + AuditStore + Health {}
-impl<T: TenantRegistry + KeyStore + SecretStore + AuditStore + Health> Store for T {}
+pub trait Store:
+    TenantRegistry
+    + KeyStore
+    + SecretStore
+    + AuditStore
+    + PolicyStore
+    + ProviderStore
+    + UsageStore
+    + Health
+{
+}
+impl<T> Store for T where
+    T: TenantRegistry
+        + KeyStore
+        + SecretStore
+        + AuditStore
+        + PolicyStore
+        + ProviderStore
+        + UsageStore
+        + Health
+{
+}
 
 /// Opens the backend named by `url` (`sqlite://…` or `postgres://…`) and applies migrations.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {

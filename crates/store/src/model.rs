@@ -121,3 +121,113 @@ impl<T> Page<T> {
         }
     }
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPolicy {
+    pub revision: i64,
+    /// The policy as JSON text, as validated when it was put.
+    pub document: String,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantProvider {
+    pub name: String,
+    /// `openai`, `anthropic` or `openai-compatible`.
+    pub kind: String,
+    pub base_url: Option<String>,
+    /// Name of the tenant secret holding the API key (never the key itself).
+    pub api_key_secret: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One billable event. `id` is its idempotency key.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UsageEvent {
+    pub id: String,
+    pub at_ms: i64,
+    /// `llm`, `embedding`, later `tool`, `run`, `compute`.
+    pub kind: String,
+    pub key_id: Option<String>,
+    pub agent: Option<String>,
+    /// Comma-separated `Berth-Tags`.
+    pub tags: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub cost_nano: i64,
+    pub latency_ms: i64,
+    /// `ok`, `error`, `client_disconnected`, `upstream_broken`.
+    pub status: String,
+    pub streamed: bool,
+    /// Token counts were estimated because the upstream reported none.
+    pub estimated: bool,
+}
+
+/// A dimension usage can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageDim {
+    Agent,
+    Model,
+    Provider,
+    Key,
+    Day,
+}
+
+impl UsageDim {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "agent" => Some(UsageDim::Agent),
+            "model" => Some(UsageDim::Model),
+            "provider" => Some(UsageDim::Provider),
+            "key" => Some(UsageDim::Key),
+            "day" => Some(UsageDim::Day),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UsageDim::Agent => "agent",
+            UsageDim::Model => "model",
+            UsageDim::Provider => "provider",
+            UsageDim::Key => "key",
+            UsageDim::Day => "day",
+        }
+    }
+
+    /// The SQL expression of this dimension (a fixed whitelist, never user text).
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            UsageDim::Agent => "agent",
+            UsageDim::Model => "model",
+            UsageDim::Provider => "provider",
+            UsageDim::Key => "key_id",
+            UsageDim::Day => "CAST(at / 86400000 AS TEXT)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageQuery {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub group_by: Vec<UsageDim>,
+}
+
+/// One group of usage. For `day`, the value is the day number since the epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageRow {
+    pub dims: Vec<(UsageDim, Option<String>)>,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub llm_calls: i64,
+    pub tool_calls: i64,
+    pub runs: i64,
+    pub compute_ms: i64,
+    pub cost_nano: i64,
+}

@@ -19,7 +19,10 @@ macro_rules! impl_store {
         use sqlx::Row;
         use $crate::model::*;
         use $crate::shared::TxKind;
-        use $crate::{AuditStore, KeyStore, Result, SecretStore, StoreError, TenantRegistry};
+        use $crate::{
+            AuditStore, KeyStore, PolicyStore, ProviderStore, Result, SecretStore, StoreError, TenantRegistry,
+            UsageStore,
+        };
 
         type Tx = sqlx::Transaction<'static, $db>;
 
@@ -201,7 +204,16 @@ macro_rules! impl_store {
             async fn delete_tenant(&self, scope: &TenantScope) -> Result<()> {
                 let mut tx = self.begin(TxKind::OperatorOn(scope.tenant_str()), true).await?;
                 // Children first, explicitly, so nothing depends on cascade behaviour.
-                for table in ["key_index", "audit_log", "secrets", "tenant_data_keys", "api_keys"] {
+                for table in [
+                    "usage_events",
+                    "providers",
+                    "policies",
+                    "key_index",
+                    "audit_log",
+                    "secrets",
+                    "tenant_data_keys",
+                    "api_keys",
+                ] {
                     sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                         .bind(scope.tenant_str())
                         .execute(&mut *tx)
@@ -487,6 +499,240 @@ macro_rules! impl_store {
                 append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
                 tx.commit().await?;
                 Ok(true)
+            }
+        }
+
+        #[async_trait]
+        impl PolicyStore for $store {
+            async fn get_policy(&self, scope: &TenantScope) -> Result<Option<StoredPolicy>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let row = sqlx::query("SELECT revision, document, updated_at FROM policies WHERE tenant_id = $1")
+                    .bind(scope.tenant_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row.map(|r| {
+                    Ok(StoredPolicy {
+                        revision: r.try_get("revision")?,
+                        document: r.try_get("document")?,
+                        updated_at_ms: r.try_get("updated_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn put_policy(
+                &self,
+                scope: &TenantScope,
+                document: &str,
+                expected: Option<i64>,
+                audit: &NewEntry,
+            ) -> Result<StoredPolicy> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let current: i64 = sqlx::query_scalar("SELECT revision FROM policies WHERE tenant_id = $1")
+                    .bind(scope.tenant_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or(0);
+                if let Some(want) = expected
+                    && want != current
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "the policy is at revision {current}, not {want}"
+                    )));
+                }
+                let now = now_ms();
+                let revision = current + 1;
+                // The WHERE on the update makes a concurrent writer that read the same
+                // revision lose instead of silently overwriting.
+                let done = sqlx::query(
+                    "INSERT INTO policies (tenant_id, revision, document, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET revision = excluded.revision, \
+                     document = excluded.document, updated_at = excluded.updated_at \
+                     WHERE policies.revision = $5",
+                )
+                .bind(scope.tenant_str())
+                .bind(revision)
+                .bind(document)
+                .bind(now)
+                .bind(current)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::Conflict("the policy changed concurrently".to_owned()));
+                }
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                Ok(StoredPolicy { revision, document: document.to_owned(), updated_at_ms: now })
+            }
+        }
+
+        fn provider_from_row(r: &<$db as sqlx::Database>::Row) -> Result<TenantProvider> {
+            Ok(TenantProvider {
+                name: r.try_get("name")?,
+                kind: r.try_get("kind")?,
+                base_url: r.try_get("base_url")?,
+                api_key_secret: r.try_get("api_key_secret")?,
+                created_at_ms: r.try_get("created_at")?,
+                updated_at_ms: r.try_get("updated_at")?,
+            })
+        }
+
+        const PROVIDER_COLS: &str = "name, kind, base_url, api_key_secret, created_at, updated_at";
+
+        #[async_trait]
+        impl ProviderStore for $store {
+            async fn put_provider(&self, scope: &TenantScope, p: &TenantProvider, audit: &NewEntry) -> Result<()> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query(
+                    "INSERT INTO providers (tenant_id, name, kind, base_url, api_key_secret, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+                     kind = excluded.kind, base_url = excluded.base_url, \
+                     api_key_secret = excluded.api_key_secret, updated_at = excluded.updated_at",
+                )
+                .bind(scope.tenant_str())
+                .bind(&p.name)
+                .bind(&p.kind)
+                .bind(p.base_url.as_deref())
+                .bind(&p.api_key_secret)
+                .bind(p.created_at_ms)
+                .bind(p.updated_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_provider(&self, scope: &TenantScope, name: &str) -> Result<Option<TenantProvider>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let row = sqlx::query(&format!("SELECT {PROVIDER_COLS} FROM providers WHERE tenant_id = $1 AND name = $2"))
+                    .bind(scope.tenant_str())
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row.as_ref().map(provider_from_row).transpose()
+            }
+
+            async fn list_providers(&self, scope: &TenantScope) -> Result<Vec<TenantProvider>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let rows = sqlx::query(&format!("SELECT {PROVIDER_COLS} FROM providers WHERE tenant_id = $1 ORDER BY name"))
+                    .bind(scope.tenant_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows.iter().map(provider_from_row).collect()
+            }
+
+            async fn delete_provider(&self, scope: &TenantScope, name: &str, audit: &NewEntry) -> Result<bool> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let done = sqlx::query("DELETE FROM providers WHERE tenant_id = $1 AND name = $2")
+                    .bind(scope.tenant_str())
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+
+        #[async_trait]
+        impl UsageStore for $store {
+            async fn insert_usage(&self, scope: &TenantScope, events: &[UsageEvent]) -> Result<u64> {
+                if events.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let mut inserted = 0;
+                // Chunks keep each statement under the drivers' bind-parameter limits.
+                for chunk in events.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO usage_events (tenant_id, id, at, kind, key_id, agent, tags, provider, model, \
+                         input_tokens, output_tokens, cached_input_tokens, cost_nano, latency_ms, status, streamed, estimated) ",
+                    );
+                    qb.push_values(chunk, |mut b, e| {
+                        b.push_bind(scope.tenant_str())
+                            .push_bind(&e.id)
+                            .push_bind(e.at_ms)
+                            .push_bind(&e.kind)
+                            .push_bind(e.key_id.as_deref())
+                            .push_bind(e.agent.as_deref())
+                            .push_bind(e.tags.as_deref())
+                            .push_bind(e.provider.as_deref())
+                            .push_bind(e.model.as_deref())
+                            .push_bind(e.input_tokens)
+                            .push_bind(e.output_tokens)
+                            .push_bind(e.cached_input_tokens)
+                            .push_bind(e.cost_nano)
+                            .push_bind(e.latency_ms)
+                            .push_bind(&e.status)
+                            .push_bind(e.streamed)
+                            .push_bind(e.estimated);
+                    });
+                    qb.push(" ON CONFLICT (tenant_id, id) DO NOTHING");
+                    inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            async fn query_usage(&self, scope: &TenantScope, q: &UsageQuery) -> Result<Vec<UsageRow>> {
+                let dims: Vec<String> =
+                    q.group_by.iter().enumerate().map(|(i, d)| format!("{} AS d{i}", d.column())).collect();
+                let group: Vec<String> = (0..q.group_by.len()).map(|i| format!("d{i}")).collect();
+                let sum = |expr: &str| format!("CAST(COALESCE(SUM({expr}), 0) AS BIGINT)");
+                let mut select = dims.clone();
+                select.push("CAST(COUNT(*) AS BIGINT) AS requests".to_owned());
+                select.push(format!("{} AS input_tokens", sum("input_tokens")));
+                select.push(format!("{} AS output_tokens", sum("output_tokens")));
+                select.push(format!("{} AS llm_calls", sum("CASE WHEN kind = 'llm' OR kind = 'embedding' THEN 1 ELSE 0 END")));
+                select.push(format!("{} AS tool_calls", sum("CASE WHEN kind = 'tool' THEN 1 ELSE 0 END")));
+                select.push(format!("{} AS runs", sum("CASE WHEN kind = 'run' THEN 1 ELSE 0 END")));
+                select.push(format!("{} AS compute_ms", sum("CASE WHEN kind = 'compute' THEN latency_ms ELSE 0 END")));
+                select.push(format!("{} AS cost_nano", sum("cost_nano")));
+                let mut sql = format!(
+                    "SELECT {} FROM usage_events WHERE tenant_id = $1 AND at >= $2 AND at < $3",
+                    select.join(", ")
+                );
+                if !group.is_empty() {
+                    sql.push_str(&format!(" GROUP BY {g} ORDER BY {g}", g = group.join(", ")));
+                }
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let rows = sqlx::query(&sql)
+                    .bind(scope.tenant_str())
+                    .bind(q.from_ms.unwrap_or(i64::MIN))
+                    .bind(q.to_ms.unwrap_or(i64::MAX))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let requests: i64 = r.try_get("requests")?;
+                    if requests == 0 {
+                        continue; // an ungrouped query over no events
+                    }
+                    let mut dims = Vec::with_capacity(q.group_by.len());
+                    for (i, d) in q.group_by.iter().enumerate() {
+                        dims.push((*d, r.try_get::<Option<String>, _>(format!("d{i}").as_str())?));
+                    }
+                    out.push(UsageRow {
+                        dims,
+                        requests,
+                        input_tokens: r.try_get("input_tokens")?,
+                        output_tokens: r.try_get("output_tokens")?,
+                        llm_calls: r.try_get("llm_calls")?,
+                        tool_calls: r.try_get("tool_calls")?,
+                        runs: r.try_get("runs")?,
+                        compute_ms: r.try_get("compute_ms")?,
+                        cost_nano: r.try_get("cost_nano")?,
+                    });
+                }
+                Ok(out)
             }
         }
 

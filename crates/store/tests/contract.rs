@@ -5,7 +5,9 @@
 use berth_audit::NewEntry;
 use berth_core::Role;
 use berth_store::contract::{self, new_key, new_tenant, pg_test_database};
-use berth_store::{KeyStore, PgStore, SecretStore, SqliteStore, Store};
+use berth_store::{
+    KeyStore, PgStore, PolicyStore, ProviderStore, SecretStore, SqliteStore, Store, UsageStore,
+};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -116,9 +118,48 @@ async fn postgres_row_level_security_hides_other_tenants_without_a_filter() {
         .await
         .unwrap();
 
+    for scope in [&a, &b] {
+        let ev = berth_store::UsageEvent {
+            id: "evt_rls".into(),
+            kind: "llm".into(),
+            status: "ok".into(),
+            ..Default::default()
+        };
+        store.insert_usage(scope, &[ev]).await.unwrap();
+        store
+            .put_policy(scope, "{}", None, &contract_audit())
+            .await
+            .unwrap();
+        let p = berth_store::TenantProvider {
+            name: "p".into(),
+            kind: "openai".into(),
+            base_url: None,
+            api_key_secret: "K".into(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        store
+            .put_provider(scope, &p, &contract_audit())
+            .await
+            .unwrap();
+        let dk = berth_store::WrappedKey {
+            nonce: vec![1; 24],
+            wrapped: vec![1; 48],
+        };
+        store.insert_data_key(scope, &dk).await.unwrap();
+    }
+
     // The application "forgets" its tenant filter: RLS still shows tenant B only.
     let mut tx = store.scoped_transaction(&b).await.unwrap();
-    for table in ["api_keys", "secrets", "audit_log"] {
+    for table in [
+        "api_keys",
+        "secrets",
+        "audit_log",
+        "usage_events",
+        "policies",
+        "providers",
+        "tenant_data_keys",
+    ] {
         let tenants: Vec<String> =
             sqlx::query_scalar(&format!("SELECT DISTINCT tenant_id FROM {table}"))
                 .fetch_all(&mut *tx)
