@@ -141,9 +141,21 @@ pub struct Webhook {
 }
 
 /// The built-in data-loss detectors.
-pub const DLP_DETECTORS: &[&str] = &["email", "phone", "credit_card", "iban", "us_ssn", "secret_token"];
+pub const DLP_DETECTORS: &[&str] = &[
+    "email",
+    "phone",
+    "credit_card",
+    "iban",
+    "us_ssn",
+    "secret_token",
+];
 /// Events a webhook may subscribe to.
-pub const WEBHOOK_EVENTS: &[&str] = &["budget.alert", "run.failed", "run.completed", "approval.required"];
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "budget.alert",
+    "run.failed",
+    "run.completed",
+    "approval.required",
+];
 
 /// A validation failure: the JSON path of the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -154,7 +166,10 @@ pub struct PolicyError {
 }
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> PolicyError {
-    PolicyError { field: field.into(), message: message.into() }
+    PolicyError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// `provider/model` with both parts non-empty and no spaces.
@@ -167,7 +182,10 @@ pub fn is_model_ref(s: &str) -> bool {
 
 fn check_pattern(field: &str, p: &str) -> Result<(), PolicyError> {
     if p.is_empty() || p.len() > 256 || p.contains(char::is_whitespace) {
-        return Err(bad(field, "a pattern must be 1 to 256 characters without spaces"));
+        return Err(bad(
+            field,
+            "a pattern must be 1 to 256 characters without spaces",
+        ));
     }
     Ok(())
 }
@@ -175,62 +193,105 @@ fn check_pattern(field: &str, p: &str) -> Result<(), PolicyError> {
 impl Policy {
     /// Checks every field; `regex_ok` tells whether a custom detector's regex compiles
     /// (the regex engine lives above this crate).
-    pub fn validate(&self, regex_ok: impl Fn(&str) -> Result<(), String>) -> Result<(), PolicyError> {
+    pub fn validate(
+        &self,
+        regex_ok: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<(), PolicyError> {
         let m = &self.models;
         for (i, p) in m.allow.iter().flatten().enumerate() {
             check_pattern(&format!("models.allow[{i}]"), p)?;
         }
         for (alias, target) in &m.aliases {
             if alias.is_empty() || alias.contains('/') || alias.contains(char::is_whitespace) {
-                return Err(bad(format!("models.aliases.{alias}"), "an alias is a name without '/' or spaces"));
+                return Err(bad(
+                    format!("models.aliases.{alias}"),
+                    "an alias is a name without '/' or spaces",
+                ));
             }
             if !is_model_ref(target) {
-                return Err(bad(format!("models.aliases.{alias}"), format!("{target:?} is not a provider/model name")));
+                return Err(bad(
+                    format!("models.aliases.{alias}"),
+                    format!("{target:?} is not a provider/model name"),
+                ));
             }
         }
         let resolves = |s: &str| is_model_ref(s) || m.aliases.contains_key(s);
         for (from, chain) in &m.fallbacks {
             if !resolves(from) {
-                return Err(bad(format!("models.fallbacks.{from}"), "must be a provider/model name or an alias"));
+                return Err(bad(
+                    format!("models.fallbacks.{from}"),
+                    "must be a provider/model name or an alias",
+                ));
             }
             for (i, to) in chain.iter().enumerate() {
                 if !resolves(to) {
-                    return Err(bad(format!("models.fallbacks.{from}[{i}]"), format!("{to:?} is not a provider/model name or an alias")));
+                    return Err(bad(
+                        format!("models.fallbacks.{from}[{i}]"),
+                        format!("{to:?} is not a provider/model name or an alias"),
+                    ));
                 }
             }
         }
         for (i, r) in m.routes.iter().enumerate() {
             if r.tag.is_empty() || r.tag.contains(',') {
-                return Err(bad(format!("models.routes[{i}].tag"), "a tag is a non-empty word without commas"));
+                return Err(bad(
+                    format!("models.routes[{i}].tag"),
+                    "a tag is a non-empty word without commas",
+                ));
             }
             if !resolves(&r.model) {
-                return Err(bad(format!("models.routes[{i}].model"), format!("{:?} is not a provider/model name or an alias", r.model)));
+                return Err(bad(
+                    format!("models.routes[{i}].model"),
+                    format!("{:?} is not a provider/model name or an alias", r.model),
+                ));
             }
         }
         let l = &self.limits;
-        if l.requests_per_minute == Some(0) || l.tokens_per_minute == Some(0) || l.concurrent_runs == Some(0) {
-            return Err(bad("limits", "limits must be at least 1 (omit a limit to use the plan's)"));
+        if l.requests_per_minute == Some(0)
+            || l.tokens_per_minute == Some(0)
+            || l.concurrent_runs == Some(0)
+        {
+            return Err(bad(
+                "limits",
+                "limits must be at least 1 (omit a limit to use the plan's)",
+            ));
         }
         for (i, b) in self.budgets.iter().enumerate() {
             let field = format!("budgets[{i}]");
             let scope_ok = b.scope == "tenant"
-                || b.scope.strip_prefix("agent:").is_some_and(|a| AgentName::parse(a).is_ok())
-                || b.scope.strip_prefix("key:").is_some_and(|k| crate::Id::parse(crate::IdKind::Key, k).is_some());
+                || b.scope
+                    .strip_prefix("agent:")
+                    .is_some_and(|a| AgentName::parse(a).is_ok())
+                || b.scope
+                    .strip_prefix("key:")
+                    .is_some_and(|k| crate::Id::parse(crate::IdKind::Key, k).is_some());
             if !scope_ok {
-                return Err(bad(format!("{field}.scope"), "must be \"tenant\", \"agent:NAME\" or \"key:key_…\""));
+                return Err(bad(
+                    format!("{field}.scope"),
+                    "must be \"tenant\", \"agent:NAME\" or \"key:key_…\"",
+                ));
             }
             if !(b.limit_usd.is_finite() && b.limit_usd >= 0.0) {
-                return Err(bad(format!("{field}.limit_usd"), "must be a non-negative number"));
+                return Err(bad(
+                    format!("{field}.limit_usd"),
+                    "must be a non-negative number",
+                ));
             }
             for (j, a) in b.alert_at.iter().enumerate() {
                 if !(*a > 0.0 && *a <= 1.0) {
-                    return Err(bad(format!("{field}.alert_at[{j}]"), "alert fractions are in (0, 1]"));
+                    return Err(bad(
+                        format!("{field}.alert_at[{j}]"),
+                        "alert fractions are in (0, 1]",
+                    ));
                 }
             }
         }
         for (agent, patterns) in &self.tools.allow {
             if agent != "*" && AgentName::parse(agent).is_err() {
-                return Err(bad(format!("tools.allow.{agent}"), "keys are agent names or \"*\""));
+                return Err(bad(
+                    format!("tools.allow.{agent}"),
+                    "keys are agent names or \"*\"",
+                ));
             }
             for (i, p) in patterns.iter().enumerate() {
                 check_pattern(&format!("tools.allow.{agent}[{i}]"), p)?;
@@ -242,13 +303,22 @@ impl Policy {
         for (i, r) in self.tools.rate_limits.iter().enumerate() {
             check_pattern(&format!("tools.rate_limits[{i}].tool"), &r.tool)?;
             if r.per_minute == 0 {
-                return Err(bad(format!("tools.rate_limits[{i}].per_minute"), "must be at least 1"));
+                return Err(bad(
+                    format!("tools.rate_limits[{i}].per_minute"),
+                    "must be at least 1",
+                ));
             }
         }
         if let Some(d) = &self.dlp {
             for (i, name) in d.detect.iter().enumerate() {
                 if !DLP_DETECTORS.contains(&name.as_str()) {
-                    return Err(bad(format!("dlp.detect[{i}]"), format!("unknown detector {name:?}; known: {}", DLP_DETECTORS.join(", "))));
+                    return Err(bad(
+                        format!("dlp.detect[{i}]"),
+                        format!(
+                            "unknown detector {name:?}; known: {}",
+                            DLP_DETECTORS.join(", ")
+                        ),
+                    ));
                 }
             }
             for (i, c) in d.custom.iter().enumerate() {
@@ -264,7 +334,10 @@ impl Policy {
             }
             for (j, e) in w.events.iter().enumerate() {
                 if !WEBHOOK_EVENTS.contains(&e.as_str()) {
-                    return Err(bad(format!("webhooks[{i}].events[{j}]"), format!("unknown event {e:?}; known: {}", WEBHOOK_EVENTS.join(", "))));
+                    return Err(bad(
+                        format!("webhooks[{i}].events[{j}]"),
+                        format!("unknown event {e:?}; known: {}", WEBHOOK_EVENTS.join(", ")),
+                    ));
                 }
             }
         }
@@ -275,11 +348,17 @@ impl Policy {
     pub fn effective_limits(&self, plan: &Plan) -> Limits {
         let cap = |own: Option<u64>, plan: u64| Some(own.map_or(plan, |o| o.min(plan)));
         Limits {
-            requests_per_minute: cap(self.limits.requests_per_minute.map(u64::from), u64::from(plan.requests_per_minute))
-                .and_then(|v| u32::try_from(v).ok()),
+            requests_per_minute: cap(
+                self.limits.requests_per_minute.map(u64::from),
+                u64::from(plan.requests_per_minute),
+            )
+            .and_then(|v| u32::try_from(v).ok()),
             tokens_per_minute: cap(self.limits.tokens_per_minute, plan.tokens_per_minute),
-            concurrent_runs: cap(self.limits.concurrent_runs.map(u64::from), u64::from(plan.concurrent_runs))
-                .and_then(|v| u32::try_from(v).ok()),
+            concurrent_runs: cap(
+                self.limits.concurrent_runs.map(u64::from),
+                u64::from(plan.concurrent_runs),
+            )
+            .and_then(|v| u32::try_from(v).ok()),
         }
     }
 }
@@ -321,38 +400,91 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         assert!(parse(json!({"modles": {}})).unwrap_err().contains("modles"));
-        assert!(parse(json!({"models": {"alow": []}})).unwrap_err().contains("alow"));
+        assert!(
+            parse(json!({"models": {"alow": []}}))
+                .unwrap_err()
+                .contains("alow")
+        );
     }
 
     #[test]
     fn bad_values_name_their_field() {
         let cases = [
-            (json!({"models": {"aliases": {"fast": "gpt"}}}), "models.aliases.fast"),
-            (json!({"models": {"fallbacks": {"openai/x": ["nope"]}}}), "models.fallbacks.openai/x[0]"),
-            (json!({"models": {"routes": [{"tag": "", "model": "mock/echo"}]}}), "models.routes[0].tag"),
+            (
+                json!({"models": {"aliases": {"fast": "gpt"}}}),
+                "models.aliases.fast",
+            ),
+            (
+                json!({"models": {"fallbacks": {"openai/x": ["nope"]}}}),
+                "models.fallbacks.openai/x[0]",
+            ),
+            (
+                json!({"models": {"routes": [{"tag": "", "model": "mock/echo"}]}}),
+                "models.routes[0].tag",
+            ),
             (json!({"limits": {"requests_per_minute": 0}}), "limits"),
-            (json!({"budgets": [{"scope": "team", "period": "day", "limit_usd": 1}]}), "budgets[0].scope"),
-            (json!({"budgets": [{"scope": "tenant", "period": "day", "limit_usd": -1}]}), "budgets[0].limit_usd"),
-            (json!({"budgets": [{"scope": "tenant", "period": "day", "limit_usd": 1, "alert_at": [1.5]}]}), "budgets[0].alert_at[0]"),
-            (json!({"tools": {"allow": {"Bad Agent": ["*"]}}}), "tools.allow.Bad Agent"),
-            (json!({"tools": {"rate_limits": [{"tool": "x", "per_minute": 0}]}}), "tools.rate_limits[0].per_minute"),
+            (
+                json!({"budgets": [{"scope": "team", "period": "day", "limit_usd": 1}]}),
+                "budgets[0].scope",
+            ),
+            (
+                json!({"budgets": [{"scope": "tenant", "period": "day", "limit_usd": -1}]}),
+                "budgets[0].limit_usd",
+            ),
+            (
+                json!({"budgets": [{"scope": "tenant", "period": "day", "limit_usd": 1, "alert_at": [1.5]}]}),
+                "budgets[0].alert_at[0]",
+            ),
+            (
+                json!({"tools": {"allow": {"Bad Agent": ["*"]}}}),
+                "tools.allow.Bad Agent",
+            ),
+            (
+                json!({"tools": {"rate_limits": [{"tool": "x", "per_minute": 0}]}}),
+                "tools.rate_limits[0].per_minute",
+            ),
             (json!({"dlp": {"detect": ["dna"]}}), "dlp.detect[0]"),
-            (json!({"webhooks": [{"url": "ftp://x", "events": []}]}), "webhooks[0].url"),
-            (json!({"webhooks": [{"url": "https://x", "events": ["nope"]}]}), "webhooks[0].events[0]"),
+            (
+                json!({"webhooks": [{"url": "ftp://x", "events": []}]}),
+                "webhooks[0].url",
+            ),
+            (
+                json!({"webhooks": [{"url": "https://x", "events": ["nope"]}]}),
+                "webhooks[0].events[0]",
+            ),
         ];
         for (doc, field) in cases {
             let err = parse(doc.clone()).unwrap().validate(ok_regex).unwrap_err();
             assert_eq!(err.field, field, "{doc}");
         }
         let p = parse(json!({"dlp": {"custom": [{"name": "x", "regex": "("}]}})).unwrap();
-        assert_eq!(p.validate(|_| Err("unclosed group".into())).unwrap_err().field, "dlp.custom[0].regex");
+        assert_eq!(
+            p.validate(|_| Err("unclosed group".into()))
+                .unwrap_err()
+                .field,
+            "dlp.custom[0].regex"
+        );
     }
 
     #[test]
     fn limits_are_capped_by_the_plan() {
-        let plan = Plan { requests_per_minute: 60, tokens_per_minute: 1000, concurrent_runs: 2, monthly_budget_usd: None, weight: 1 };
-        let p = parse(json!({"limits": {"requests_per_minute": 600, "concurrent_runs": 1}})).unwrap();
+        let plan = Plan {
+            requests_per_minute: 60,
+            tokens_per_minute: 1000,
+            concurrent_runs: 2,
+            monthly_budget_usd: None,
+            weight: 1,
+        };
+        let p =
+            parse(json!({"limits": {"requests_per_minute": 600, "concurrent_runs": 1}})).unwrap();
         let l = p.effective_limits(&plan);
-        assert_eq!((l.requests_per_minute, l.tokens_per_minute, l.concurrent_runs), (Some(60), Some(1000), Some(1)));
+        assert_eq!(
+            (
+                l.requests_per_minute,
+                l.tokens_per_minute,
+                l.concurrent_runs
+            ),
+            (Some(60), Some(1000), Some(1))
+        );
     }
 }

@@ -113,9 +113,8 @@ impl Resolve for GuardedResolver {
         let guard = self.guard.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = addrs
                 .iter()
                 .copied()
@@ -268,6 +267,9 @@ mod tests {
             .send()
             .await
             .unwrap_err();
-        assert!(format!("{err:?}").contains("Forbidden(127.0.0.1)"), "{err:?}");
+        assert!(
+            format!("{err:?}").contains("Forbidden(127.0.0.1)"),
+            "{err:?}"
+        );
     }
 }
