@@ -183,3 +183,107 @@ pub struct HealthDto {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<&'static str>,
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct PolicyDto {
+    /// Incremented by every write; send it back as `If-Match` to avoid lost updates.
+    pub revision: i64,
+    pub updated_at: Option<String>,
+    /// The policy document (see API.md "Policy").
+    #[schema(value_type = Object)]
+    pub policy: serde_json::Value,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutProvider {
+    /// `openai`, `anthropic` or `openai-compatible`.
+    pub kind: String,
+    pub base_url: Option<String>,
+    /// Name of the tenant secret that holds the provider's API key.
+    pub api_key_secret: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderDto {
+    pub name: String,
+    pub kind: String,
+    pub base_url: Option<String>,
+    pub api_key_secret: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&berth_store::TenantProvider> for ProviderDto {
+    fn from(p: &berth_store::TenantProvider) -> Self {
+        ProviderDto {
+            name: p.name.clone(),
+            kind: p.kind.clone(),
+            base_url: p.base_url.clone(),
+            api_key_secret: p.api_key_secret.clone(),
+            created_at: rfc3339(p.created_at_ms),
+            updated_at: rfc3339(p.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageParams {
+    /// RFC 3339 time or `YYYY-MM-DD` (inclusive).
+    pub from: Option<String>,
+    /// RFC 3339 time or `YYYY-MM-DD` (exclusive).
+    pub to: Option<String>,
+    /// Comma-separated: `agent`, `model`, `provider`, `key`, `day`.
+    pub group_by: Option<String>,
+}
+
+/// One usage row: the grouped dimensions plus the sums.
+#[derive(Serialize, ToSchema)]
+pub struct UsageRowDto {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub dims: serde_json::Map<String, serde_json::Value>,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub llm_calls: i64,
+    pub tool_calls: i64,
+    pub runs: i64,
+    pub compute_ms: i64,
+    pub cost_usd: f64,
+}
+
+impl From<&berth_store::UsageRow> for UsageRowDto {
+    fn from(r: &berth_store::UsageRow) -> Self {
+        let dims = r
+            .dims
+            .iter()
+            .map(|(d, v)| {
+                let value = match (d, v) {
+                    // Days are stored as day numbers; show them as dates.
+                    (berth_store::UsageDim::Day, Some(day)) => day
+                        .parse::<i64>()
+                        .map(|n| {
+                            serde_json::Value::String(rfc3339(n * 86_400_000)[..10].to_owned())
+                        })
+                        .unwrap_or(serde_json::Value::Null),
+                    (_, Some(v)) => serde_json::Value::String(v.clone()),
+                    (_, None) => serde_json::Value::Null,
+                };
+                (d.name().to_owned(), value)
+            })
+            .collect();
+        UsageRowDto {
+            dims,
+            requests: r.requests,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            llm_calls: r.llm_calls,
+            tool_calls: r.tool_calls,
+            runs: r.runs,
+            compute_ms: r.compute_ms,
+            cost_usd: berth_core::NanoUsd(r.cost_nano).as_usd(),
+        }
+    }
+}

@@ -30,10 +30,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tasks = state.tasks.clone();
+    let stop_background = state.shutdown.clone();
     let app = router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
+    stop_background.cancel();
     tasks.close();
     tasks.wait().await;
     Ok(())

@@ -1,7 +1,10 @@
 //! `AppState`: everything a handler needs, as a cheap `Clone` of `Arc`s.
 
 use crate::auth::Authenticator;
+use crate::service::policy::PolicyCache;
 use berth_core::Plan;
+use berth_egress::EgressGuard;
+use berth_meter::{PriceTable, UsageRecorder};
 use berth_store::Store;
 use berth_vault::Vault;
 use std::collections::BTreeMap;
@@ -34,4 +37,12 @@ pub struct AppState {
     /// Background work (batched writers, health checks) drained on shutdown.
     pub tasks: TaskTracker,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub policies: Arc<PolicyCache>,
+    pub egress: EgressGuard,
+    pub usage: UsageRecorder,
+    pub prices: Arc<PriceTable>,
+    /// Names of the platform's providers (from config, plus `mock`), reserved for them.
+    pub platform_providers: Arc<Vec<String>>,
+    /// Cancelled when the server stops; background tasks drain and end.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -5,6 +5,8 @@ use crate::logging::Redactor;
 use berth_api::jwt::{JwtSettings, JwtVerifier};
 use berth_api::{ApiSettings, AppState, Authenticator};
 use berth_core::id::random_secret;
+use berth_egress::EgressGuard;
+use berth_meter::{Price, PriceTable, UsageRecorder};
 use berth_vault::{MasterKey, Vault};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::path::Path;
@@ -90,7 +92,31 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
             }))
         }
     };
+    let tasks = TaskTracker::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let allow_private = config
+        .egress
+        .allow_private
+        .iter()
+        .filter_map(|c| c.parse::<ipnet::IpNet>().ok())
+        .collect();
+    let prices = PriceTable::with_overrides(config.prices.iter().map(|(model, p)| {
+        (
+            model.clone(),
+            Price::from_usd_per_million(p.input, p.output, p.cached_input),
+        )
+    }));
+    let mut platform_providers: Vec<String> =
+        config.providers.iter().map(|p| p.name.clone()).collect();
+    platform_providers.push("mock".to_owned());
+    let usage_store: Arc<dyn berth_store::UsageStore> = store.clone();
     let state = AppState {
+        usage: UsageRecorder::start(usage_store, &tasks, shutdown.clone()),
+        policies: Arc::default(),
+        egress: EgressGuard::new(allow_private),
+        prices: Arc::new(prices),
+        platform_providers: Arc::new(platform_providers),
+        shutdown,
         vault: Arc::new(Vault::new(master, store.clone())),
         auth: Arc::new(Authenticator::new(&operator_token, store.clone(), jwt)),
         store,
@@ -98,7 +124,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
             plans: config.plans(),
             default_plan: config.default_plan.clone(),
         }),
-        tasks: TaskTracker::new(),
+        tasks,
         metrics: metrics_handle(),
     };
     let addr = config.listen_addr();

@@ -29,6 +29,7 @@ enum Param {
     TenantId,
     KeyId,
     SecretName,
+    ProviderName,
 }
 
 struct Case {
@@ -63,6 +64,12 @@ fn patch_body() -> Value {
 }
 fn key_body() -> Value {
     json!({"name": "iso", "role": "viewer"})
+}
+fn policy_body() -> Value {
+    json!({"models": {"allow": ["mock/*"], "aliases": {"fast": "mock/echo"}}})
+}
+fn provider_body() -> Value {
+    json!({"kind": "openai", "api_key_secret": "ISO_KEY"})
 }
 fn secret_body() -> Value {
     json!({"value": "isolation-secret-value"})
@@ -140,6 +147,37 @@ fn table() -> Vec<Case> {
             None,
             Option::None,
         ),
+        case("GET", "/v1/policy", Tenant("viewer"), None, Option::None),
+        case(
+            "PUT",
+            "/v1/policy",
+            Tenant("admin"),
+            None,
+            Some(policy_body),
+        ),
+        case("GET", "/v1/providers", Tenant("viewer"), None, Option::None),
+        case(
+            "GET",
+            "/v1/providers/{name}",
+            Tenant("viewer"),
+            ProviderName,
+            Option::None,
+        ),
+        case(
+            "PUT",
+            "/v1/providers/{name}",
+            Tenant("admin"),
+            ProviderName,
+            Some(provider_body),
+        ),
+        case(
+            "DELETE",
+            "/v1/providers/{name}",
+            Tenant("admin"),
+            ProviderName,
+            Option::None,
+        ),
+        case("GET", "/v1/usage", Tenant("viewer"), None, Option::None),
     ]
 }
 
@@ -179,12 +217,23 @@ async fn tenant(server: &TestServer, name: &str) -> Tenant {
         )
         .await;
     assert_eq!(a.status, 201);
-    Tenant {
+    let t = Tenant {
         id,
         name: name.to_owned(),
         keys,
         restricted: a.body["key"].as_str().unwrap().to_owned(),
-    }
+    };
+    // The secret that the provider cases name.
+    let s = server
+        .call(
+            "PUT",
+            "/v1/secrets/ISO_KEY",
+            Some(t.token("admin")),
+            Some(json!({"value": "sk-iso"})),
+        )
+        .await;
+    assert_eq!(s.status, 204);
+    t
 }
 
 /// A fresh resource of `param`'s kind inside `tenant`, so destructive calls have a target.
@@ -197,6 +246,19 @@ async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
                 .await
         }
         Param::KeyId => server.create_key(&tenant.id, "viewer").await.0,
+        Param::ProviderName => {
+            let name = format!("p{}", rand_suffix());
+            let a = server
+                .call(
+                    "PUT",
+                    &format!("/v1/providers/{name}"),
+                    Some(tenant.token("admin")),
+                    Some(provider_body()),
+                )
+                .await;
+            assert_eq!(a.status, 200, "{:?}", a.body);
+            name
+        }
         Param::SecretName => {
             let name = format!("S{}", rand_suffix());
             let a = server
@@ -419,6 +481,12 @@ async fn cross_tenant(server: &TestServer) {
                     .unwrap()
                     .clone();
                 assert!(listed["revoked_at"].is_null(), "{what} revoked B's key");
+            }
+            Param::ProviderName => {
+                let p = server
+                    .get(&format!("/v1/providers/{target}"), b.token("viewer"))
+                    .await;
+                assert_eq!(p.status, 200, "{what} removed B's provider");
             }
             Param::SecretName => {
                 let secrets = server.get("/v1/secrets", b.token("admin")).await;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 enum Message {
@@ -29,11 +30,15 @@ const INTERVAL: Duration = Duration::from_millis(200);
 const CAPACITY: usize = 100_000;
 
 impl UsageRecorder {
-    /// Starts the writer task on `tasks`; it ends, after writing everything, once every
-    /// `UsageRecorder` clone is dropped.
-    pub fn start(store: Arc<dyn UsageStore>, tasks: &TaskTracker) -> Self {
+    /// Starts the writer task on `tasks`. It ends, after writing everything queued, when
+    /// `shutdown` is cancelled or every `UsageRecorder` clone is dropped.
+    pub fn start(
+        store: Arc<dyn UsageStore>,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(CAPACITY);
-        tasks.spawn(run(store, rx));
+        tasks.spawn(run(store, rx, shutdown));
         UsageRecorder { tx }
     }
 
@@ -57,7 +62,11 @@ impl UsageRecorder {
     }
 }
 
-async fn run(store: Arc<dyn UsageStore>, mut rx: mpsc::Receiver<Message>) {
+async fn run(
+    store: Arc<dyn UsageStore>,
+    mut rx: mpsc::Receiver<Message>,
+    shutdown: CancellationToken,
+) {
     let mut pending: HashMap<TenantId, (TenantScope, Vec<UsageEvent>)> = HashMap::new();
     let mut count = 0usize;
     let mut tick = tokio::time::interval(INTERVAL);
@@ -84,6 +93,11 @@ async fn run(store: Arc<dyn UsageStore>, mut rx: mpsc::Receiver<Message>) {
                     return;
                 }
             },
+            _ = shutdown.cancelled(), if !rx.is_closed() => {
+                // Refuse new events; the loop keeps receiving what is already queued and
+                // ends when `recv` reports the channel empty and closed.
+                rx.close();
+            }
             _ = tick.tick() => {
                 if count > 0 {
                     write_all(store.as_ref(), &mut pending).await;
@@ -132,7 +146,8 @@ mod tests {
         let a = new_tenant(store.as_ref(), "meter-a").await;
         let tasks = TaskTracker::new();
         let usage: Arc<dyn UsageStore> = store.clone();
-        let rec = UsageRecorder::start(usage, &tasks);
+        let shutdown = CancellationToken::new();
+        let rec = UsageRecorder::start(usage, &tasks, shutdown.clone());
         for i in 0..2500 {
             let ev = UsageEvent {
                 id: format!("evt_{i}"),
@@ -169,7 +184,7 @@ mod tests {
             },
         )
         .await;
-        drop(rec);
+        shutdown.cancel();
         tasks.close();
         tasks.wait().await;
         assert_eq!(

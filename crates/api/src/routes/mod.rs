@@ -4,8 +4,11 @@
 mod audit;
 mod identity;
 mod ops;
+mod policy;
+mod providers;
 mod secrets;
 mod tenants;
+mod usage;
 
 use crate::context;
 use crate::error::ApiError;
@@ -58,6 +61,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(secrets::put, secrets::delete))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
+        .routes(routes!(policy::get, policy::put))
+        .routes(routes!(providers::list))
+        .routes(routes!(providers::get, providers::put, providers::delete))
+        .routes(routes!(usage::get))
 }
 
 /// The OpenAPI document of every route the router serves.

@@ -5,5 +5,8 @@
 
 pub mod audit;
 pub mod keys;
+pub mod policy;
+pub mod providers;
 pub mod secrets;
 pub mod tenants;
+pub mod usage;

@@ -1,0 +1,105 @@
+//! The tenant policy: validated on write, cached for the hot path, revisioned.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use berth_audit::NewEntry;
+use berth_core::{Policy, TenantId, TenantScope};
+use berth_store::StoredPolicy;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Per-tenant parsed policies, so a gateway call does not read the store. A write on this
+/// node evicts at once; other nodes re-read within `TTL`.
+#[derive(Default)]
+pub struct PolicyCache {
+    entries: RwLock<HashMap<TenantId, (Arc<Policy>, Instant)>>,
+}
+
+impl PolicyCache {
+    const TTL: Duration = Duration::from_secs(10);
+
+    fn get(&self, tenant: &TenantId) -> Option<Arc<Policy>> {
+        let map = self.entries.read().ok()?;
+        let (p, at) = map.get(tenant)?;
+        (at.elapsed() < Self::TTL).then(|| p.clone())
+    }
+
+    fn put(&self, tenant: &TenantId, policy: Arc<Policy>) {
+        if let Ok(mut m) = self.entries.write() {
+            m.insert(tenant.clone(), (policy, Instant::now()));
+        }
+    }
+
+    pub fn evict(&self, tenant: &TenantId) {
+        if let Ok(mut m) = self.entries.write() {
+            m.remove(tenant);
+        }
+    }
+}
+
+/// The tenant's policy (the empty policy when it has none).
+pub async fn effective(state: &AppState, scope: &TenantScope) -> Result<Arc<Policy>, ApiError> {
+    if let Some(p) = state.policies.get(scope.tenant()) {
+        return Ok(p);
+    }
+    let policy = match state.store.get_policy(scope).await? {
+        Some(stored) => {
+            serde_json::from_str::<Policy>(&stored.document).map_err(|e| ApiError::internal(&e))?
+        }
+        None => Policy::default(),
+    };
+    let policy = Arc::new(policy);
+    state.policies.put(scope.tenant(), policy.clone());
+    Ok(policy)
+}
+
+pub async fn get(state: &AppState, scope: &TenantScope) -> Result<Option<StoredPolicy>, ApiError> {
+    Ok(state.store.get_policy(scope).await?)
+}
+
+/// Validates and stores `document`; `expected` is the `If-Match` revision, if sent.
+pub async fn put(
+    state: &AppState,
+    scope: &TenantScope,
+    document: serde_json::Value,
+    expected: Option<i64>,
+) -> Result<StoredPolicy, ApiError> {
+    let policy: Policy = serde_json::from_value(document).map_err(|e| {
+        ApiError::invalid(
+            "invalid_policy",
+            "policy",
+            format!("the policy is not valid: {e}"),
+        )
+    })?;
+    policy
+        .validate(|re| regex::Regex::new(re).map(|_| ()).map_err(|e| e.to_string()))
+        .map_err(|e| ApiError::invalid("invalid_policy", &e.field, e.to_string()))?;
+    for (i, hook) in policy.webhooks.iter().enumerate() {
+        state.egress.check_url(&hook.url).map_err(|e| {
+            ApiError::invalid(
+                "egress_refused",
+                &format!("webhooks[{i}].url"),
+                e.to_string(),
+            )
+        })?;
+    }
+    let text = serde_json::to_string(&policy).map_err(|e| ApiError::internal(&e))?;
+    let audit = NewEntry::new(
+        scope.actor(),
+        "policy.update",
+        "policy",
+        json!({"expected_revision": expected}),
+    );
+    let stored = state
+        .store
+        .put_policy(scope, &text, expected, &audit)
+        .await
+        .map_err(|e| match e {
+            berth_store::StoreError::Conflict(m) => ApiError::conflict("revision_mismatch", m),
+            other => other.into(),
+        })?;
+    state.policies.evict(scope.tenant());
+    Ok(stored)
+}
