@@ -2,6 +2,8 @@
 //! Mock upstreams (LLM providers, MCP servers) join this crate as later features need them.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test support: failing loudly is the point
 
+pub mod mock_llm;
+
 use berth::config::Config;
 use serde_json::{Value, json};
 use std::path::PathBuf;
