@@ -863,3 +863,223 @@ async fn jwt_from_a_jwks_endpoint() {
     assert_eq!(server.get("/v1/me", &hs).await.status, 401);
     server.stop().await;
 }
+
+// --- policy, providers, usage ----------------------------------------------------------------
+
+#[tokio::test]
+async fn policy_is_validated_revisioned_and_audited() {
+    let server = TestServer::start().await;
+    let (_, admin) = tenant_with_admin(&server, "acme").await;
+    let empty = server.get("/v1/policy", &admin).await;
+    assert_eq!(
+        (
+            empty.body["revision"].as_i64(),
+            empty.body["policy"].clone()
+        ),
+        (Some(0), json!({}))
+    );
+    let doc = json!({"models": {"allow": ["mock/*"], "aliases": {"fast": "mock/echo"}}, "limits": {"requests_per_minute": 10}});
+    let put = server
+        .call("PUT", "/v1/policy", Some(&admin), Some(doc.clone()))
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(put.body["revision"], 1);
+    assert_eq!(put.headers.get("etag").unwrap(), "\"1\"");
+    assert_eq!(
+        server.get("/v1/policy", &admin).await.body["policy"]["models"]["aliases"]["fast"],
+        "mock/echo"
+    );
+    // Optimistic concurrency with If-Match.
+    let put_if = |rev: &'static str| {
+        server
+            .http
+            .put(format!("{}/v1/policy", server.url))
+            .bearer_auth(&admin)
+            .header("if-match", rev)
+            .json(&doc)
+            .send()
+    };
+    assert_eq!(put_if("\"0\"").await.unwrap().status(), 409);
+    assert_eq!(put_if("1").await.unwrap().status(), 200);
+    assert_eq!(put_if("banana").await.unwrap().status(), 400);
+    // Unknown fields and bad values are refused, naming the field.
+    let r = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&admin),
+            Some(json!({"modles": {}})),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("modles")
+    );
+    let r = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&admin),
+            Some(json!({"budgets": [{"scope": "team", "period": "day", "limit_usd": 1}]})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["param"].as_str()),
+        (422, Some("budgets[0].scope"))
+    );
+    let r = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&admin),
+            Some(json!({"dlp": {"custom": [{"name": "x", "regex": "("}]}})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["param"].as_str()),
+        (422, Some("dlp.custom[0].regex"))
+    );
+    let r = server.call("PUT", "/v1/policy", Some(&admin), Some(json!({"webhooks": [{"url": "http://169.254.169.254/x", "events": ["run.failed"]}]}))).await;
+    assert_eq!((r.status, r.code()), (422, "egress_refused"));
+    let audit = server.get("/v1/audit", &admin).await.body.to_string();
+    assert_eq!(audit.matches("policy.update").count(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn providers_need_a_secret_and_a_permitted_destination() {
+    let server = TestServer::start().await;
+    let (_, admin) = tenant_with_admin(&server, "acme").await;
+    let put = |name: &str, body: Value| {
+        let path = format!("/v1/providers/{name}");
+        let (server, admin) = (&server, admin.clone());
+        async move { server.call("PUT", &path, Some(&admin), Some(body)).await }
+    };
+    let r = put(
+        "mine",
+        json!({"kind": "openai", "api_key_secret": "OPENAI_KEY"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["param"].as_str()),
+        (422, Some("api_key_secret"))
+    );
+    server
+        .call(
+            "PUT",
+            "/v1/secrets/OPENAI_KEY",
+            Some(&admin),
+            Some(json!({"value": "sk-tenant-own-key-123456"})),
+        )
+        .await;
+    let r = put(
+        "mine",
+        json!({"kind": "openai", "api_key_secret": "OPENAI_KEY"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["api_key_secret"], "OPENAI_KEY");
+    assert!(!r.body.to_string().contains("sk-tenant-own-key"));
+    for (body, code) in [
+        (
+            json!({"kind": "cohere", "api_key_secret": "OPENAI_KEY"}),
+            "invalid_kind",
+        ),
+        (
+            json!({"kind": "openai-compatible", "api_key_secret": "OPENAI_KEY"}),
+            "base_url_required",
+        ),
+        (
+            json!({"kind": "openai-compatible", "base_url": "http://127.0.0.1:8000/v1", "api_key_secret": "OPENAI_KEY"}),
+            "egress_refused",
+        ),
+        (
+            json!({"kind": "openai-compatible", "base_url": "http://localhost:8000/v1", "api_key_secret": "OPENAI_KEY"}),
+            "egress_refused",
+        ),
+        (
+            json!({"kind": "openai-compatible", "base_url": "http://169.254.169.254/v1", "api_key_secret": "OPENAI_KEY"}),
+            "egress_refused",
+        ),
+        (
+            json!({"kind": "openai-compatible", "base_url": "file:///etc/passwd", "api_key_secret": "OPENAI_KEY"}),
+            "egress_refused",
+        ),
+    ] {
+        let r = put("other", body.clone()).await;
+        assert_eq!((r.status, r.code()), (422, code), "{body}");
+    }
+    let r = put(
+        "mock",
+        json!({"kind": "openai", "api_key_secret": "OPENAI_KEY"}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (409, "provider_name_reserved"));
+    let list = server.get("/v1/providers", &admin).await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        server
+            .call("DELETE", "/v1/providers/mine", Some(&admin), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        server.get("/v1/providers/mine", &admin).await.code(),
+        "provider_not_found"
+    );
+    server.stop().await;
+
+    // An operator may allow a private range; then such a base URL is accepted.
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.egress.allow_private = vec!["127.0.0.0/8".into()]
+    })
+    .await;
+    let (_, admin) = tenant_with_admin(&server, "acme").await;
+    server
+        .call(
+            "PUT",
+            "/v1/secrets/K",
+            Some(&admin),
+            Some(json!({"value": "sk-x"})),
+        )
+        .await;
+    let r = server
+        .call("PUT", "/v1/providers/local", Some(&admin), Some(json!({"kind": "openai-compatible", "base_url": "http://127.0.0.1:8000/v1", "api_key_secret": "K"})))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn usage_query_parameters_are_checked() {
+    let server = TestServer::start().await;
+    let (_, admin) = tenant_with_admin(&server, "acme").await;
+    let ok = server
+        .get(
+            "/v1/usage?from=2026-01-01&to=2026-12-31T00:00:00Z&group_by=agent,model,day",
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        (ok.status, ok.body["data"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    for (q, param) in [
+        ("group_by=colour", "group_by"),
+        ("from=yesterday", "from"),
+        ("to=2026-13-01", "to"),
+    ] {
+        let r = server.get(&format!("/v1/usage?{q}"), &admin).await;
+        assert_eq!(
+            (r.status, r.body["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{q}"
+        );
+    }
+    assert_eq!(server.get("/v1/usage?bogus=1", &admin).await.status, 400);
+    server.stop().await;
+}
