@@ -1,0 +1,14 @@
+//! LLM wire formats: OpenAI Chat Completions and Anthropic Messages, parsed into one
+//! canonical form and rendered back out, streamed or not; SSE parsing; token estimates.
+//! Knows no tenants and does no IO.
+
+pub mod anthropic;
+pub mod canonical;
+pub mod embeddings;
+mod error;
+pub mod openai;
+pub mod sse;
+pub mod tokens;
+
+pub use canonical::*;
+pub use error::LlmError;
