@@ -11,31 +11,25 @@ fn text_of(v: &Value, at: &str) -> Result<Vec<Part>, LlmError> {
         Value::Array(parts) => parts
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| {
+            .map(|(i, p)| {
                 let at = format!("{at}[{i}]");
                 match p["type"].as_str() {
-                    Some("text") => Some(
-                        p["text"]
-                            .as_str()
-                            .map(|t| Part::Text(t.to_owned()))
-                            .ok_or_else(|| field(format!("{at}.text"), "expected a string")),
-                    ),
-                    Some("image_url") => Some(
-                        p["image_url"]["url"]
-                            .as_str()
-                            .or_else(|| p["image_url"].as_str())
-                            .map(|u| Part::Image { url: u.to_owned() })
-                            .ok_or_else(|| {
-                                field(format!("{at}.image_url.url"), "expected a string")
-                            }),
-                    ),
+                    Some("text") => p["text"]
+                        .as_str()
+                        .map(|t| Part::Text(t.to_owned()))
+                        .ok_or_else(|| field(format!("{at}.text"), "expected a string")),
+                    Some("image_url") => p["image_url"]["url"]
+                        .as_str()
+                        .or_else(|| p["image_url"].as_str())
+                        .map(|u| Part::Image { url: u.to_owned() })
+                        .ok_or_else(|| field(format!("{at}.image_url.url"), "expected a string")),
                     // Audio and file parts have no counterpart in every provider; refuse them
                     // clearly rather than drop them silently.
-                    Some(other) => Some(Err(field(
+                    Some(other) => Err(field(
                         format!("{at}.type"),
                         format!("unsupported content part type {other:?}"),
-                    ))),
-                    None => Some(Err(field(format!("{at}.type"), "missing"))),
+                    )),
+                    None => Err(field(format!("{at}.type"), "missing")),
                 }
             })
             .collect(),
@@ -401,10 +395,10 @@ pub fn parse_response(body: &Value) -> Result<ChatResponse, LlmError> {
         .ok_or_else(|| field("choices", "expected at least one choice"))?;
     let msg = &choice["message"];
     let mut content = Vec::new();
-    if let Some(t) = msg["content"].as_str() {
-        if !t.is_empty() {
-            content.push(Part::Text(t.to_owned()));
-        }
+    if let Some(t) = msg["content"].as_str()
+        && !t.is_empty()
+    {
+        content.push(Part::Text(t.to_owned()));
     }
     for c in msg["tool_calls"].as_array().into_iter().flatten() {
         content.push(Part::ToolCall {
@@ -475,10 +469,10 @@ pub fn decode_chunk(data: &str) -> Result<Vec<StreamEvent>, LlmError> {
                 model: v["model"].as_str().unwrap_or_default().to_owned(),
             });
         }
-        if let Some(t) = d["content"].as_str() {
-            if !t.is_empty() {
-                out.push(StreamEvent::TextDelta { text: t.to_owned() });
-            }
+        if let Some(t) = d["content"].as_str()
+            && !t.is_empty()
+        {
+            out.push(StreamEvent::TextDelta { text: t.to_owned() });
         }
         for c in d["tool_calls"].as_array().into_iter().flatten() {
             let index = u32::try_from(c["index"].as_u64().unwrap_or(0)).unwrap_or(0);
@@ -489,13 +483,13 @@ pub fn decode_chunk(data: &str) -> Result<Vec<StreamEvent>, LlmError> {
                     name: name.to_owned(),
                 });
             }
-            if let Some(args) = c["function"]["arguments"].as_str() {
-                if !args.is_empty() {
-                    out.push(StreamEvent::ToolCallDelta {
-                        index,
-                        arguments: args.to_owned(),
-                    });
-                }
+            if let Some(args) = c["function"]["arguments"].as_str()
+                && !args.is_empty()
+            {
+                out.push(StreamEvent::ToolCallDelta {
+                    index,
+                    arguments: args.to_owned(),
+                });
             }
         }
         if let Some(f) = choice["finish_reason"].as_str() {
