@@ -161,6 +161,52 @@ impl From<VaultError> for ApiError {
     }
 }
 
+impl From<berth_gateway::GatewayError> for ApiError {
+    fn from(e: berth_gateway::GatewayError) -> Self {
+        use berth_gateway::{GatewayError as G, RouteError as R};
+        let code = e.code();
+        match &e {
+            G::Route(R::UnknownModel(_)) | G::ProviderNotFound(_) => {
+                ApiError::not_found("model_not_found", e.to_string()).with_param("model")
+            }
+            G::Route(R::NotAllowed(_)) => ApiError::forbidden("model_not_allowed", e.to_string()),
+            G::BadRequest(m) => ApiError::bad_request("invalid_request", m.clone()),
+            G::ProviderKeyMissing { .. } => {
+                ApiError::invalid("provider_key_missing", "model", e.to_string())
+            }
+            G::Upstream { status: 429, .. } => {
+                let mut err = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    code,
+                    e.to_string(),
+                );
+                err.retry_after_secs = Some(1);
+                err
+            }
+            // The caller's Berth credential is fine; the provider refused the provider's key.
+            G::Upstream {
+                status: 401 | 403, ..
+            } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream",
+                "upstream_auth_failed",
+                e.to_string(),
+            ),
+            G::Upstream { status, .. } if *status < 500 => {
+                ApiError::bad_request("upstream_rejected", e.to_string())
+            }
+            G::Upstream { .. } | G::Connect { .. } | G::InvalidAnswer { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream", code, e.to_string())
+            }
+            G::Timeout { .. } => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream", code, e.to_string())
+            }
+            G::Internal(_) => ApiError::internal(&e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Envelope {

@@ -45,4 +45,5 @@ pub struct AppState {
     pub platform_providers: Arc<Vec<String>>,
     /// Cancelled when the server stops; background tasks drain and end.
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub gateway: Arc<berth_gateway::Gateway>,
 }

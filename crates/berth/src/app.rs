@@ -110,14 +110,48 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         config.providers.iter().map(|p| p.name.clone()).collect();
     platform_providers.push("mock".to_owned());
     let usage_store: Arc<dyn berth_store::UsageStore> = store.clone();
+    let usage = UsageRecorder::start(usage_store, &tasks, shutdown.clone());
+    let egress = EgressGuard::new(allow_private);
+    let vault = Arc::new(Vault::new(master, store.clone()));
+    let prices = Arc::new(prices);
+    let mut platform = Vec::new();
+    for p in &config.providers {
+        let kind = berth_gateway::Kind::parse(&p.kind).ok_or_else(|| {
+            StartError::Config(format!("providers.{}: unknown kind {:?}", p.name, p.kind))
+        })?;
+        platform.push(berth_gateway::PlatformProvider {
+            name: p.name.clone(),
+            kind,
+            base_url: p.base_url.clone(),
+            api_key: p.api_key.clone(),
+            timeout: p
+                .timeout
+                .as_deref()
+                .and_then(crate::config::parse_duration)
+                .unwrap_or(std::time::Duration::from_secs(120)),
+        });
+        if let Some(k) = &p.api_key {
+            redactor.register(k);
+        }
+    }
+    let provider_store: Arc<dyn berth_store::ProviderStore> = store.clone();
+    let gateway = berth_gateway::Gateway::new(
+        platform,
+        prices.clone(),
+        usage.clone(),
+        vault.clone(),
+        provider_store,
+        &egress,
+    );
     let state = AppState {
-        usage: UsageRecorder::start(usage_store, &tasks, shutdown.clone()),
+        gateway: Arc::new(gateway),
+        usage,
         policies: Arc::default(),
-        egress: EgressGuard::new(allow_private),
-        prices: Arc::new(prices),
+        egress,
+        prices,
         platform_providers: Arc::new(platform_providers),
         shutdown,
-        vault: Arc::new(Vault::new(master, store.clone())),
+        vault,
         auth: Arc::new(Authenticator::new(&operator_token, store.clone(), jwt)),
         store,
         settings: Arc::new(ApiSettings {

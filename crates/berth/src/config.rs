@@ -122,6 +122,9 @@ pub struct ProviderConfig {
     pub base_url: Option<String>,
     pub api_key_env: Option<String>,
     pub timeout: Option<String>,
+    /// The value of `api_key_env`, resolved at load time; never read from the file.
+    #[serde(skip)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +230,20 @@ impl Config {
         let mut config = Self::from_table(table)?;
         config.operator_token = operator_token.filter(|t| !t.is_empty());
         config.master_key = master_key.filter(|k| !k.is_empty());
+        for p in &mut config.providers {
+            if let Some(var) = &p.api_key_env {
+                p.api_key = env
+                    .iter()
+                    .find(|(k, _)| k == var)
+                    .map(|(_, v)| v.clone())
+                    .filter(|v| !v.is_empty());
+                if p.api_key.is_none() {
+                    // A provider without its key still starts (others may work); calls to it
+                    // will fail with the provider's own authentication error.
+                    eprintln!("warning: providers.{}: {var} is not set", p.name);
+                }
+            }
+        }
         if let Some(jwt) = &mut config.auth.jwt
             && let Some(var) = &jwt.hs256_secret_env
         {

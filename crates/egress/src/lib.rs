@@ -92,15 +92,22 @@ impl EgressGuard {
     /// to permitted addresses, and redirects are not followed (a redirect to a literal
     /// private IP would bypass the resolver).
     pub fn client(&self, timeout: Duration) -> reqwest::Client {
+        self.builder().timeout(timeout).build().unwrap_or_default()
+    }
+
+    /// Like [`EgressGuard::client`], for callers that time each request themselves
+    /// (long streams must not be cut by a whole-request timeout).
+    pub fn client_without_timeout(&self) -> reqwest::Client {
+        self.builder().build().unwrap_or_default()
+    }
+
+    fn builder(&self) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
                 guard: self.clone(),
             }))
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default()
     }
 }
 

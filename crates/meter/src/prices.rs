@@ -90,6 +90,11 @@ impl PriceTable {
         t
     }
 
+    /// Every model with a price.
+    pub fn models(&self) -> impl Iterator<Item = String> + '_ {
+        self.prices.keys().cloned()
+    }
+
     /// The price of `model` (`provider/model`). A tenant's own provider is priced like the
     /// provider kind it speaks (`kind/model`), and a dated model id like its base name
     /// (`gpt-4o-mini-2024-07-18` → `gpt-4o-mini`).

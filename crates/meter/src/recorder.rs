@@ -53,6 +53,18 @@ impl UsageRecorder {
         }
     }
 
+    /// Queues an event without waiting, for callers that cannot (a `Drop`). If the
+    /// channel is full, a task delivers it.
+    pub fn record_detached(&self, scope: &TenantScope, event: UsageEvent) {
+        let msg = Message::Event(Box::new((scope.clone(), event)));
+        if let Err(mpsc::error::TrySendError::Full(msg)) = self.tx.try_send(msg) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    }
+
     /// Waits until every event queued before this call is written.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

@@ -47,11 +47,16 @@ impl MockUpstream {
     }
 
     pub async fn start_with(latency: Duration, addr: &str) -> MockUpstream {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind mock upstream");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind mock upstream");
         let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
         let seen = Arc::new(Seen::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(MockState { seen: seen.clone(), latency });
+        let app = router(MockState {
+            seen: seen.clone(),
+            latency,
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -59,7 +64,11 @@ impl MockUpstream {
                 })
                 .await;
         });
-        MockUpstream { url, seen, shutdown: Some(tx) }
+        MockUpstream {
+            url,
+            seen,
+            shutdown: Some(tx),
+        }
     }
 
     pub fn requests(&self) -> u64 {
@@ -76,7 +85,10 @@ impl Drop for MockUpstream {
 }
 
 pub fn router_for_bench(latency: Duration) -> Router {
-    router(MockState { seen: Arc::new(Seen::default()), latency })
+    router(MockState {
+        seen: Arc::new(Seen::default()),
+        latency,
+    })
 }
 
 fn router(state: MockState) -> Router {
@@ -93,7 +105,9 @@ fn tokens(text: &str) -> u64 {
 
 /// The text of the last user message, in either format.
 fn last_user_text(messages: &Value) -> String {
-    let Some(list) = messages.as_array() else { return String::new() };
+    let Some(list) = messages.as_array() else {
+        return String::new();
+    };
     for m in list.iter().rev() {
         if m["role"] != "user" {
             continue;
@@ -120,17 +134,33 @@ fn prompt_tokens(body: &Value) -> u64 {
 }
 
 /// Common front matter: record, delay, and the error behaviours. `None` means "answer".
-async fn front(state: &MockState, headers: &HeaderMap, body: &Value, anthropic: bool) -> Option<Response> {
+async fn front(
+    state: &MockState,
+    headers: &HeaderMap,
+    body: &Value,
+    anthropic: bool,
+) -> Option<Response> {
     state.seen.requests.fetch_add(1, Ordering::SeqCst);
-    let header_text = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header_text = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     *state.seen.last_authorization.lock().expect("lock") = header_text(header::AUTHORIZATION);
-    *state.seen.last_api_key.lock().expect("lock") = header_text(header::HeaderName::from_static("x-api-key"));
+    *state.seen.last_api_key.lock().expect("lock") =
+        header_text(header::HeaderName::from_static("x-api-key"));
     *state.seen.last_body.lock().expect("lock") = Some(body.clone());
     let model = body["model"].as_str().unwrap_or("");
     if !state.latency.is_zero() {
         tokio::time::sleep(state.latency).await;
     }
-    if let Some(ms) = model.split("slow-").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()) {
+    if let Some(ms) = model.split("slow-").nth(1).and_then(|r| {
+        r.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse::<u64>()
+            .ok()
+    }) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if model.contains("hang") {
@@ -145,19 +175,39 @@ async fn front(state: &MockState, headers: &HeaderMap, body: &Value, anthropic: 
         Some((status, axum::Json(body)).into_response())
     };
     if model.contains("error-429") {
-        return error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "slow down");
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "slow down",
+        );
     }
     if model.contains("error-500") {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "upstream exploded");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "upstream exploded",
+        );
     }
     if model.contains("error-401") {
         // Real providers echo part of the key they were given; this mock echoes all of it,
         // so tests can prove the gateway never passes such a body on.
-        let key = header_text(header::AUTHORIZATION).or_else(|| header_text(header::HeaderName::from_static("x-api-key")));
-        return error(StatusCode::UNAUTHORIZED, "authentication_error", &format!("invalid key {}", key.unwrap_or_default()));
+        let key = header_text(header::AUTHORIZATION)
+            .or_else(|| header_text(header::HeaderName::from_static("x-api-key")));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            &format!("invalid key {}", key.unwrap_or_default()),
+        );
     }
     if model.contains("garbage") {
-        return Some((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"id\": \"x\", this is not json").into_response());
+        return Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{\"id\": \"x\", this is not json",
+            )
+                .into_response(),
+        );
     }
     None
 }
@@ -184,7 +234,11 @@ fn async_stream(
             if drop_after == Some(i) {
                 // Let the frames already sent reach the client before the cut.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = tx.send(Err(std::io::Error::other("mock upstream drops the connection"))).await;
+                let _ = tx
+                    .send(Err(std::io::Error::other(
+                        "mock upstream drops the connection",
+                    )))
+                    .await;
                 return;
             }
             if !latency.is_zero() && i > 0 {
@@ -201,27 +255,55 @@ fn async_stream(
 fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, w) in text.split(' ').enumerate() {
-        out.push(if i == 0 { w.to_owned() } else { format!(" {w}") });
+        out.push(if i == 0 {
+            w.to_owned()
+        } else {
+            format!(" {w}")
+        });
     }
     out
 }
 
 async fn openai_chat(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": {"message": "bad json", "type": "invalid_request_error"}}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": "bad json", "type": "invalid_request_error"}})),
+        )
+            .into_response();
     };
     if let Some(r) = front(&state, &headers, &body, false).await {
         return r;
     }
     let model = body["model"].as_str().unwrap_or("").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);
-    let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false) && !model.contains("no-usage");
-    let first_tool = body["tools"][0]["function"]["name"].as_str().map(str::to_owned);
+    let include_usage = body["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false)
+        && !model.contains("no-usage");
+    let first_tool = body["tools"][0]["function"]["name"]
+        .as_str()
+        .map(str::to_owned);
     let tool_call = model.contains("tools").then_some(first_tool).flatten();
-    let text = if tool_call.is_some() { String::new() } else { format!("echo: {}", last_user_text(&body["messages"])) };
-    let (pt, ct) = (prompt_tokens(&body), if tool_call.is_some() { 10 } else { tokens(&text) });
+    let text = if tool_call.is_some() {
+        String::new()
+    } else {
+        format!("echo: {}", last_user_text(&body["messages"]))
+    };
+    let (pt, ct) = (
+        prompt_tokens(&body),
+        if tool_call.is_some() {
+            10
+        } else {
+            tokens(&text)
+        },
+    );
     let usage = json!({"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct, "prompt_tokens_details": {"cached_tokens": 0}});
-    let finish = if tool_call.is_some() { "tool_calls" } else { "stop" };
+    let finish = if tool_call.is_some() {
+        "tool_calls"
+    } else {
+        "stop"
+    };
     if !stream {
         let mut message = json!({"role": "assistant", "content": if tool_call.is_some() { Value::Null } else { Value::String(text) }});
         if let Some(name) = &tool_call {
@@ -241,10 +323,16 @@ async fn openai_chat(State(state): State<MockState>, headers: HeaderMap, body: B
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         )
     };
-    let mut frames = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut frames = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     if let Some(name) = &tool_call {
         frames.push(chunk(json!({"tool_calls": [{"index": 0, "id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
-        frames.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"q\":\"mock\"}"}}]}), Value::Null));
+        frames.push(chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"q\":\"mock\"}"}}]}),
+            Value::Null,
+        ));
     } else {
         for w in words(&text) {
             frames.push(chunk(json!({"content": w}), Value::Null));
@@ -265,7 +353,11 @@ async fn openai_chat(State(state): State<MockState>, headers: HeaderMap, body: B
     sse(frames, state.latency, drop_after)
 }
 
-async fn anthropic_messages(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn anthropic_messages(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, axum::Json(json!({"type": "error", "error": {"type": "invalid_request_error", "message": "bad json"}}))).into_response();
     };
@@ -277,23 +369,45 @@ async fn anthropic_messages(State(state): State<MockState>, headers: HeaderMap, 
     let no_usage = model.contains("no-usage");
     let first_tool = body["tools"][0]["name"].as_str().map(str::to_owned);
     let tool_call = model.contains("tools").then_some(first_tool).flatten();
-    let text = if tool_call.is_some() { String::new() } else { format!("echo: {}", last_user_text(&body["messages"])) };
-    let (pt, ct) = (prompt_tokens(&body), if tool_call.is_some() { 10 } else { tokens(&text) });
-    let stop = if tool_call.is_some() { "tool_use" } else { "end_turn" };
+    let text = if tool_call.is_some() {
+        String::new()
+    } else {
+        format!("echo: {}", last_user_text(&body["messages"]))
+    };
+    let (pt, ct) = (
+        prompt_tokens(&body),
+        if tool_call.is_some() {
+            10
+        } else {
+            tokens(&text)
+        },
+    );
+    let stop = if tool_call.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
     if !stream {
         let content = match &tool_call {
-            Some(name) => json!([{"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": {"q": "mock"}}]),
+            Some(name) => {
+                json!([{"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": {"q": "mock"}}])
+            }
             None => json!([{"type": "text", "text": text}]),
         };
         let mut resp = json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": stop, "stop_sequence": null});
         if !no_usage {
-            resp["usage"] = json!({"input_tokens": pt, "output_tokens": ct, "cache_read_input_tokens": 0});
+            resp["usage"] =
+                json!({"input_tokens": pt, "output_tokens": ct, "cache_read_input_tokens": 0});
         }
         return axum::Json(resp).into_response();
     }
     let frame = |event: &str, data: Value| format!("event: {event}\ndata: {data}\n\n");
-    let start_usage = if no_usage { json!({}) } else { json!({"input_tokens": pt, "output_tokens": 1}) };
+    let start_usage = if no_usage {
+        json!({})
+    } else {
+        json!({"input_tokens": pt, "output_tokens": 1})
+    };
     let mut frames = vec![frame(
         "message_start",
         json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
@@ -303,8 +417,11 @@ async fn anthropic_messages(State(state): State<MockState>, headers: HeaderMap, 
         Some(name) => {
             frames.push(frame("content_block_start", json!({"type": "content_block_start", "index": 0,
                 "content_block": {"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": {}}})));
-            frames.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": "{\"q\":\"mock\"}"}})));
+            frames.push(frame(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": "{\"q\":\"mock\"}"}}),
+            ));
         }
         None => {
             frames.push(frame("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
@@ -314,13 +431,23 @@ async fn anthropic_messages(State(state): State<MockState>, headers: HeaderMap, 
             }
         }
     }
-    frames.push(frame("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    frames.push(frame(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
     // Anthropic reports output tokens cumulatively; the last message_delta holds the total.
-    let delta_usage = if no_usage { json!({}) } else { json!({"output_tokens": ct}) };
+    let delta_usage = if no_usage {
+        json!({})
+    } else {
+        json!({"output_tokens": ct})
+    };
     frames.push(frame("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": delta_usage})));
     frames.push(frame("message_stop", json!({"type": "message_stop"})));
     if model.contains("broken-sse") {
-        frames.insert(2, "event: content_block_delta\ndata: {not json\n\n".to_owned());
+        frames.insert(
+            2,
+            "event: content_block_delta\ndata: {not json\n\n".to_owned(),
+        );
     }
     let drop_after = model.contains("drop").then_some(3);
     sse(frames, state.latency, drop_after)
@@ -335,15 +462,22 @@ async fn embeddings(State(state): State<MockState>, headers: HeaderMap, body: By
     }
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect(),
         _ => vec![],
     };
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let seed = s.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-            let v: Vec<f64> = (0..8).map(|k| ((seed >> (k * 4)) & 0xf) as f64 / 15.0).collect();
+            let seed = s
+                .bytes()
+                .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            let v: Vec<f64> = (0..8)
+                .map(|k| ((seed >> (k * 4)) & 0xf) as f64 / 15.0)
+                .collect();
             json!({"object": "embedding", "index": i, "embedding": v})
         })
         .collect();

@@ -3,6 +3,7 @@
 
 mod audit;
 mod identity;
+mod llm;
 mod ops;
 mod policy;
 mod providers;
@@ -65,6 +66,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(providers::list))
         .routes(routes!(providers::get, providers::put, providers::delete))
         .routes(routes!(usage::get))
+        .routes(routes!(llm::chat_completions))
+        .routes(routes!(llm::messages))
+        .routes(routes!(llm::embeddings))
+        .routes(routes!(llm::models))
 }
 
 /// The OpenAPI document of every route the router serves.

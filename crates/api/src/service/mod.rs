@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod keys;
+pub mod llm;
 pub mod policy;
 pub mod providers;
 pub mod secrets;
