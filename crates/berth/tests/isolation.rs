@@ -71,6 +71,15 @@ fn policy_body() -> Value {
 fn provider_body() -> Value {
     json!({"kind": "openai", "api_key_secret": "ISO_KEY"})
 }
+fn chat_body() -> Value {
+    json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})
+}
+fn messages_body() -> Value {
+    json!({"model": "mock/echo", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+}
+fn embeddings_body() -> Value {
+    json!({"model": "mock/embed", "input": "hi"})
+}
 fn secret_body() -> Value {
     json!({"value": "isolation-secret-value"})
 }
@@ -178,6 +187,34 @@ fn table() -> Vec<Case> {
             Option::None,
         ),
         case("GET", "/v1/usage", Tenant("viewer"), None, Option::None),
+        case(
+            "POST",
+            "/v1/chat/completions",
+            AnyTenantKey("invoker"),
+            None,
+            Some(chat_body),
+        ),
+        case(
+            "POST",
+            "/v1/messages",
+            AnyTenantKey("invoker"),
+            None,
+            Some(messages_body),
+        ),
+        case(
+            "POST",
+            "/v1/embeddings",
+            AnyTenantKey("invoker"),
+            None,
+            Some(embeddings_body),
+        ),
+        case(
+            "GET",
+            "/v1/models",
+            AnyTenantKey("viewer"),
+            None,
+            Option::None,
+        ),
     ]
 }
 

@@ -132,6 +132,7 @@ pub struct Gateway {
     http: reqwest::Client,
     /// For tenant-supplied base URLs: every connection passes the egress guard.
     guarded_http: reqwest::Client,
+    egress: EgressGuard,
     retry: RetryPolicy,
 }
 
@@ -169,6 +170,7 @@ impl Gateway {
             providers,
             http,
             guarded_http: egress.client_without_timeout(),
+            egress: egress.clone(),
             retry: RetryPolicy::default(),
         }
     }
@@ -227,6 +229,18 @@ impl Gateway {
         let kind = Kind::parse(&own.kind).ok_or_else(|| {
             GatewayError::Internal(format!("stored provider kind {:?}", own.kind))
         })?;
+        let base_url = own
+            .base_url
+            .clone()
+            .unwrap_or_else(|| kind.default_base_url().to_owned());
+        // Checked again on every call: the operator's egress rules may have changed since
+        // the provider was registered, and literal IPs never reach the guarded resolver.
+        self.egress
+            .check_url(&base_url)
+            .map_err(|e| GatewayError::Connect {
+                provider: own.name.clone(),
+                message: e.to_string(),
+            })?;
         // The key is opened now, for this call only.
         let key = self
             .vault
@@ -240,10 +254,7 @@ impl Gateway {
         Ok(Target {
             provider: own.name.clone(),
             kind,
-            base_url: own
-                .base_url
-                .clone()
-                .unwrap_or_else(|| kind.default_base_url().to_owned()),
+            base_url,
             key: Some(Arc::from(key.expose())),
             timeout: DEFAULT_TIMEOUT,
             full_model: full_model.to_owned(),
