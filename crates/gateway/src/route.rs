@@ -38,11 +38,7 @@ fn allowed(policy: &Policy, model: &str) -> bool {
 /// requested model; aliases are resolved; fallbacks come from the policy (keyed by the
 /// alias or by the resolved model) and are skipped when the allow-list refuses them.
 pub fn plan(policy: &Policy, requested: &str, tags: &[String]) -> Result<Route, RouteError> {
-    let route = policy
-        .models
-        .routes
-        .iter()
-        .find(|r| tags.iter().any(|t| *t == r.tag));
+    let route = policy.models.routes.iter().find(|r| tags.contains(&r.tag));
     let (name, via_tag) = match route {
         Some(r) => (r.model.as_str(), Some(r.tag.clone())),
         None => (requested, None),

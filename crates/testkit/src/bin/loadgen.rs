@@ -8,7 +8,7 @@
 //! Usage: loadgen --url URL [--rate R] [--duration SECS] [--concurrency N]
 //!                [--header 'Name: value']... [--body JSON] [--stream]
 
-#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark tool: bad arguments stop it
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // a benchmark tool: bad arguments stop it
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
