@@ -77,6 +77,7 @@ pub struct PlatformProvider {
 }
 
 /// A provider ready to call: where, how, and with which key.
+#[derive(Clone)]
 pub(crate) struct Target {
     pub provider: String,
     pub kind: Kind,
@@ -304,15 +305,21 @@ impl Gateway {
         }
     }
 
-    /// Tries each target of `route` in order, each with retries, for a non-streamed call.
-    pub async fn chat(
+    /// Tries each target of `route` in order, each with retries on retryable failures,
+    /// until `call` succeeds; returns its result and the target that gave it. A failure
+    /// that is not retryable, or the last one, is recorded as a failed call and returned.
+    async fn first_success<T, F, Fut>(
         &self,
         scope: &TenantScope,
         meta: &CallMeta,
-        req: &ChatRequest,
         route: &Route,
-    ) -> Result<Answer, GatewayError> {
-        let started = Instant::now();
+        started: Instant,
+        mut call: F,
+    ) -> Result<(T, Target), GatewayError>
+    where
+        F: FnMut(Target) -> Fut,
+        Fut: std::future::Future<Output = Result<T, GatewayError>>,
+    {
         let mut last: Option<(GatewayError, String, String)> = None;
         for (i, full) in route.targets.iter().enumerate() {
             let target = match self.resolve(scope, full).await {
@@ -327,43 +334,8 @@ impl Gateway {
                 if attempt > 0 {
                     tokio::time::sleep(self.retry.backoff(attempt)).await;
                 }
-                let result = match target.kind {
-                    Kind::Mock => mock::chat(req, &target.model),
-                    _ => upstream::chat(self.client(&target), &target, req).await,
-                };
-                match result {
-                    Ok(mut response) => {
-                        let (usage, estimated) = match response.usage {
-                            Some(u) => (u, false),
-                            None => (
-                                Usage {
-                                    input_tokens: berth_llm::tokens::estimate_request(req),
-                                    output_tokens: estimate_output(&response),
-                                    cached_input_tokens: 0,
-                                },
-                                true,
-                            ),
-                        };
-                        response.usage = Some(usage);
-                        let cost = self.cost(&target, &usage);
-                        let mut ev = Self::event(meta, "llm", &target.provider, &target.full_model);
-                        ev.input_tokens = to_i64(usage.input_tokens);
-                        ev.output_tokens = to_i64(usage.output_tokens);
-                        ev.cached_input_tokens = to_i64(usage.cached_input_tokens);
-                        ev.cost_nano = cost.0;
-                        ev.latency_ms = to_i64(started.elapsed().as_millis() as u64);
-                        ev.status = "ok".to_owned();
-                        ev.estimated = estimated;
-                        self.recorder.record(scope, ev).await;
-                        return Ok(Answer {
-                            response,
-                            provider: target.provider.clone(),
-                            model: target.full_model.clone(),
-                            usage,
-                            cost,
-                            estimated,
-                        });
-                    }
+                match call(target.clone()).await {
+                    Ok(v) => return Ok((v, target)),
                     Err(e) if e.retryable() => {
                         tracing::warn!(provider = %target.provider, attempt, error = %e, "upstream call failed; will retry or fall back");
                         last = Some((e, target.provider.clone(), target.full_model.clone()));
@@ -393,6 +365,55 @@ impl Gateway {
         Err(err)
     }
 
+    /// A non-streamed call, metered once on success.
+    pub async fn chat(
+        &self,
+        scope: &TenantScope,
+        meta: &CallMeta,
+        req: &ChatRequest,
+        route: &Route,
+    ) -> Result<Answer, GatewayError> {
+        let started = Instant::now();
+        let (mut response, target) = self
+            .first_success(scope, meta, route, started, |target: Target| async move {
+                match target.kind {
+                    Kind::Mock => mock::chat(req, &target.model),
+                    _ => upstream::chat(self.client(&target), &target, req).await,
+                }
+            })
+            .await?;
+        let (usage, estimated) = match response.usage {
+            Some(u) => (u, false),
+            None => (
+                Usage {
+                    input_tokens: berth_llm::tokens::estimate_request(req),
+                    output_tokens: estimate_output(&response),
+                    cached_input_tokens: 0,
+                },
+                true,
+            ),
+        };
+        response.usage = Some(usage);
+        let cost = self.cost(&target, &usage);
+        let mut ev = Self::event(meta, "llm", &target.provider, &target.full_model);
+        ev.input_tokens = to_i64(usage.input_tokens);
+        ev.output_tokens = to_i64(usage.output_tokens);
+        ev.cached_input_tokens = to_i64(usage.cached_input_tokens);
+        ev.cost_nano = cost.0;
+        ev.latency_ms = to_i64(started.elapsed().as_millis() as u64);
+        ev.status = "ok".to_owned();
+        ev.estimated = estimated;
+        self.recorder.record(scope, ev).await;
+        Ok(Answer {
+            response,
+            provider: target.provider,
+            model: target.full_model,
+            usage,
+            cost,
+            estimated,
+        })
+    }
+
     async fn record_failure(
         &self,
         scope: &TenantScope,
@@ -418,72 +439,33 @@ impl Gateway {
         route: &Route,
     ) -> Result<StreamAnswer, GatewayError> {
         let started = Instant::now();
-        let mut last: Option<(GatewayError, String, String)> = None;
-        for (i, full) in route.targets.iter().enumerate() {
-            let target = match self.resolve(scope, full).await {
-                Ok(t) => t,
-                Err(e) if i + 1 < route.targets.len() => {
-                    last = Some((e, full.clone(), full.clone()));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            for attempt in 0..self.retry.attempts.max(1) {
-                if attempt > 0 {
-                    tokio::time::sleep(self.retry.backoff(attempt)).await;
-                }
-                let opened = match target.kind {
+        let (rx, target) = self
+            .first_success(scope, meta, route, started, |target: Target| async move {
+                match target.kind {
                     Kind::Mock => Ok(mock::stream(req, &target.model)),
                     _ => upstream::stream(self.client(&target), &target, req).await,
-                };
-                match opened {
-                    Ok(rx) => {
-                        let price = self
-                            .prices
-                            .lookup(&target.full_model, target.kind.price_family());
-                        let event = Self::event(meta, "llm", &target.provider, &target.full_model);
-                        let stream = MeteredStream::new(
-                            rx,
-                            self.recorder.clone(),
-                            scope.clone(),
-                            event,
-                            price,
-                            berth_llm::tokens::estimate_request(req),
-                            started,
-                        );
-                        return Ok(StreamAnswer {
-                            provider: target.provider.clone(),
-                            model: target.full_model.clone(),
-                            stream,
-                        });
-                    }
-                    Err(e) if e.retryable() => {
-                        tracing::warn!(provider = %target.provider, attempt, error = %e, "upstream stream failed to open; will retry or fall back");
-                        last = Some((e, target.provider.clone(), target.full_model.clone()));
-                    }
-                    Err(e) => {
-                        self.record_failure(
-                            scope,
-                            meta,
-                            &target.provider,
-                            &target.full_model,
-                            started,
-                            &e,
-                        )
-                        .await;
-                        return Err(e);
-                    }
                 }
-            }
-        }
-        let (err, provider, model) = last.unwrap_or((
-            GatewayError::Internal("no target to call".into()),
-            String::new(),
-            String::new(),
-        ));
-        self.record_failure(scope, meta, &provider, &model, started, &err)
-            .await;
-        Err(err)
+            })
+            .await?;
+        let price = self
+            .prices
+            .lookup(&target.full_model, target.kind.price_family());
+        let event = Self::event(meta, "llm", &target.provider, &target.full_model);
+        let input_estimate = berth_llm::tokens::estimate_request(req);
+        let stream = MeteredStream::new(
+            rx,
+            self.recorder.clone(),
+            scope.clone(),
+            event,
+            price,
+            input_estimate,
+            started,
+        );
+        Ok(StreamAnswer {
+            provider: target.provider,
+            model: target.full_model,
+            stream,
+        })
     }
 
     /// Forwards an embeddings request to the routed provider (no fallbacks: vectors of

@@ -144,6 +144,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Reads a whole answer body within the provider's timeout.
+async fn read_body(resp: reqwest::Response, target: &Target) -> Result<bytes::Bytes, GatewayError> {
+    tokio::time::timeout(target.timeout, resp.bytes())
+        .await
+        .map_err(|_| GatewayError::Timeout {
+            provider: target.provider.clone(),
+        })?
+        .map_err(|e| GatewayError::Connect {
+            provider: target.provider.clone(),
+            message: scrub(&error_chain(&e), target.key.as_deref()),
+        })
+}
+
 pub(crate) async fn chat(
     client: &reqwest::Client,
     target: &Target,
@@ -153,15 +166,7 @@ pub(crate) async fn chat(
     req.stream = false;
     let (path, body) = render(target, &req);
     let resp = send(request(client, target, path, &body), target).await?;
-    let bytes = tokio::time::timeout(target.timeout, resp.bytes())
-        .await
-        .map_err(|_| GatewayError::Timeout {
-            provider: target.provider.clone(),
-        })?
-        .map_err(|e| GatewayError::Connect {
-            provider: target.provider.clone(),
-            message: scrub(&error_chain(&e), target.key.as_deref()),
-        })?;
+    let bytes = read_body(resp, target).await?;
     let invalid = |message: String| GatewayError::InvalidAnswer {
         provider: target.provider.clone(),
         message,
@@ -263,15 +268,7 @@ pub(crate) async fn embeddings(
     let mut body = body.clone();
     body["model"] = Value::String(target.model.clone());
     let resp = send(request(client, target, "embeddings", &body), target).await?;
-    let bytes = tokio::time::timeout(target.timeout, resp.bytes())
-        .await
-        .map_err(|_| GatewayError::Timeout {
-            provider: target.provider.clone(),
-        })?
-        .map_err(|e| GatewayError::Connect {
-            provider: target.provider.clone(),
-            message: scrub(&error_chain(&e), target.key.as_deref()),
-        })?;
+    let bytes = read_body(resp, target).await?;
     serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidAnswer {
         provider: target.provider.clone(),
         message: format!("not JSON ({e})"),
