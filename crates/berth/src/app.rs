@@ -123,7 +123,10 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
             name: p.name.clone(),
             kind,
             base_url: p.base_url.clone(),
-            api_key: p.api_key.clone(),
+            api_key: p
+                .api_key
+                .clone()
+                .map(|k| Arc::new(berth_vault::SecretValue::new(k))),
             timeout: p
                 .timeout
                 .as_deref()

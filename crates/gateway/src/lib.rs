@@ -19,7 +19,7 @@ use berth_egress::EgressGuard;
 use berth_llm::{ChatRequest, ChatResponse, Usage};
 use berth_meter::{PriceTable, UsageRecorder};
 use berth_store::{ProviderStore, UsageEvent};
-use berth_vault::Vault;
+use berth_vault::{SecretValue, Vault};
 use retry::RetryPolicy;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,7 +72,7 @@ pub struct PlatformProvider {
     pub kind: Kind,
     pub base_url: Option<String>,
     /// Read from the environment variable the config names, at start.
-    pub api_key: Option<String>,
+    pub api_key: Option<Arc<SecretValue>>,
     pub timeout: Duration,
 }
 
@@ -82,7 +82,8 @@ pub(crate) struct Target {
     pub provider: String,
     pub kind: Kind,
     pub base_url: String,
-    pub key: Option<Arc<str>>,
+    /// Opened for this call; wiped from memory when the last holder drops it.
+    pub key: Option<Arc<SecretValue>>,
     pub timeout: Duration,
     /// `provider/model` as routed.
     pub full_model: String,
@@ -214,7 +215,7 @@ impl Gateway {
                     .base_url
                     .clone()
                     .unwrap_or_else(|| p.kind.default_base_url().to_owned()),
-                key: p.api_key.as_deref().map(Arc::from),
+                key: p.api_key.clone(),
                 timeout: p.timeout,
                 full_model: full_model.to_owned(),
                 model: model.to_owned(),
@@ -256,7 +257,7 @@ impl Gateway {
             provider: own.name.clone(),
             kind,
             base_url,
-            key: Some(Arc::from(key.expose())),
+            key: Some(Arc::new(key)),
             timeout: DEFAULT_TIMEOUT,
             full_model: full_model.to_owned(),
             model: model.to_owned(),

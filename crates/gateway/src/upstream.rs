@@ -25,10 +25,15 @@ fn request(
     let mut rb = client.post(url).json(body);
     if let Some(key) = &target.key {
         rb = match target.kind {
-            Kind::Anthropic => rb
-                .header("x-api-key", key.as_ref())
-                .header("anthropic-version", ANTHROPIC_VERSION),
-            _ => rb.bearer_auth(key.as_ref()),
+            Kind::Anthropic => {
+                // Marked sensitive so that no debug output of the request shows it.
+                let mut value = reqwest::header::HeaderValue::from_str(key.expose())
+                    .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid-key"));
+                value.set_sensitive(true);
+                rb.header("x-api-key", value)
+                    .header("anthropic-version", ANTHROPIC_VERSION)
+            }
+            _ => rb.bearer_auth(key.expose()),
         };
     } else if target.kind == Kind::Anthropic {
         rb = rb.header("anthropic-version", ANTHROPIC_VERSION);
@@ -99,7 +104,7 @@ async fn send(
         }
         Ok(Err(e)) => {
             // reqwest's error text can include the URL, never headers; still scrub it.
-            let message = scrub(&error_chain(&e), target.key.as_deref());
+            let message = scrub(&error_chain(&e), target.key.as_deref().map(|k| k.expose()));
             return Err(GatewayError::Connect {
                 provider: target.provider.clone(),
                 message,
@@ -129,7 +134,7 @@ async fn send(
     Err(GatewayError::Upstream {
         provider: target.provider.clone(),
         status: status.as_u16(),
-        message: scrub(&message, target.key.as_deref()),
+        message: scrub(&message, target.key.as_deref().map(|k| k.expose())),
     })
 }
 
@@ -153,7 +158,7 @@ async fn read_body(resp: reqwest::Response, target: &Target) -> Result<bytes::By
         })?
         .map_err(|e| GatewayError::Connect {
             provider: target.provider.clone(),
-            message: scrub(&error_chain(&e), target.key.as_deref()),
+            message: scrub(&error_chain(&e), target.key.as_deref().map(|k| k.expose())),
         })
 }
 
@@ -177,7 +182,12 @@ pub(crate) async fn chat(
         Kind::Anthropic => anthropic::parse_response(&value),
         _ => openai::parse_response(&value),
     };
-    parsed.map_err(|e| invalid(scrub(&e.to_string(), target.key.as_deref())))
+    parsed.map_err(|e| {
+        invalid(scrub(
+            &e.to_string(),
+            target.key.as_deref().map(|k| k.expose()),
+        ))
+    })
 }
 
 /// Opens a stream. Events flow through a channel from a reader task, so a client that goes
@@ -216,7 +226,7 @@ pub(crate) async fn stream(
                 }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    let message = scrub(&error_chain(&e), key.as_deref());
+                    let message = scrub(&error_chain(&e), key.as_deref().map(|k| k.expose()));
                     let _ = tx
                         .send(Err(GatewayError::Connect {
                             provider: provider.clone(),
@@ -249,7 +259,10 @@ pub(crate) async fn stream(
                     }
                     Err(e) => {
                         let _ = tx
-                            .send(Err(broken(scrub(&e.to_string(), key.as_deref()))))
+                            .send(Err(broken(scrub(
+                                &e.to_string(),
+                                key.as_deref().map(|k| k.expose()),
+                            ))))
                             .await;
                         return;
                     }

@@ -68,7 +68,7 @@ impl TestServer {
         config.data_dir = dir.path().join("data");
         config.operator_token = Some(OPERATOR_TOKEN.to_owned());
         // Request logs would drown test output; RUST_LOG still overrides this.
-        config.log.level = "warn".to_owned();
+        config.log.level = "error".to_owned();
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres(db) => {

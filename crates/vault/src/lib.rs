@@ -38,6 +38,12 @@ pub enum VaultError {
 pub struct SecretValue(Zeroizing<String>);
 
 impl SecretValue {
+    /// Wraps a secret that did not come from the vault (a platform key from the
+    /// environment), so it is handled, printed and wiped the same way.
+    pub fn new(value: String) -> Self {
+        SecretValue(Zeroizing::new(value))
+    }
+
     /// The plaintext, for injecting into one outbound request.
     pub fn expose(&self) -> &str {
         &self.0
