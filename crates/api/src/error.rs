@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub retry_after_secs: Option<u64>,
+    /// Extra headers of the answer (the `x-ratelimit-*` of a refused request).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 #[derive(Serialize)]
@@ -47,6 +49,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after_secs: None,
+            headers: Vec::new(),
         }
     }
 
@@ -111,6 +114,16 @@ impl ApiError {
             "invalid_request",
             "method_not_allowed",
             "this method is not allowed on this path",
+        )
+    }
+
+    /// 429 with `Retry-After` (set `retry_after_secs`).
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "rate_limited",
+            message,
         )
     }
 
@@ -222,6 +235,11 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in &self.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                resp.headers_mut().insert(*name, v);
+            }
         }
         resp
     }

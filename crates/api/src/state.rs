@@ -46,4 +46,6 @@ pub struct AppState {
     /// Cancelled when the server stops; background tasks drain and end.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub gateway: Arc<berth_gateway::Gateway>,
+    /// Per-tenant request rates (in memory, this node).
+    pub limiter: Arc<berth_meter::Limiter>,
 }

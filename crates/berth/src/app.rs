@@ -148,6 +148,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     );
     let state = AppState {
         gateway: Arc::new(gateway),
+        limiter: Arc::default(),
         usage,
         policies: Arc::default(),
         egress,

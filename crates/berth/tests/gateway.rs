@@ -742,3 +742,82 @@ async fn usage_is_attributed_by_agent_key_and_tags() {
     assert_eq!(resp.status(), 400);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn requests_per_minute_are_limited_per_tenant_with_headers() {
+    let server = TestServer::start().await;
+    let a = tenant(&server, "limited").await;
+    let b = tenant(&server, "neighbour").await;
+    // The policy asks for 600/min, the free plan caps it at 60; then a stricter 3/min.
+    server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&a),
+            Some(json!({"limits": {"requests_per_minute": 600}})),
+        )
+        .await;
+    let chat = json!({"model": "mock/echo", "messages": [{"role": "user", "content": "x"}]});
+    let r = server
+        .call("POST", "/v1/chat/completions", Some(&a), Some(chat.clone()))
+        .await;
+    assert_eq!(r.headers["x-ratelimit-limit-requests"], "60");
+    server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&a),
+            Some(json!({"limits": {"requests_per_minute": 3}})),
+        )
+        .await;
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let r = server
+            .call("POST", "/v1/chat/completions", Some(&a), Some(chat.clone()))
+            .await;
+        if r.status == 200 {
+            remaining.push(
+                r.headers["x-ratelimit-remaining-requests"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    // One of the three slots was taken by the first call (GCRA keeps its history).
+    assert_eq!(remaining.len(), 2, "{remaining:?}");
+    let refused = server
+        .call("POST", "/v1/chat/completions", Some(&a), Some(chat.clone()))
+        .await;
+    assert_eq!(
+        (refused.status, refused.body["error"]["type"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    let retry: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    assert_eq!(refused.headers["x-ratelimit-remaining-requests"], "0");
+    // Streams and embeddings count too; the neighbour is unaffected.
+    let r = server
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(&a),
+            Some(json!({"model": "mock/embed", "input": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    for _ in 0..5 {
+        assert_eq!(
+            server
+                .call("POST", "/v1/chat/completions", Some(&b), Some(chat.clone()))
+                .await
+                .status,
+            200
+        );
+    }
+    server.stop().await;
+}

@@ -90,6 +90,69 @@ fn provider_header(provider: &str) -> HeaderValue {
     HeaderValue::from_str(provider).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
+/// Counts this call against the tenant's requests per minute (its policy's limit, capped
+/// by its plan's). Returns the headers to send, or the 429 to answer.
+fn admit(
+    state: &AppState,
+    auth: &TenantAuth,
+    policy: &berth_core::Policy,
+) -> Result<Vec<(&'static str, String)>, ApiError> {
+    let tenant = &auth.0.tenant;
+    let plan = state
+        .settings
+        .plans
+        .get(&tenant.plan)
+        .or_else(|| state.settings.plans.get(&state.settings.default_plan))
+        .cloned()
+        .unwrap_or_else(|| {
+            berth_core::plan::default_plans()
+                .remove("free")
+                .unwrap_or(berth_core::Plan {
+                    requests_per_minute: 60,
+                    tokens_per_minute: 100_000,
+                    concurrent_runs: 2,
+                    monthly_budget_usd: None,
+                    weight: 1,
+                })
+        });
+    let limit = policy
+        .effective_limits(&plan)
+        .requests_per_minute
+        .unwrap_or(plan.requests_per_minute);
+    let d = state.limiter.check(
+        &format!("rpm:{}", tenant.id),
+        u64::from(limit),
+        std::time::Duration::from_secs(60),
+    );
+    let headers = vec![
+        ("x-ratelimit-limit-requests", d.limit.to_string()),
+        ("x-ratelimit-remaining-requests", d.remaining.to_string()),
+        (
+            "x-ratelimit-reset-requests",
+            format!("{:.3}s", d.reset.as_secs_f64()),
+        ),
+    ];
+    if d.allowed {
+        return Ok(headers);
+    }
+    let mut err = ApiError::rate_limited(format!(
+        "this tenant may make {} requests per minute; retry in {:.1}s",
+        d.limit,
+        d.retry_after.as_secs_f64()
+    ));
+    err.retry_after_secs = Some(d.retry_after.as_secs_f64().ceil().max(1.0) as u64);
+    err.headers = headers;
+    Err(err)
+}
+
+fn add_headers(resp: &mut Response, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+}
+
 fn now_secs() -> i64 {
     berth_core::clock::now_ms() / 1000
 }
@@ -112,17 +175,16 @@ pub async fn chat(
     let policy = policy::effective(state, scope).await?;
     let route = berth_gateway::plan(&policy, &req.model, &meta.tags)
         .map_err(berth_gateway::GatewayError::from)?;
+    let limits = admit(state, auth, &policy)?;
     if req.stream {
         let answer = state
             .gateway
             .chat_stream(scope, &meta, &req, &route)
             .await?;
-        return Ok(stream_response(
-            answer,
-            wire,
-            req.include_usage,
-            berth_llm::tokens::estimate_request(&req),
-        ));
+        let input_estimate = berth_llm::tokens::estimate_request(&req);
+        let mut resp = stream_response(answer, wire, req.include_usage, input_estimate);
+        add_headers(&mut resp, limits);
+        return Ok(resp);
     }
     let answer = state.gateway.chat(scope, &meta, &req, &route).await?;
     let mut response = answer.response;
@@ -135,6 +197,7 @@ pub async fn chat(
     let h = resp.headers_mut();
     h.insert("x-berth-provider", provider_header(&answer.provider));
     h.insert("x-berth-cost-usd", cost_header(answer.cost));
+    add_headers(&mut resp, limits);
     Ok(resp)
 }
 
@@ -248,6 +311,7 @@ pub async fn embeddings(
     let policy = policy::effective(state, scope).await?;
     let route = berth_gateway::plan(&policy, &model, &meta.tags)
         .map_err(berth_gateway::GatewayError::from)?;
+    let limits = admit(state, auth, &policy)?;
     let target = route.targets.first().cloned().unwrap_or(model);
     let answer = state
         .gateway
@@ -258,6 +322,7 @@ pub async fn embeddings(
         .insert("x-berth-provider", provider_header(&answer.provider));
     resp.headers_mut()
         .insert("x-berth-cost-usd", cost_header(answer.cost));
+    add_headers(&mut resp, limits);
     Ok(resp)
 }
 
