@@ -6,18 +6,18 @@ use axum::response::{IntoResponse, Response};
 use berth_store::StoreError;
 use berth_vault::VaultError;
 use serde::Serialize;
-use std::borrow::Cow;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub kind: &'static str,
-    pub code: Cow<'static, str>,
+    pub code: &'static str,
     pub message: String,
     pub param: Option<String>,
     pub retry_after_secs: Option<u64>,
-    /// Extra headers of the answer (the `x-ratelimit-*` of a refused request).
-    pub headers: Vec<(&'static str, String)>,
+    /// Extra headers of the answer (the `x-ratelimit-*` of a refused request); boxed,
+    /// because almost no error has any and the type travels in every `Result`.
+    pub headers: Option<Box<Vec<(&'static str, String)>>>,
 }
 
 #[derive(Serialize)]
@@ -39,17 +39,17 @@ impl ApiError {
     fn new(
         status: StatusCode,
         kind: &'static str,
-        code: impl Into<Cow<'static, str>>,
+        code: &'static str,
         message: impl Into<String>,
     ) -> Self {
         ApiError {
             status,
             kind,
-            code: code.into(),
+            code,
             message: message.into(),
             param: None,
             retry_after_secs: None,
-            headers: Vec::new(),
+            headers: None,
         }
     }
 
@@ -225,7 +225,7 @@ impl IntoResponse for ApiError {
         let body = Envelope {
             error: Body {
                 kind: self.kind,
-                code: &self.code,
+                code: self.code,
                 message: &self.message,
                 param: self.param.as_deref(),
                 request_id: context::current_request_id(),
@@ -236,7 +236,7 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers.iter().flat_map(|h| h.iter()) {
             if let Ok(v) = HeaderValue::from_str(value) {
                 resp.headers_mut().insert(*name, v);
             }

@@ -141,7 +141,7 @@ fn admit(
         d.retry_after.as_secs_f64()
     ));
     err.retry_after_secs = Some(d.retry_after.as_secs_f64().ceil().max(1.0) as u64);
-    err.headers = headers;
+    err.headers = Some(Box::new(headers));
     Err(err)
 }
 
