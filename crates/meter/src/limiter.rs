@@ -68,17 +68,21 @@ impl Limiter {
         let tat = tats.get(key).copied().unwrap_or(now).max(now);
         let debt = tat - now;
         if debt > tau {
-            let remaining = 0;
             return Decision {
                 allowed: false,
                 limit,
-                remaining,
+                remaining: 0,
                 reset: nanos(debt),
                 retry_after: nanos(debt - tau),
             };
         }
         let new_tat = tat + t;
-        tats.insert(key.to_owned(), new_tat);
+        match tats.get_mut(key) {
+            Some(stored) => *stored = new_tat,
+            None => {
+                tats.insert(key.to_owned(), new_tat);
+            }
+        }
         let debt = new_tat - now;
         let remaining = ((w - debt).max(0) / t.max(1)) as u64;
         Decision {

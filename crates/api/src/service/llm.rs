@@ -98,25 +98,18 @@ fn admit(
     policy: &berth_core::Policy,
 ) -> Result<Vec<(&'static str, String)>, ApiError> {
     let tenant = &auth.0.tenant;
-    let plan = state
+    // Config validation guarantees the default plan exists; a tenant whose plan was since
+    // removed from the config is held to the default plan's limits.
+    let Some(plan) = state
         .settings
         .plans
         .get(&tenant.plan)
         .or_else(|| state.settings.plans.get(&state.settings.default_plan))
-        .cloned()
-        .unwrap_or_else(|| {
-            berth_core::plan::default_plans()
-                .remove("free")
-                .unwrap_or(berth_core::Plan {
-                    requests_per_minute: 60,
-                    tokens_per_minute: 100_000,
-                    concurrent_runs: 2,
-                    monthly_budget_usd: None,
-                    weight: 1,
-                })
-        });
+    else {
+        return Ok(Vec::new());
+    };
     let limit = policy
-        .effective_limits(&plan)
+        .effective_limits(plan)
         .requests_per_minute
         .unwrap_or(plan.requests_per_minute);
     let d = state.limiter.check(
