@@ -69,6 +69,14 @@ pub enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Check an agent manifest (DIR/agent.toml) offline.
+    Validate {
+        /// The agent's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read and verify the audit log.
     Audit {
         #[command(subcommand)]
@@ -238,6 +246,28 @@ fn rows(v: &Value) -> &[Value] {
 pub async fn run_client(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Serve(_) => Err(ClientError::Usage("serve is not a client command".into())),
+        Command::Validate { dir, json } => {
+            let manifest = crate::validate::validate_dir(&dir).map_err(ClientError::Usage)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&manifest).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "ok: agent {} (model {}, {} tool pattern(s), {})",
+                    manifest.name,
+                    manifest.model.name,
+                    manifest.tools.use_.len(),
+                    if manifest.component.is_some() {
+                        "component"
+                    } else {
+                        "built-in loop"
+                    }
+                );
+            }
+            Ok(())
+        }
         Command::Login { url, token } => {
             let client = Client::resolve(Some(url.clone()), Some(token.clone()))?;
             // Check the token before saving it: /v1/me for tenant tokens, /v1/tenants for the operator.

@@ -442,19 +442,7 @@ fn parse_env_value(raw: &str) -> toml::Value {
     toml::Value::String(raw.to_owned())
 }
 
-/// Parses durations like `120s`, `500ms`, `2m`.
-pub fn parse_duration(raw: &str) -> Option<std::time::Duration> {
-    let raw = raw.trim();
-    let (num, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    match unit {
-        "ms" => Some(std::time::Duration::from_millis(n)),
-        "s" => Some(std::time::Duration::from_secs(n)),
-        "m" => Some(std::time::Duration::from_secs(n.checked_mul(60)?)),
-        "h" => Some(std::time::Duration::from_secs(n.checked_mul(3600)?)),
-        _ => None,
-    }
-}
+pub use berth_core::clock::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -463,3 +463,32 @@ fn demo_creates_a_tenant_and_key_once() {
     );
     assert_eq!(std::fs::read_to_string(data.join("demo-key")).unwrap(), key);
 }
+
+#[test]
+fn validate_checks_a_manifest_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let agent = dir.path().join("support");
+    std::fs::create_dir(&agent).unwrap();
+    std::fs::write(
+        agent.join("agent.toml"),
+        "name = \"support\"\n[model]\nname = \"mock/echo\"\n[tools]\nuse = [\"crm__*\"]\n",
+    )
+    .unwrap();
+    let out = ok(&cli(&home, &["validate", agent.to_str().unwrap()], None));
+    assert!(out.starts_with("ok: agent support"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&cli(
+        &home,
+        &["validate", agent.to_str().unwrap(), "--json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(json["model"]["name"], "mock/echo");
+    std::fs::write(
+        agent.join("agent.toml"),
+        "name = \"support\"\n[model]\nname = \"mock/echo\"\n[limits]\nmax_steps = 0\n",
+    )
+    .unwrap();
+    let err = fails(&cli(&home, &["validate", agent.to_str().unwrap()], None));
+    assert!(err.contains("agent.toml:5: limits.max_steps"), "{err}");
+}

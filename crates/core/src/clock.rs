@@ -23,6 +23,20 @@ pub fn parse_rfc3339(raw: &str) -> Option<i64> {
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// Parses durations like `120s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(raw: &str) -> Option<std::time::Duration> {
+    let raw = raw.trim();
+    let (num, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(std::time::Duration::from_millis(n)),
+        "s" => Some(std::time::Duration::from_secs(n)),
+        "m" => Some(std::time::Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(std::time::Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod id;
+pub mod manifest;
 pub mod money;
 pub mod name;
 pub mod pattern;
@@ -11,6 +12,7 @@ pub mod role;
 pub mod scope;
 
 pub use id::{Id, IdKind};
+pub use manifest::{Manifest, ManifestError};
 pub use money::NanoUsd;
 pub use name::{AgentName, NameError, ResourceName};
 pub use plan::Plan;
