@@ -137,6 +137,22 @@ pub trait UsageStore: Send + Sync {
     async fn query_usage(&self, scope: &TenantScope, query: &UsageQuery) -> Result<Vec<UsageRow>>;
 }
 
+/// Agents, their immutable versions, and the traffic pointer. Every change to traffic is
+/// one transaction, so a promotion or rollback is seen whole by the next request.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// Stores a version unless one with the same digest exists; returns it and whether it
+    /// was created now.
+    async fn create_version(&self, scope: &TenantScope, v: &NewVersion<'_>, audit: &NewEntry) -> Result<(AgentVersion, bool)>;
+    async fn list_agents(&self, scope: &TenantScope) -> Result<Vec<AgentSummary>>;
+    async fn get_agent(&self, scope: &TenantScope, name: &str) -> Result<Option<AgentSummary>>;
+    async fn delete_agent(&self, scope: &TenantScope, name: &str, audit: &NewEntry) -> Result<bool>;
+    async fn list_versions(&self, scope: &TenantScope, agent: &str) -> Result<Vec<AgentVersion>>;
+    async fn get_version(&self, scope: &TenantScope, agent: &str, version: i64) -> Result<Option<AgentVersion>>;
+    /// Replaces the split and pins; every version they name must exist (else `NotFound`).
+    async fn set_traffic(&self, scope: &TenantScope, agent: &str, split: &[SplitEntry], pins: &[Pin], audit: &NewEntry) -> Result<Traffic>;
+}
+
 /// Liveness of the backing database.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -153,6 +169,7 @@ pub trait Store:
     + PolicyStore
     + ProviderStore
     + UsageStore
+    + AgentStore
     + Health
 {
 }
@@ -164,6 +181,7 @@ impl<T> Store for T where
         + PolicyStore
         + ProviderStore
         + UsageStore
+        + AgentStore
         + Health
 {
 }

@@ -231,3 +231,68 @@ pub struct UsageRow {
     pub compute_ms: i64,
     pub cost_nano: i64,
 }
+
+/// One weighted share of an agent's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitEntry {
+    pub version: i64,
+    pub weight: u32,
+}
+
+/// A key pinned to one version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pin {
+    pub key: String,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub split: Vec<SplitEntry>,
+    pub pins: Vec<Pin>,
+    /// The version that held 100% before the current traffic: the default rollback target.
+    pub previous_full: Option<i64>,
+}
+
+impl Traffic {
+    /// The version holding all traffic, if one does.
+    pub fn full_version(&self) -> Option<i64> {
+        match self.split.as_slice() {
+            [only] if only.weight == 100 => Some(only.version),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSummary {
+    pub name: String,
+    pub description: String,
+    pub latest_version: i64,
+    pub traffic: Traffic,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentVersion {
+    pub agent: String,
+    pub version: i64,
+    pub digest: String,
+    /// The manifest as JSON text.
+    pub manifest: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}
+
+/// What a deploy writes.
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    pub agent: &'a str,
+    pub description: &'a str,
+    pub digest: &'a str,
+    pub manifest: &'a str,
+    pub bundle: Option<&'a [u8]>,
+    pub created_by: &'a str,
+    /// Send 100% of traffic to the new version in the same transaction.
+    pub promote: bool,
+}

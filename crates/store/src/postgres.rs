@@ -104,6 +104,15 @@ impl PgStore {
         Ok(())
     }
 
+    /// Serialises version numbering and traffic changes of one agent across processes.
+    async fn lock_agent(tx: &mut Transaction<'static, Postgres>, tenant: &str, agent: &str) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("berth.agent.{tenant}.{agent}"))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// Serialises appends to one tenant's chain across every process sharing the database.
     async fn lock_audit_chain(tx: &mut Transaction<'static, Postgres>, tenant: &str) -> Result<()> {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")

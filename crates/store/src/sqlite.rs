@@ -56,6 +56,11 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The single writer connection already serialises changes to an agent.
+    async fn lock_agent(_tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, _tenant: &str, _agent: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// The single writer connection already serialises appends.
     async fn lock_audit_chain(
         _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
