@@ -324,6 +324,20 @@ impl TenantAuth {
         self.require_role(role)
     }
 
+    /// Requires `role` for an endpoint about agent `agent`: a key restricted to another
+    /// agent is refused.
+    pub fn require_for_agent(&self, role: Role, agent: &str) -> Result<&TenantScope, ApiError> {
+        if let Some(only) = self.0.scope.principal().agent_restriction()
+            && only != agent
+        {
+            return Err(ApiError::forbidden(
+                "agent_restricted_key",
+                format!("this key is restricted to agent '{only}'"),
+            ));
+        }
+        self.require_role(role)
+    }
+
     /// Requires `role`, allowing agent-restricted keys (for endpoints open to every key,
     /// and later for endpoints about the key's own agent).
     pub fn require_role(&self, role: Role) -> Result<&TenantScope, ApiError> {

@@ -287,3 +287,110 @@ impl From<&berth_store::UsageRow> for UsageRowDto {
         }
     }
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct DeployedDto {
+    pub agent: String,
+    pub version: i64,
+    pub digest: String,
+    pub promoted: bool,
+    pub created_at: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Clone)]
+pub struct SplitDto {
+    pub version: i64,
+    pub weight: u32,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Clone)]
+pub struct PinDto {
+    pub key: String,
+    pub version: i64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficDto {
+    pub split: Vec<SplitDto>,
+    #[serde(default)]
+    pub pins: Vec<PinDto>,
+}
+
+impl From<&berth_store::Traffic> for TrafficDto {
+    fn from(t: &berth_store::Traffic) -> Self {
+        TrafficDto {
+            split: t
+                .split
+                .iter()
+                .map(|s| SplitDto {
+                    version: s.version,
+                    weight: s.weight,
+                })
+                .collect(),
+            pins: t
+                .pins
+                .iter()
+                .map(|p| PinDto {
+                    key: p.key.clone(),
+                    version: p.version,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgentDto {
+    pub name: String,
+    pub description: String,
+    pub latest_version: i64,
+    pub traffic: Vec<SplitDto>,
+    pub pins: Vec<PinDto>,
+    pub created_at: String,
+}
+
+impl From<&berth_store::AgentSummary> for AgentDto {
+    fn from(a: &berth_store::AgentSummary) -> Self {
+        let t = TrafficDto::from(&a.traffic);
+        AgentDto {
+            name: a.name.clone(),
+            description: a.description.clone(),
+            latest_version: a.latest_version,
+            traffic: t.split,
+            pins: t.pins,
+            created_at: rfc3339(a.created_at_ms),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionDto {
+    pub version: i64,
+    pub digest: String,
+    pub created_at: String,
+    pub created_by: String,
+    /// Present on `GET /v1/agents/{name}/versions/{v}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub manifest: Option<serde_json::Value>,
+}
+
+impl VersionDto {
+    pub fn from_version(v: &berth_store::AgentVersion, with_manifest: bool) -> Self {
+        VersionDto {
+            version: v.version,
+            digest: v.digest.clone(),
+            created_at: rfc3339(v.created_at_ms),
+            created_by: v.created_by.clone(),
+            manifest: with_manifest
+                .then(|| serde_json::from_str(&v.manifest).unwrap_or(serde_json::Value::Null)),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackDto {
+    pub to: Option<i64>,
+}

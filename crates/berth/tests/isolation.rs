@@ -30,6 +30,7 @@ enum Param {
     KeyId,
     SecretName,
     ProviderName,
+    AgentName,
 }
 
 struct Case {
@@ -37,7 +38,7 @@ struct Case {
     path: &'static str,
     access: Access,
     param: Param,
-    body: Option<fn() -> Value>,
+    body: Option<fn(&str) -> Value>,
 }
 
 const fn case(
@@ -45,7 +46,7 @@ const fn case(
     path: &'static str,
     access: Access,
     param: Param,
-    body: Option<fn() -> Value>,
+    body: Option<fn(&str) -> Value>,
 ) -> Case {
     Case {
         method,
@@ -56,31 +57,40 @@ const fn case(
     }
 }
 
-fn tenant_body() -> Value {
+fn tenant_body(_: &str) -> Value {
     json!({"name": format!("iso-{}", rand_suffix())})
 }
-fn patch_body() -> Value {
+fn patch_body(_: &str) -> Value {
     json!({"plan": "pro"})
 }
-fn key_body() -> Value {
+fn key_body(_: &str) -> Value {
     json!({"name": "iso", "role": "viewer"})
 }
-fn policy_body() -> Value {
+fn policy_body(_: &str) -> Value {
     json!({"models": {"allow": ["mock/*"], "aliases": {"fast": "mock/echo"}}})
 }
-fn provider_body() -> Value {
+fn provider_body(_: &str) -> Value {
     json!({"kind": "openai", "api_key_secret": "ISO_KEY"})
 }
-fn chat_body() -> Value {
+fn chat_body(_: &str) -> Value {
     json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})
 }
-fn messages_body() -> Value {
+fn messages_body(_: &str) -> Value {
     json!({"model": "mock/echo", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
 }
-fn embeddings_body() -> Value {
+fn embeddings_body(_: &str) -> Value {
     json!({"model": "mock/embed", "input": "hi"})
 }
-fn secret_body() -> Value {
+fn deploy_body(agent: &str) -> Value {
+    json!({"manifest": {"name": agent, "model": {"name": "mock/echo"}, "description": "iso"}})
+}
+fn traffic_body(_: &str) -> Value {
+    json!({"split": [{"version": 1, "weight": 100}]})
+}
+fn rollback_body(_: &str) -> Value {
+    json!({"to": 1})
+}
+fn secret_body(_: &str) -> Value {
     json!({"value": "isolation-secret-value"})
 }
 
@@ -215,6 +225,63 @@ fn table() -> Vec<Case> {
             None,
             Option::None,
         ),
+        case("GET", "/v1/agents", Tenant("viewer"), None, Option::None),
+        case(
+            "POST",
+            "/v1/agents/{name}/versions",
+            Tenant("developer"),
+            AgentName,
+            Some(deploy_body),
+        ),
+        case(
+            "GET",
+            "/v1/agents/{name}",
+            Tenant("viewer"),
+            AgentName,
+            Option::None,
+        ),
+        case(
+            "DELETE",
+            "/v1/agents/{name}",
+            Tenant("developer"),
+            AgentName,
+            Option::None,
+        ),
+        case(
+            "GET",
+            "/v1/agents/{name}/versions",
+            Tenant("viewer"),
+            AgentName,
+            Option::None,
+        ),
+        case(
+            "GET",
+            "/v1/agents/{name}/versions/{v}",
+            Tenant("viewer"),
+            AgentName,
+            Option::None,
+        ),
+        case(
+            "GET",
+            "/v1/agents/{name}/traffic",
+            Tenant("viewer"),
+            AgentName,
+            Option::None,
+        ),
+        case(
+            "PUT",
+            "/v1/agents/{name}/traffic",
+            Tenant("developer"),
+            AgentName,
+            Some(traffic_body),
+        ),
+        case(
+            "POST",
+            "/v1/agents/{name}/rollback",
+            Tenant("developer"),
+            AgentName,
+            Some(rollback_body),
+        ),
     ]
 }
 
@@ -283,6 +350,19 @@ async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
                 .await
         }
         Param::KeyId => server.create_key(&tenant.id, "viewer").await.0,
+        Param::AgentName => {
+            let name = format!("a{}", rand_suffix());
+            let a = server
+                .call(
+                    "POST",
+                    &format!("/v1/agents/{name}/versions"),
+                    Some(tenant.token("admin")),
+                    Some(deploy_body(&name)),
+                )
+                .await;
+            assert_eq!(a.status, 201, "{:?}", a.body);
+            name
+        }
         Param::ProviderName => {
             let name = format!("p{}", rand_suffix());
             let a = server
@@ -290,7 +370,7 @@ async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
                     "PUT",
                     &format!("/v1/providers/{name}"),
                     Some(tenant.token("admin")),
-                    Some(provider_body()),
+                    Some(provider_body("")),
                 )
                 .await;
             assert_eq!(a.status, 200, "{:?}", a.body);
@@ -303,7 +383,7 @@ async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
                     "PUT",
                     &format!("/v1/secrets/{name}"),
                     Some(tenant.token("admin")),
-                    Some(secret_body()),
+                    Some(secret_body("")),
                 )
                 .await;
             assert_eq!(a.status, 204);
@@ -312,16 +392,34 @@ async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
     }
 }
 
+/// Puts `value` in the first `{…}` of `path`; a `{v}` (a version) becomes 1.
 fn fill(path: &str, value: &str) -> String {
+    let path = path.replace("{v}", "1");
     match (path.find('{'), path.find('}')) {
         (Some(a), Some(b)) => format!("{}{}{}", &path[..a], value, &path[b + 1..]),
-        _ => path.to_owned(),
+        _ => path,
     }
+}
+
+/// The value `fill` put in `path` (what the body of a case may need to repeat).
+fn path_value(template: &str, path: &str) -> String {
+    let prefix = template.split('{').next().unwrap_or("");
+    path.strip_prefix(prefix)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned()
 }
 
 async fn call(server: &TestServer, c: &Case, path: &str, token: Option<&str>) -> Answer {
     server
-        .call(c.method, path, token, c.body.map(|b| b()))
+        .call(
+            c.method,
+            path,
+            token,
+            c.body.map(|b| b(&path_value(c.path, path))),
+        )
         .await
 }
 
@@ -490,7 +588,9 @@ async fn cross_tenant(server: &TestServer) {
             _ => format!("Absent{}", rand_suffix()),
         };
         let missing = call(server, &c, &fill(c.path, &absent), Some(a.token("admin"))).await;
-        if c.method == "PUT" {
+        let creates_own = (c.method == "PUT" && c.param != Param::AgentName)
+            || (c.method == "POST" && c.path == "/v1/agents/{name}/versions");
+        if creates_own {
             // PUT creates the name in A's own namespace; B's secret must be untouched.
             assert!(r.status < 300, "{what}");
         } else {
@@ -518,6 +618,17 @@ async fn cross_tenant(server: &TestServer) {
                     .unwrap()
                     .clone();
                 assert!(listed["revoked_at"].is_null(), "{what} revoked B's key");
+            }
+            Param::AgentName => {
+                let agent = server
+                    .get(&format!("/v1/agents/{target}"), b.token("viewer"))
+                    .await;
+                assert_eq!(agent.status, 200, "{what} removed B's agent");
+                assert_eq!(agent.body["latest_version"], 1, "{what} changed B's agent");
+                assert_eq!(
+                    agent.body["traffic"][0]["version"], 1,
+                    "{what} changed B's traffic"
+                );
             }
             Param::ProviderName => {
                 let p = server

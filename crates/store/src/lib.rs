@@ -143,14 +143,32 @@ pub trait UsageStore: Send + Sync {
 pub trait AgentStore: Send + Sync {
     /// Stores a version unless one with the same digest exists; returns it and whether it
     /// was created now.
-    async fn create_version(&self, scope: &TenantScope, v: &NewVersion<'_>, audit: &NewEntry) -> Result<(AgentVersion, bool)>;
+    async fn create_version(
+        &self,
+        scope: &TenantScope,
+        v: &NewVersion<'_>,
+        audit: &NewEntry,
+    ) -> Result<(AgentVersion, bool)>;
     async fn list_agents(&self, scope: &TenantScope) -> Result<Vec<AgentSummary>>;
     async fn get_agent(&self, scope: &TenantScope, name: &str) -> Result<Option<AgentSummary>>;
-    async fn delete_agent(&self, scope: &TenantScope, name: &str, audit: &NewEntry) -> Result<bool>;
+    async fn delete_agent(&self, scope: &TenantScope, name: &str, audit: &NewEntry)
+    -> Result<bool>;
     async fn list_versions(&self, scope: &TenantScope, agent: &str) -> Result<Vec<AgentVersion>>;
-    async fn get_version(&self, scope: &TenantScope, agent: &str, version: i64) -> Result<Option<AgentVersion>>;
+    async fn get_version(
+        &self,
+        scope: &TenantScope,
+        agent: &str,
+        version: i64,
+    ) -> Result<Option<AgentVersion>>;
     /// Replaces the split and pins; every version they name must exist (else `NotFound`).
-    async fn set_traffic(&self, scope: &TenantScope, agent: &str, split: &[SplitEntry], pins: &[Pin], audit: &NewEntry) -> Result<Traffic>;
+    async fn set_traffic(
+        &self,
+        scope: &TenantScope,
+        agent: &str,
+        split: &[SplitEntry],
+        pins: &[Pin],
+        audit: &NewEntry,
+    ) -> Result<Traffic>;
 }
 
 /// Liveness of the backing database.

@@ -105,7 +105,11 @@ impl PgStore {
     }
 
     /// Serialises version numbering and traffic changes of one agent across processes.
-    async fn lock_agent(tx: &mut Transaction<'static, Postgres>, tenant: &str, agent: &str) -> Result<()> {
+    async fn lock_agent(
+        tx: &mut Transaction<'static, Postgres>,
+        tenant: &str,
+        agent: &str,
+    ) -> Result<()> {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("berth.agent.{tenant}.{agent}"))
             .execute(&mut **tx)

@@ -57,7 +57,11 @@ impl SqliteStore {
     }
 
     /// The single writer connection already serialises changes to an agent.
-    async fn lock_agent(_tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>, _tenant: &str, _agent: &str) -> Result<()> {
+    async fn lock_agent(
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        _tenant: &str,
+        _agent: &str,
+    ) -> Result<()> {
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The router: every endpoint, registered with its OpenAPI description so that
 //! `/openapi.json` and the isolation test both see exactly what is served.
 
+mod agents;
 mod audit;
 mod identity;
 mod llm;
@@ -70,6 +71,20 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(llm::messages))
         .routes(routes!(llm::embeddings))
         .routes(routes!(llm::models))
+        .routes(routes!(agents::list))
+        .routes(routes!(agents::get, agents::delete))
+        .routes(routes!(agents::versions))
+        .routes(routes!(agents::version))
+        .routes(routes!(agents::get_traffic, agents::put_traffic))
+        .routes(routes!(agents::rollback))
+        .merge(
+            // Bundles may be larger than JSON bodies; the innermost limit wins.
+            OpenApiRouter::new()
+                .routes(routes!(agents::deploy))
+                .layer(DefaultBodyLimit::max(
+                    crate::service::bundle::MAX_BUNDLE_BYTES,
+                )),
+        )
 }
 
 /// The OpenAPI document of every route the router serves.

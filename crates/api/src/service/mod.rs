@@ -3,7 +3,9 @@
 //! Each validates its input, performs the change with its audit entry in one store
 //! transaction, and keeps caches (authentication) consistent with it.
 
+pub mod agents;
 pub mod audit;
+pub mod bundle;
 pub mod keys;
 pub mod llm;
 pub mod policy;
