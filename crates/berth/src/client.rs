@@ -68,12 +68,19 @@ impl Client {
     /// saved login.
     pub fn resolve(url: Option<String>, token: Option<String>) -> Result<Self, ClientError> {
         let saved = load_login();
+        let norm = |u: &str| u.trim_end_matches('/').to_owned();
         let base = url
+            .clone()
             .or_else(|| saved.as_ref().map(|s| s.url.clone()))
             .unwrap_or_else(|| "http://127.0.0.1:7700".to_owned());
-        let token = token.or_else(|| saved.map(|s| s.token)).ok_or_else(|| {
+        // The saved token belongs to the saved server: it is never sent to another URL.
+        let saved_token = saved
+            .filter(|s| url.as_deref().is_none_or(|u| norm(u) == norm(&s.url)))
+            .map(|s| s.token);
+        let token = token.or(saved_token).ok_or_else(|| {
             ClientError::Usage(
-                "no token: pass --token, set BERTH_TOKEN, or run 'berth login'".into(),
+                "no token for this server: pass --token, set BERTH_TOKEN, or run 'berth login'"
+                    .into(),
             )
         })?;
         Ok(Client {

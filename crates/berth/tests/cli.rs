@@ -773,3 +773,32 @@ async fn validate_checks_a_manifest_offline() {
     let err = run.fails();
     assert!(err.contains("agent.toml:5: limits.max_steps"), "{err}");
 }
+
+#[test]
+fn a_saved_token_is_never_sent_to_another_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("berth")).unwrap();
+    std::fs::write(
+        home.join("berth/login.toml"),
+        "url = \"http://127.0.0.1:9\"\ntoken = \"bk_saved_secret_token\"\n",
+    )
+    .unwrap();
+    // A listener that records what it receives, standing in for "another server".
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = format!("http://{}", listener.local_addr().unwrap());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["me", "--url", &other])
+        .env("XDG_CONFIG_HOME", &home)
+        .env_remove("BERTH_URL")
+        .env_remove("BERTH_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no token for this server"));
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_err(),
+        "nothing may be sent to the other server"
+    );
+}
