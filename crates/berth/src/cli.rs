@@ -69,6 +69,45 @@ pub enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Pack DIR (agent.toml and its files, minus .berthignore) and deploy it as a new version.
+    Deploy {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Keep traffic where it is.
+        #[arg(long)]
+        no_promote: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// List agents, or show one.
+    Agents {
+        #[command(subcommand)]
+        cmd: AgentsCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// An agent's versions.
+    Versions {
+        name: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Show an agent's traffic, or set it: `berth traffic NAME 3=90 4=10`.
+    Traffic {
+        name: String,
+        /// VERSION=WEIGHT pairs; weights sum to 100.
+        split: Vec<String>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Send all traffic back to the version that held it before (or --to N).
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: Option<i64>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Check an agent manifest (DIR/agent.toml) offline.
     Validate {
         /// The agent's directory.
@@ -139,6 +178,12 @@ pub enum KeysCmd {
     Revoke {
         id: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentsCmd {
+    List,
+    Show { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +283,23 @@ async fn list_all(client: &Client, path: &str) -> Result<Value, ClientError> {
     }
 }
 
+/// `v3 90%, v4 10%`.
+fn traffic_text(split: &Value) -> String {
+    let parts: Vec<String> = split
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| format!("v{} {}%", text_of(s, "version"), text_of(s, "weight")))
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
 fn rows(v: &Value) -> &[Value] {
     v["data"].as_array().map_or(&[], Vec::as_slice)
 }
@@ -246,6 +308,142 @@ fn rows(v: &Value) -> &[Value] {
 pub async fn run_client(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Serve(_) => Err(ClientError::Usage("serve is not a client command".into())),
+        Command::Deploy {
+            dir,
+            no_promote,
+            opts,
+        } => {
+            let manifest = crate::validate::validate_dir(&dir).map_err(ClientError::Usage)?;
+            let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+            let packed = crate::pack::pack(&dir).map_err(ClientError::Usage)?;
+            eprintln!(
+                "packed {} file(s), {} KiB → {} KiB compressed; uploading…",
+                packed.files,
+                packed.raw_bytes.div_ceil(1024),
+                (packed.bytes.len() as u64).div_ceil(1024)
+            );
+            let path = format!(
+                "/v1/agents/{}/versions?promote={}",
+                seg(&manifest.name),
+                !no_promote
+            );
+            let d = client
+                .upload(&path, "application/gzip", packed.bytes)
+                .await?;
+            output(&opts, &d, |d| {
+                let what = if d["promoted"].as_bool() == Some(true) {
+                    "serving 100% of traffic"
+                } else {
+                    "not promoted"
+                };
+                println!(
+                    "Deployed {} v{} ({}), {what}",
+                    text_of(d, "agent"),
+                    text_of(d, "version"),
+                    text_of(d, "digest")
+                );
+                println!(
+                    "Run it: POST {}/v1/agents/{}/runs",
+                    client.base(),
+                    text_of(d, "agent")
+                );
+            });
+            Ok(())
+        }
+        Command::Agents { cmd, opts } => {
+            let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+            match cmd {
+                AgentsCmd::List => {
+                    let all = client.call(Method::GET, "/v1/agents", None).await?;
+                    output(&opts, &all, |v| {
+                        let rows: Vec<Value> = rows(v)
+                            .iter()
+                            .map(|a| {
+                                let mut a = a.clone();
+                                a["traffic"] = Value::String(traffic_text(&a["traffic"]));
+                                a
+                            })
+                            .collect();
+                        print_rows(&rows, &["name", "latest_version", "traffic", "description"]);
+                    });
+                }
+                AgentsCmd::Show { name } => {
+                    let a = client
+                        .call(Method::GET, &format!("/v1/agents/{}", seg(&name)), None)
+                        .await?;
+                    output(&opts, &a, |a| {
+                        println!(
+                            "{} (latest v{}): {}",
+                            text_of(a, "name"),
+                            text_of(a, "latest_version"),
+                            text_of(a, "description")
+                        );
+                        println!("traffic: {}", traffic_text(&a["traffic"]));
+                    });
+                }
+            }
+            Ok(())
+        }
+        Command::Versions { name, opts } => {
+            let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+            let v = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/agents/{}/versions", seg(&name)),
+                    None,
+                )
+                .await?;
+            output(&opts, &v, |v| {
+                print_rows(rows(v), &["version", "digest", "created_at", "created_by"])
+            });
+            Ok(())
+        }
+        Command::Traffic { name, split, opts } => {
+            let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+            let path = format!("/v1/agents/{}/traffic", seg(&name));
+            let t = if split.is_empty() {
+                client.call(Method::GET, &path, None).await?
+            } else {
+                let mut entries = Vec::new();
+                for pair in &split {
+                    let (v, w) = pair
+                        .split_once('=')
+                        .and_then(|(v, w)| Some((v.parse::<i64>().ok()?, w.parse::<u32>().ok()?)))
+                        .ok_or_else(|| {
+                            ClientError::Usage(format!("{pair:?} is not VERSION=WEIGHT, e.g. 3=90"))
+                        })?;
+                    entries.push(json!({"version": v, "weight": w}));
+                }
+                // Keep the pins as they are.
+                let current = client.call(Method::GET, &path, None).await?;
+                client
+                    .call(
+                        Method::PUT,
+                        &path,
+                        Some(&json!({"split": entries, "pins": current["pins"]})),
+                    )
+                    .await?
+            };
+            output(&opts, &t, |t| {
+                println!("{name}: {}", traffic_text(&t["split"]))
+            });
+            Ok(())
+        }
+        Command::Rollback { name, to, opts } => {
+            let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+            let body = to.map(|v| json!({"to": v}));
+            let t = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/agents/{}/rollback", seg(&name)),
+                    body.as_ref(),
+                )
+                .await?;
+            output(&opts, &t, |t| {
+                println!("{name}: {}", traffic_text(&t["split"]))
+            });
+            Ok(())
+        }
         Command::Validate { dir, json } => {
             let manifest = crate::validate::validate_dir(&dir).map_err(ClientError::Usage)?;
             if json {

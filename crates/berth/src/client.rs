@@ -90,6 +90,26 @@ impl Client {
         })
     }
 
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Uploads raw bytes (a bundle) with `content_type`.
+    pub async fn upload(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body);
+        self.finish(req).await
+    }
+
     /// Sends a request and returns the decoded JSON answer (`null` for an empty body).
     pub async fn call(
         &self,
@@ -102,6 +122,10 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
+        self.finish(req).await
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, ClientError> {
         let resp = req.send().await.map_err(|source| ClientError::Connect {
             url: self.base.clone(),
             source,

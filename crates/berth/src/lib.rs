@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod logging;
+pub mod pack;
 pub mod validate;
 
 pub use app::{Server, start};

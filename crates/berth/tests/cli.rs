@@ -802,3 +802,76 @@ fn a_saved_token_is_never_sent_to_another_server() {
         "nothing may be sent to the other server"
     );
 }
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn deploy_traffic_and_rollback_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let op = "bop_cli_deploy_test_token_123456";
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[],
+        &[("BERTH_OPERATOR_TOKEN", op)],
+    )
+    .await;
+    let (_, key) = tenant_with_key(&server, op, "acme", "developer").await;
+    let user: Vec<String> = ["--url", server.url.as_str(), "--token", key.as_str()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let with = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|s| s.to_string())
+            .chain(user.iter().cloned())
+            .collect()
+    };
+    let agent = dir.path().join("support");
+    let agent_dir = agent.to_str().unwrap().to_owned();
+    std::fs::create_dir_all(agent.join("docs")).unwrap();
+    std::fs::write(agent.join("docs/guide.md"), "be kind").unwrap();
+    std::fs::write(agent.join(".berthignore"), "*.log\n").unwrap();
+    std::fs::write(agent.join("debug.log"), "noise").unwrap();
+    for prompt in ["one", "two"] {
+        std::fs::write(agent.join("agent.toml"), format!("name = \"support\"\n[model]\nname = \"mock/echo\"\n[prompt]\nsystem = \"{prompt}\"\n")).unwrap();
+        let run = berth(&home, &strs(&with(&["deploy", &agent_dir]))).await;
+        let text = run.ok().to_owned();
+        assert!(
+            text.contains("Deployed support v") && text.contains("sha256:"),
+            "{text}"
+        );
+        assert!(
+            run.stderr.contains("packed 2 file(s)"),
+            "the .log file is left out: {}",
+            run.stderr
+        );
+    }
+    // The same directory again is the same version.
+    assert_eq!(
+        berth(&home, &strs(&with(&["deploy", &agent_dir, "--json"])))
+            .await
+            .json()["version"],
+        2
+    );
+    let list = berth(&home, &strs(&with(&["agents", "list"]))).await;
+    assert!(
+        list.ok().contains("support") && list.ok().contains("v2 100%"),
+        "{}",
+        list.stdout
+    );
+    let split = berth(&home, &strs(&with(&["traffic", "support", "1=90", "2=10"]))).await;
+    assert!(split.ok().contains("v1 90%, v2 10%"), "{}", split.stdout);
+    let bad = berth(&home, &strs(&with(&["traffic", "support", "1=50"]))).await;
+    assert!(bad.fails().contains("sum to 100"), "{}", bad.stderr);
+    let back = berth(&home, &strs(&with(&["rollback", "support"]))).await;
+    assert!(back.ok().contains("v2 100%"), "{}", back.stdout);
+    let versions = berth(&home, &strs(&with(&["versions", "support"]))).await;
+    assert_eq!(versions.ok().lines().count(), 3, "{}", versions.stdout);
+    // A symlink in the directory stops the deploy before anything is sent.
+    std::os::unix::fs::symlink("/etc/passwd", agent.join("passwd")).unwrap();
+    let err = berth(&home, &strs(&with(&["deploy", &agent_dir]))).await;
+    assert!(err.fails().contains("symlink"), "{}", err.stderr);
+}
