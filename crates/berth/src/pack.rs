@@ -20,6 +20,7 @@ fn ignored(rel: &str, patterns: &[String]) -> bool {
         })
 }
 
+#[derive(Debug)]
 pub struct Packed {
     pub bytes: Vec<u8>,
     pub files: usize,
