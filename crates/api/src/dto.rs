@@ -394,3 +394,118 @@ impl VersionDto {
 pub struct RollbackDto {
     pub to: Option<i64>,
 }
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    /// A string, or `[{"role": "user", "content": "..."}]`.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    /// `"new"`, or the id of a thread of this agent.
+    pub thread: Option<String>,
+    /// Run this version (role developer).
+    pub version: Option<i64>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default, rename = "async")]
+    pub asynchronous: bool,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunDto {
+    pub id: String,
+    pub agent: String,
+    pub version: i64,
+    pub thread: Option<String>,
+    pub status: String,
+    pub output: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    pub usage: serde_json::Value,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl From<&berth_store::RunRecord> for RunDto {
+    fn from(r: &berth_store::RunRecord) -> Self {
+        RunDto {
+            id: r.id.clone(),
+            agent: r.agent.clone(),
+            version: r.version,
+            thread: r.thread_id.clone(),
+            status: r.status.clone(),
+            output: r.output.clone(),
+            error: r
+                .error
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok()),
+            usage: serde_json::from_str(&r.usage).unwrap_or(serde_json::Value::Null),
+            created_at: rfc3339(r.created_at_ms),
+            finished_at: r.finished_at_ms.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StepDto {
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: String,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl From<&berth_store::RunStep> for StepDto {
+    fn from(s: &berth_store::RunStep) -> Self {
+        StepDto {
+            seq: s.seq,
+            kind: s.kind.clone(),
+            at: rfc3339(s.at_ms),
+            data: serde_json::from_str(&s.data).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ThreadDto {
+    pub id: String,
+    pub agent: String,
+    pub version: i64,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<serde_json::Value>,
+    pub created_at: String,
+}
+
+impl From<&berth_store::ThreadRecord> for ThreadDto {
+    fn from(t: &berth_store::ThreadRecord) -> Self {
+        ThreadDto {
+            id: t.id.clone(),
+            agent: t.agent.clone(),
+            version: t.version,
+            messages: t
+                .messages
+                .iter()
+                .filter_map(|m| serde_json::from_str(m).ok())
+                .collect(),
+            created_at: rfc3339(t.created_at_ms),
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunListParams {
+    pub agent: Option<String>,
+    pub status: Option<String>,
+    pub thread: Option<String>,
+    /// RFC 3339.
+    pub since: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}

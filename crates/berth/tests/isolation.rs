@@ -31,6 +31,8 @@ enum Param {
     SecretName,
     ProviderName,
     AgentName,
+    RunId,
+    ThreadId,
 }
 
 struct Case {
@@ -83,6 +85,9 @@ fn embeddings_body(_: &str) -> Value {
 }
 fn deploy_body(agent: &str) -> Value {
     json!({"manifest": {"name": agent, "model": {"name": "mock/echo"}, "description": "iso"}})
+}
+fn run_body(_: &str) -> Value {
+    json!({"input": "hi"})
 }
 fn traffic_body(_: &str) -> Value {
     json!({"split": [{"version": 1, "weight": 100}]})
@@ -282,6 +287,48 @@ fn table() -> Vec<Case> {
             AgentName,
             Some(rollback_body),
         ),
+        case(
+            "POST",
+            "/v1/agents/{name}/runs",
+            Tenant("invoker"),
+            AgentName,
+            Some(run_body),
+        ),
+        case(
+            "GET",
+            "/v1/runs",
+            AnyTenantKey("viewer"),
+            None,
+            Option::None,
+        ),
+        case(
+            "GET",
+            "/v1/runs/{id}",
+            AnyTenantKey("viewer"),
+            RunId,
+            Option::None,
+        ),
+        case(
+            "GET",
+            "/v1/runs/{id}/trace",
+            AnyTenantKey("viewer"),
+            RunId,
+            Option::None,
+        ),
+        case(
+            "GET",
+            "/v1/threads/{id}",
+            AnyTenantKey("viewer"),
+            ThreadId,
+            Option::None,
+        ),
+        case(
+            "DELETE",
+            "/v1/threads/{id}",
+            AnyTenantKey("invoker"),
+            ThreadId,
+            Option::None,
+        ),
     ]
 }
 
@@ -350,6 +397,33 @@ async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
                 .await
         }
         Param::KeyId => server.create_key(&tenant.id, "viewer").await.0,
+        Param::RunId | Param::ThreadId => {
+            // On agent "support", the one the tenant's restricted key may use.
+            let admin = tenant.token("admin");
+            server
+                .call(
+                    "POST",
+                    "/v1/agents/support/versions",
+                    Some(admin),
+                    Some(deploy_body("support")),
+                )
+                .await;
+            let r = server
+                .call(
+                    "POST",
+                    "/v1/agents/support/runs",
+                    Some(admin),
+                    Some(json!({"input": "hi", "thread": "new"})),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            let field = if param == Param::RunId {
+                "id"
+            } else {
+                "thread"
+            };
+            r.body[field].as_str().unwrap().to_owned()
+        }
         Param::AgentName => {
             let name = format!("a{}", rand_suffix());
             let a = server

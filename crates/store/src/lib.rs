@@ -171,6 +171,32 @@ pub trait AgentStore: Send + Sync {
     ) -> Result<Traffic>;
 }
 
+/// Runs, their steps, and threads.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    async fn create_thread(&self, scope: &TenantScope, thread: &ThreadRecord) -> Result<()>;
+    async fn get_thread(&self, scope: &TenantScope, id: &str) -> Result<Option<ThreadRecord>>;
+    async fn delete_thread(&self, scope: &TenantScope, id: &str) -> Result<bool>;
+    async fn insert_run(&self, scope: &TenantScope, run: &RunRecord) -> Result<()>;
+    /// Writes a run's final state, its steps and the thread's new messages in one
+    /// transaction.
+    async fn finish_run(
+        &self,
+        scope: &TenantScope,
+        run: &RunRecord,
+        steps: &[RunStep],
+        thread_messages: &[String],
+    ) -> Result<()>;
+    async fn get_run(&self, scope: &TenantScope, id: &str) -> Result<Option<RunRecord>>;
+    async fn list_runs(
+        &self,
+        scope: &TenantScope,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RunRecord>>;
+    async fn run_steps(&self, scope: &TenantScope, run_id: &str) -> Result<Vec<RunStep>>;
+}
+
 /// Liveness of the backing database.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -188,6 +214,7 @@ pub trait Store:
     + ProviderStore
     + UsageStore
     + AgentStore
+    + RunStore
     + Health
 {
 }
@@ -200,6 +227,7 @@ impl<T> Store for T where
         + ProviderStore
         + UsageStore
         + AgentStore
+        + RunStore
         + Health
 {
 }

@@ -296,3 +296,49 @@ pub struct NewVersion<'a> {
     /// Send 100% of traffic to the new version in the same transaction.
     pub promote: bool,
 }
+
+/// A run as stored. `error` and `usage` are JSON documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    pub agent: String,
+    pub version: i64,
+    pub thread_id: Option<String>,
+    pub key_id: Option<String>,
+    pub status: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub usage: String,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// One recorded step of a run (`llm_call`, `tool_call`, `log`, `error`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStep {
+    pub seq: i64,
+    pub kind: String,
+    pub at_ms: i64,
+    /// JSON.
+    pub data: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadRecord {
+    pub id: String,
+    pub agent: String,
+    pub version: i64,
+    pub created_at_ms: i64,
+    /// Each message as JSON, in order.
+    pub messages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    pub agent: Option<String>,
+    pub status: Option<String>,
+    pub thread: Option<String>,
+    pub since_ms: Option<i64>,
+    /// Only runs started by this key (invokers read their own runs).
+    pub key_id: Option<String>,
+}

@@ -20,8 +20,8 @@ macro_rules! impl_store {
         use $crate::model::*;
         use $crate::shared::TxKind;
         use $crate::{
-            AgentStore, AuditStore, KeyStore, PolicyStore, ProviderStore, Result, SecretStore, StoreError,
-            TenantRegistry, UsageStore,
+            AgentStore, AuditStore, KeyStore, PolicyStore, ProviderStore, Result, RunStore, SecretStore,
+            StoreError, TenantRegistry, UsageStore,
         };
 
         type Tx = sqlx::Transaction<'static, $db>;
@@ -205,6 +205,10 @@ macro_rules! impl_store {
                 let mut tx = self.begin(TxKind::OperatorOn(scope.tenant_str()), true).await?;
                 // Children first, explicitly, so nothing depends on cascade behaviour.
                 for table in [
+                    "run_steps",
+                    "runs",
+                    "thread_messages",
+                    "threads",
                     "agent_traffic",
                     "agent_versions",
                     "agents",
@@ -980,6 +984,208 @@ macro_rules! impl_store {
                 append_in_tx(&mut tx, tenant, audit).await?;
                 tx.commit().await?;
                 Ok(traffic)
+            }
+        }
+
+        const RUN_COLS: &str = "id, agent, version, thread_id, key_id, status, output, error, usage, created_at, finished_at";
+
+        fn run_from_row(r: &<$db as sqlx::Database>::Row) -> Result<RunRecord> {
+            Ok(RunRecord {
+                id: r.try_get("id")?,
+                agent: r.try_get("agent")?,
+                version: r.try_get("version")?,
+                thread_id: r.try_get("thread_id")?,
+                key_id: r.try_get("key_id")?,
+                status: r.try_get("status")?,
+                output: r.try_get("output")?,
+                error: r.try_get("error")?,
+                usage: r.try_get("usage")?,
+                created_at_ms: r.try_get("created_at")?,
+                finished_at_ms: r.try_get("finished_at")?,
+            })
+        }
+
+        #[async_trait]
+        impl RunStore for $store {
+            async fn create_thread(&self, scope: &TenantScope, t: &ThreadRecord) -> Result<()> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query("INSERT INTO threads (tenant_id, id, agent, version, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(scope.tenant_str())
+                    .bind(&t.id)
+                    .bind(&t.agent)
+                    .bind(t.version)
+                    .bind(t.created_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_thread(&self, scope: &TenantScope, id: &str) -> Result<Option<ThreadRecord>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let Some(row) = sqlx::query("SELECT id, agent, version, created_at FROM threads WHERE tenant_id = $1 AND id = $2")
+                    .bind(scope.tenant_str())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let messages: Vec<String> = sqlx::query_scalar(
+                    "SELECT message FROM thread_messages WHERE tenant_id = $1 AND thread_id = $2 ORDER BY seq",
+                )
+                .bind(scope.tenant_str())
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(ThreadRecord {
+                    id: row.try_get("id")?,
+                    agent: row.try_get("agent")?,
+                    version: row.try_get("version")?,
+                    created_at_ms: row.try_get("created_at")?,
+                    messages,
+                }))
+            }
+
+            async fn delete_thread(&self, scope: &TenantScope, id: &str) -> Result<bool> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query("DELETE FROM thread_messages WHERE tenant_id = $1 AND thread_id = $2")
+                    .bind(scope.tenant_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let done = sqlx::query("DELETE FROM threads WHERE tenant_id = $1 AND id = $2")
+                    .bind(scope.tenant_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_run(&self, scope: &TenantScope, r: &RunRecord) -> Result<()> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query(&format!("INSERT INTO runs (tenant_id, {RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+                    .bind(scope.tenant_str())
+                    .bind(&r.id)
+                    .bind(&r.agent)
+                    .bind(r.version)
+                    .bind(r.thread_id.as_deref())
+                    .bind(r.key_id.as_deref())
+                    .bind(&r.status)
+                    .bind(r.output.as_deref())
+                    .bind(r.error.as_deref())
+                    .bind(&r.usage)
+                    .bind(r.created_at_ms)
+                    .bind(r.finished_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn finish_run(&self, scope: &TenantScope, r: &RunRecord, steps: &[RunStep], thread_messages: &[String]) -> Result<()> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                sqlx::query("UPDATE runs SET status = $1, output = $2, error = $3, usage = $4, finished_at = $5 WHERE tenant_id = $6 AND id = $7")
+                    .bind(&r.status)
+                    .bind(r.output.as_deref())
+                    .bind(r.error.as_deref())
+                    .bind(&r.usage)
+                    .bind(r.finished_at_ms)
+                    .bind(tenant)
+                    .bind(&r.id)
+                    .execute(&mut *tx)
+                    .await?;
+                for s in steps {
+                    sqlx::query("INSERT INTO run_steps (tenant_id, run_id, seq, kind, at, data) VALUES ($1, $2, $3, $4, $5, $6)")
+                        .bind(tenant)
+                        .bind(&r.id)
+                        .bind(s.seq)
+                        .bind(&s.kind)
+                        .bind(s.at_ms)
+                        .bind(&s.data)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(thread) = &r.thread_id {
+                    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM thread_messages WHERE tenant_id = $1 AND thread_id = $2")
+                        .bind(tenant)
+                        .bind(thread)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let mut seq = last.unwrap_or(0);
+                    for m in thread_messages {
+                        seq += 1;
+                        sqlx::query("INSERT INTO thread_messages (tenant_id, thread_id, seq, message, created_at) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(tenant)
+                            .bind(thread)
+                            .bind(seq)
+                            .bind(m)
+                            .bind(now_ms())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_run(&self, scope: &TenantScope, id: &str) -> Result<Option<RunRecord>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let row = sqlx::query(&format!("SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND id = $2"))
+                    .bind(scope.tenant_str())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row.as_ref().map(run_from_row).transpose()
+            }
+
+            async fn list_runs(&self, scope: &TenantScope, f: &RunFilter, page: &PageRequest) -> Result<Page<RunRecord>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                // Newest first; the cursor is "<created_at>:<id>" of the last run seen.
+                let (c_at, c_id) = page
+                    .cursor
+                    .as_deref()
+                    .and_then(|c| c.split_once(':'))
+                    .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+                    .unwrap_or((i64::MAX, String::new()));
+                let rows = sqlx::query(&format!(
+                    "SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 \
+                     AND ($2 = '' OR agent = $2) AND ($3 = '' OR status = $3) AND ($4 = '' OR thread_id = $4) \
+                     AND created_at >= $5 AND ($6 = '' OR key_id = $6) \
+                     AND (created_at < $7 OR (created_at = $7 AND id < $8)) \
+                     ORDER BY created_at DESC, id DESC LIMIT $9"
+                ))
+                .bind(scope.tenant_str())
+                .bind(f.agent.as_deref().unwrap_or(""))
+                .bind(f.status.as_deref().unwrap_or(""))
+                .bind(f.thread.as_deref().unwrap_or(""))
+                .bind(f.since_ms.unwrap_or(0))
+                .bind(f.key_id.as_deref().unwrap_or(""))
+                .bind(c_at)
+                .bind(if c_at == i64::MAX { "\u{10FFFF}".to_owned() } else { c_id })
+                .bind(limit_plus_one(page))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_rows(runs, page.limit, |r| format!("{}:{}", r.created_at_ms, r.id)))
+            }
+
+            async fn run_steps(&self, scope: &TenantScope, run_id: &str) -> Result<Vec<RunStep>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let rows = sqlx::query("SELECT seq, kind, at, data FROM run_steps WHERE tenant_id = $1 AND run_id = $2 ORDER BY seq")
+                    .bind(scope.tenant_str())
+                    .bind(run_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows.iter()
+                    .map(|r| Ok(RunStep { seq: r.try_get("seq")?, kind: r.try_get("kind")?, at_ms: r.try_get("at")?, data: r.try_get("data")? }))
+                    .collect()
             }
         }
 

@@ -8,6 +8,7 @@ mod llm;
 mod ops;
 mod policy;
 mod providers;
+mod runs;
 mod secrets;
 mod tenants;
 mod usage;
@@ -77,6 +78,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::version))
         .routes(routes!(agents::get_traffic, agents::put_traffic))
         .routes(routes!(agents::rollback))
+        .routes(routes!(runs::start))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::trace))
+        .routes(routes!(runs::get_thread, runs::delete_thread))
         .merge(
             // Bundles may be larger than JSON bodies; the innermost limit wins.
             OpenApiRouter::new()

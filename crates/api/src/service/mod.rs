@@ -10,6 +10,7 @@ pub mod keys;
 pub mod llm;
 pub mod policy;
 pub mod providers;
+pub mod runs;
 pub mod secrets;
 pub mod tenants;
 pub mod usage;
