@@ -235,10 +235,13 @@ fn operator_token(config: &Config) -> Result<(String, bool), StartError> {
     }
 }
 
-/// Creates (once) tenant `demo` and an admin key for it, kept in `<data_dir>/demo-key` so
-/// later starts can print it again.
+/// The demo tenant's example agent: answers with what it is told, offline.
+pub const DEMO_AGENT: &str = "assistant";
+
+/// Creates (once) tenant `demo`, an admin key for it (kept in `<data_dir>/demo-key` so
+/// later starts can print it again) and the example agent on `mock/echo`.
 async fn ensure_demo(state: &AppState, data_dir: &Path) -> Result<DemoInfo, StartError> {
-    use berth_api::service::{keys, tenants};
+    use berth_api::service::{agents, keys, tenants};
     let demo_err = |e: berth_api::ApiError| StartError::Demo(e.message);
     let tenant = match state.store.find_tenant_by_name("demo").await? {
         Some(t) => t,
@@ -246,6 +249,25 @@ async fn ensure_demo(state: &AppState, data_dir: &Path) -> Result<DemoInfo, Star
             .await
             .map_err(demo_err)?,
     };
+    // Deploying the same manifest again is a no-op (same digest, same version).
+    let scope = berth_core::TenantScope::for_operator(tenant.id.clone());
+    let manifest = serde_json::json!({
+        "name": DEMO_AGENT,
+        "description": "The demo agent: answers with your message, offline, on mock/echo",
+        "model": {"name": "mock/echo"},
+        "prompt": {"system": "You are the demo assistant of {{tenant.name}}."}
+    });
+    let name =
+        berth_core::AgentName::parse(DEMO_AGENT).map_err(|e| StartError::Demo(e.to_string()))?;
+    agents::deploy(
+        state,
+        &scope,
+        &name,
+        agents::Source::Manifest(manifest),
+        true,
+    )
+    .await
+    .map_err(demo_err)?;
     let key_path = data_dir.join("demo-key");
     if let Ok(saved) = std::fs::read_to_string(&key_path) {
         let saved = saved.trim().to_owned();
@@ -259,7 +281,6 @@ async fn ensure_demo(state: &AppState, data_dir: &Path) -> Result<DemoInfo, Star
         }
         let _ = std::fs::remove_file(&key_path);
     }
-    let scope = berth_core::TenantScope::for_operator(tenant.id.clone());
     let req = keys::KeyRequest {
         name: "demo-admin",
         role: "admin",

@@ -70,8 +70,10 @@ async fn serve(args: berth::cli::ServeArgs) -> ExitCode {
             demo.tenant_id, demo.key
         );
         eprintln!(
-            "Try:\n  curl -s {}/v1/me -H 'Authorization: Bearer {}'",
-            server.url, demo.key
+            "Try:\n  curl -s {url}/v1/agents/{agent}/runs -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"input\": \"hello\"}}'",
+            url = server.url,
+            agent = berth::app::DEMO_AGENT,
+            key = demo.key
         );
     }
     match berth_api::serve(server.listener, server.state, berth::app::shutdown_signal()).await {

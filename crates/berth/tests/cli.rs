@@ -721,10 +721,26 @@ async fn demo_creates_a_tenant_and_key_once() {
     let key = key_line(&err);
     assert!(
         err.contains(&format!(
-            "curl -s {}/v1/me -H 'Authorization: Bearer {key}'",
+            "curl -s {}/v1/agents/assistant/runs -H 'Authorization: Bearer {key}'",
             first.url
         )),
         "{err}"
+    );
+    // The curl line works: the example agent answers on mock/echo.
+    let run: Value = reqwest::Client::new()
+        .post(format!("{}/v1/agents/assistant/runs", first.url))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"input": "hello"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (run["status"].as_str(), run["output"].as_str()),
+        (Some("succeeded"), Some("hello")),
+        "{run}"
     );
     assert_eq!(std::fs::read_to_string(data.join("demo-key")).unwrap(), key);
     assert_eq!(mode(&data.join("demo-key")), 0o600);
@@ -744,6 +760,9 @@ async fn demo_creates_a_tenant_and_key_once() {
     let (status, me) = get(&second.url, "/v1/me", &key).await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["tenant"]["id"], tenant.as_str());
+    // Starting again did not make a second version of the example agent.
+    let (_, agent) = get(&second.url, "/v1/agents/assistant", &key).await;
+    assert_eq!(agent["latest_version"], 1, "{agent}");
 }
 
 #[tokio::test]
