@@ -729,6 +729,34 @@ async fn usage_is_attributed_by_agent_key_and_tags() {
         (echo["cost_usd"].as_f64().unwrap() - 30_000e-9).abs() < 1e-15,
         "{echo}"
     );
+    // The operator sees every tenant's usage, each row with its tenant.
+    let other = server.create_tenant("other").await;
+    let other_key = server.create_key(&other, "invoker").await.1;
+    server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&other_key),
+            Some(json!({"model": "mock/echo", "messages": [{"role": "user", "content": "x"}]})),
+        )
+        .await;
+    let all = server
+        .call(
+            "GET",
+            "/v1/admin/usage?group_by=model",
+            Some(berth_testkit::OPERATOR_TOKEN),
+            None,
+        )
+        .await;
+    let rows = all.body["data"].as_array().unwrap();
+    let for_tenant = |t: &str| {
+        rows.iter()
+            .filter(|r| r["tenant"] == t)
+            .map(|r| r["requests"].as_i64().unwrap())
+            .sum::<i64>()
+    };
+    assert_eq!((for_tenant(&id), for_tenant(&other)), (4, 1), "{rows:?}");
+    assert_eq!(server.get("/v1/admin/usage", &admin).await.status, 403);
     // A bad Berth-Agent is refused.
     let resp = server
         .http

@@ -116,6 +116,7 @@ fn table() -> Vec<Case> {
         case("GET", "/metrics", Operator, None, Option::None),
         case("POST", "/v1/tenants", Operator, None, Some(tenant_body)),
         case("GET", "/v1/tenants", Operator, None, Option::None),
+        case("GET", "/v1/admin/usage", Operator, None, Option::None),
         case("GET", "/v1/tenants/{id}", Operator, TenantId, Option::None),
         case(
             "PATCH",

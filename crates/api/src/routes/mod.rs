@@ -68,6 +68,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(providers::list))
         .routes(routes!(providers::get, providers::put, providers::delete))
         .routes(routes!(usage::get))
+        .routes(routes!(usage::admin))
         .routes(routes!(llm::chat_completions))
         .routes(routes!(llm::messages))
         .routes(routes!(llm::embeddings))

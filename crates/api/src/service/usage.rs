@@ -57,3 +57,27 @@ pub async fn query(
     state.usage.flush().await;
     Ok(state.store.query_usage(scope, q).await?)
 }
+
+/// Usage of every tenant (the operator's view): the same rows, each with its tenant.
+pub async fn query_all(
+    state: &AppState,
+    q: &UsageQuery,
+) -> Result<Vec<(String, UsageRow)>, ApiError> {
+    state.usage.flush().await;
+    let mut out = Vec::new();
+    let mut page = berth_store::PageRequest::first(berth_store::PageRequest::MAX_LIMIT);
+    loop {
+        let tenants = state.store.list_tenants(&page).await?;
+        for t in &tenants.items {
+            // The operator's explicit act on each tenant, one scope at a time.
+            let scope = TenantScope::for_operator(t.id.clone());
+            for row in state.store.query_usage(&scope, q).await? {
+                out.push((t.id.to_string(), row));
+            }
+        }
+        match tenants.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
