@@ -1,25 +1,36 @@
 //! Anthropic Messages: requests, responses and the event stream (`message_start` …
-//! `message_stop`), whose output usage is cumulative.
+//! `message_stop`), whose usage is cumulative.
 
 use crate::canonical::*;
 use crate::error::{LlmError, field};
+use crate::fields::{
+    get, object, opt_array, opt_bool, opt_count, opt_f64, opt_object, opt_str, path, req_str,
+    strings,
+};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
-/// What an Anthropic upstream needs when a client sent no `max_tokens` (OpenAI allows that).
+/// What an Anthropic upstream needs when a client sent no `max_tokens` (OpenAI allows that,
+/// Anthropic requires it).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
-fn image_url(source: &Value) -> Option<String> {
-    match source["type"].as_str()? {
-        "base64" => Some(format!(
+fn image_url(source: &Value, at: &str) -> Result<String, LlmError> {
+    let src = object(source, at)?;
+    match req_str(src, at, "type")? {
+        "base64" => Ok(format!(
             "data:{};base64,{}",
-            source["media_type"].as_str()?,
-            source["data"].as_str()?
+            req_str(src, at, "media_type")?,
+            req_str(src, at, "data")?
         )),
-        "url" => source["url"].as_str().map(str::to_owned),
-        _ => None,
+        "url" => Ok(req_str(src, at, "url")?.to_owned()),
+        other => Err(field(
+            path(at, "type"),
+            format!("unsupported image source {other:?}"),
+        )),
     }
 }
 
+/// A `data:` URL becomes a base64 source again; anything else is fetched by Anthropic.
 fn image_source(url: &str) -> Value {
     match url
         .strip_prefix("data:")
@@ -30,189 +41,241 @@ fn image_source(url: &str) -> Value {
     }
 }
 
-fn result_text(v: &Value) -> String {
+/// A tool result's content: a string or text blocks. Images in tool results have no
+/// OpenAI counterpart, so they are refused rather than silently lost.
+fn result_text(v: Option<&Value>, at: &str) -> Result<String, LlmError> {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(""),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn blocks(v: &Value, at: &str) -> Result<Vec<Part>, LlmError> {
-    match v {
-        Value::String(s) => Ok(vec![Part::Text(s.clone())]),
-        Value::Array(list) => {
-            let mut out = Vec::new();
-            for (i, b) in list.iter().enumerate() {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(blocks)) => {
+            let mut out = String::new();
+            for (i, b) in blocks.iter().enumerate() {
                 let at = format!("{at}[{i}]");
-                match b["type"].as_str() {
-                    Some("text") => out.push(Part::Text(
-                        b["text"]
-                            .as_str()
-                            .ok_or_else(|| field(format!("{at}.text"), "expected a string"))?
-                            .to_owned(),
-                    )),
-                    Some("image") => out.push(Part::Image {
-                        url: image_url(&b["source"]).ok_or_else(|| {
-                            field(format!("{at}.source"), "expected a base64 or url source")
-                        })?,
-                    }),
-                    Some("tool_use") => out.push(Part::ToolCall {
-                        id: b["id"]
-                            .as_str()
-                            .ok_or_else(|| field(format!("{at}.id"), "required string"))?
-                            .to_owned(),
-                        name: b["name"]
-                            .as_str()
-                            .ok_or_else(|| field(format!("{at}.name"), "required string"))?
-                            .to_owned(),
-                        arguments: b
-                            .get("input")
-                            .map_or_else(|| "{}".to_owned(), Value::to_string),
-                    }),
-                    Some("tool_result") => out.push(Part::ToolResult {
-                        call_id: b["tool_use_id"]
-                            .as_str()
-                            .ok_or_else(|| field(format!("{at}.tool_use_id"), "required string"))?
-                            .to_owned(),
-                        content: result_text(&b["content"]),
-                        is_error: b["is_error"].as_bool().unwrap_or(false),
-                    }),
-                    // Thinking blocks carry no content another provider could use.
-                    Some("thinking") | Some("redacted_thinking") => {}
-                    Some(other) => {
+                let b = object(b, &at)?;
+                match req_str(b, &at, "type")? {
+                    "text" => out.push_str(req_str(b, &at, "text")?),
+                    other => {
                         return Err(field(
-                            format!("{at}.type"),
-                            format!("unsupported content block type {other:?}"),
+                            path(&at, "type"),
+                            format!("only text is supported in tool results, not {other:?}"),
                         ));
                     }
-                    None => return Err(field(format!("{at}.type"), "missing")),
                 }
             }
             Ok(out)
         }
-        _ => Err(field(at, "expected a string or an array of content blocks")),
+        Some(_) => Err(field(at, "expected a string or an array of text blocks")),
+    }
+}
+
+/// How strictly content blocks are read: a client's request is refused on anything this
+/// crate cannot carry; an upstream's answer skips blocks it cannot carry (server tools,
+/// thinking) so that the rest of the answer still arrives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Request,
+    Response,
+}
+
+fn blocks(v: &Value, at: &str, mode: Mode) -> Result<Vec<Part>, LlmError> {
+    let list = match v {
+        Value::String(s) => {
+            return Ok(if s.is_empty() {
+                vec![]
+            } else {
+                vec![Part::Text(s.clone())]
+            });
+        }
+        Value::Array(list) => list,
+        _ => return Err(field(at, "expected a string or an array of content blocks")),
+    };
+    let mut out = Vec::new();
+    for (i, b) in list.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        let obj = object(b, &at)?;
+        match req_str(obj, &at, "type")? {
+            "text" => {
+                let t = req_str(obj, &at, "text")?;
+                if !t.is_empty() {
+                    out.push(Part::Text(t.to_owned()));
+                }
+            }
+            "image" => out.push(Part::Image {
+                url: image_url(
+                    obj.get("source").unwrap_or(&Value::Null),
+                    &path(&at, "source"),
+                )?,
+            }),
+            "tool_use" => {
+                let input = match get(obj, "input") {
+                    None => "{}".to_owned(),
+                    Some(v @ Value::Object(_)) => v.to_string(),
+                    Some(_) => return Err(field(path(&at, "input"), "expected an object")),
+                };
+                out.push(Part::ToolCall {
+                    id: req_str(obj, &at, "id")?.to_owned(),
+                    name: req_str(obj, &at, "name")?.to_owned(),
+                    arguments: input,
+                });
+            }
+            "tool_result" => out.push(Part::ToolResult {
+                call_id: req_str(obj, &at, "tool_use_id")?.to_owned(),
+                content: result_text(get(obj, "content"), &path(&at, "content"))?,
+                is_error: opt_bool(obj, &at, "is_error")?.unwrap_or(false),
+            }),
+            // Thinking is only replayed to Anthropic with thinking enabled, which requests
+            // rendered here never ask for; no other provider can use it.
+            "thinking" | "redacted_thinking" => {}
+            _ if mode == Mode::Response => {}
+            other => {
+                return Err(field(
+                    path(&at, "type"),
+                    format!("unsupported content block type {other:?}"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn system_text(v: &Value) -> Result<String, LlmError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(list) => {
+            let mut texts = Vec::new();
+            for (i, b) in list.iter().enumerate() {
+                let at = format!("system[{i}]");
+                let b = object(b, &at)?;
+                match req_str(b, &at, "type")? {
+                    "text" => texts.push(req_str(b, &at, "text")?),
+                    other => {
+                        return Err(field(
+                            path(&at, "type"),
+                            format!("expected a text block, not {other:?}"),
+                        ));
+                    }
+                }
+            }
+            // Blocks are separate paragraphs to whoever wrote them; a newline keeps the
+            // last sentence of one from running into the first of the next.
+            Ok(texts.join("\n"))
+        }
+        _ => Err(field(
+            "system",
+            "expected a string or an array of text blocks",
+        )),
     }
 }
 
 /// Parses a client's Messages request.
 pub fn parse_request(body: &Value) -> Result<ChatRequest, LlmError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| field("body", "expected a JSON object"))?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| field("model", "required string"))?;
-    let raw = obj
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| field("messages", "required array"))?;
+    let obj = object(body, "body")?;
+    let model = req_str(obj, "", "model")?;
+    if model.is_empty() {
+        return Err(field("model", "must not be empty"));
+    }
+    let raw = opt_array(obj, "", "messages")?.ok_or_else(|| field("messages", "required array"))?;
+    if raw.is_empty() {
+        return Err(field("messages", "must not be empty"));
+    }
     let mut messages = Vec::new();
     for (i, m) in raw.iter().enumerate() {
         let at = format!("messages[{i}]");
-        let parts = blocks(&m["content"], &format!("{at}.content"))?;
-        match m["role"].as_str() {
-            Some("user") => {
-                // Tool results travel in user turns here; canonically they are their own turn.
-                let (results, rest): (Vec<Part>, Vec<Part>) = parts
-                    .into_iter()
-                    .partition(|p| matches!(p, Part::ToolResult { .. }));
-                if !results.is_empty() {
-                    messages.push(Message {
-                        role: Role::Tool,
-                        content: results,
-                    });
-                }
-                if !rest.is_empty() {
-                    messages.push(Message {
-                        role: Role::User,
-                        content: rest,
-                    });
-                }
-            }
-            Some("assistant") => messages.push(Message {
-                role: Role::Assistant,
-                content: parts,
-            }),
-            Some(other) => {
-                return Err(field(
-                    format!("{at}.role"),
-                    format!("unknown role {other:?}"),
-                ));
-            }
-            None => return Err(field(format!("{at}.role"), "required string")),
+        let m = object(m, &at)?;
+        let role = req_str(m, &at, "role")?;
+        if role != "user" && role != "assistant" {
+            return Err(field(path(&at, "role"), format!("unknown role {role:?}")));
         }
-    }
-    let system = match obj.get("system") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(v @ Value::Array(_)) => Some(result_text(v)),
-        Some(_) => {
+        let cat = path(&at, "content");
+        let content = get(m, "content").ok_or_else(|| field(&cat, "required"))?;
+        let parts = blocks(content, &cat, Mode::Request)?;
+        // Calls belong to the model's turns and results to the user's: the other way round
+        // has no meaning in either wire.
+        let misplaced = parts.iter().position(|p| {
+            matches!(
+                (role, p),
+                ("user", Part::ToolCall { .. }) | ("assistant", Part::ToolResult { .. })
+            )
+        });
+        if let Some(j) = misplaced {
             return Err(field(
-                "system",
-                "expected a string or an array of text blocks",
+                format!("{cat}[{j}].type"),
+                format!("not allowed in a {role} turn"),
             ));
         }
-    };
+        if role == "assistant" {
+            messages.push(Message {
+                role: Role::Assistant,
+                content: parts,
+            });
+            continue;
+        }
+        // Tool results travel in user turns here; canonically they are their own turn,
+        // ahead of whatever the user added (Anthropic requires them first).
+        let (results, rest): (Vec<Part>, Vec<Part>) = parts
+            .into_iter()
+            .partition(|p| matches!(p, Part::ToolResult { .. }));
+        if !results.is_empty() {
+            messages.push(Message {
+                role: Role::Tool,
+                content: results,
+            });
+        }
+        if !rest.is_empty() {
+            messages.push(Message {
+                role: Role::User,
+                content: rest,
+            });
+        }
+    }
+    let system = get(obj, "system").map(system_text).transpose()?;
     let mut tools = Vec::new();
-    for (i, t) in obj
-        .get("tools")
-        .and_then(Value::as_array)
+    for (i, t) in opt_array(obj, "", "tools")?
         .into_iter()
         .flatten()
         .enumerate()
     {
+        let at = format!("tools[{i}]");
+        let t = object(t, &at)?;
+        // Server tools (web search, code execution, computer use…) run at Anthropic and
+        // have no meaning anywhere else.
+        match opt_str(t, &at, "type")? {
+            None | Some("custom") => {}
+            Some(other) => {
+                return Err(field(
+                    path(&at, "type"),
+                    format!("unsupported tool type {other:?}"),
+                ));
+            }
+        }
         tools.push(ToolDef {
-            name: t["name"]
-                .as_str()
-                .ok_or_else(|| field(format!("tools[{i}].name"), "required string"))?
-                .to_owned(),
-            description: t["description"].as_str().map(str::to_owned),
-            parameters: t
-                .get("input_schema")
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            name: req_str(t, &at, "name")?.to_owned(),
+            description: opt_str(t, &at, "description")?.map(str::to_owned),
+            parameters: match get(t, "input_schema") {
+                None => json!({"type": "object", "properties": {}}),
+                Some(s @ Value::Object(_)) => s.clone(),
+                Some(_) => return Err(field(path(&at, "input_schema"), "expected an object")),
+            },
         });
     }
-    let tool_choice = match obj.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(match v["type"].as_str() {
-            Some("auto") => ToolChoice::Auto,
-            Some("any") => ToolChoice::Required,
-            Some("none") => ToolChoice::None,
-            Some("tool") => ToolChoice::Tool(
-                v["name"]
-                    .as_str()
-                    .ok_or_else(|| field("tool_choice.name", "required string"))?
-                    .to_owned(),
-            ),
-            _ => {
+    let tool_choice = match opt_object(obj, "", "tool_choice")? {
+        None => None,
+        Some(tc) => Some(match req_str(tc, "tool_choice", "type")? {
+            "auto" => ToolChoice::Auto,
+            "any" => ToolChoice::Required,
+            "none" => ToolChoice::None,
+            "tool" => ToolChoice::Tool(req_str(tc, "tool_choice", "name")?.to_owned()),
+            other => {
                 return Err(field(
                     "tool_choice.type",
-                    "expected auto, any, none or tool",
+                    format!("expected auto, any, none or tool, not {other:?}"),
                 ));
             }
         }),
     };
-    let max_tokens = match obj.get("max_tokens") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| field("max_tokens", "expected a positive integer"))?,
-        ),
-    };
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| field("stream", "expected a boolean"))?,
+    let user = match opt_object(obj, "", "metadata")? {
+        Some(meta) => opt_str(meta, "metadata", "user_id")?.map(str::to_owned),
+        None => None,
     };
     Ok(ChatRequest {
         model: model.to_owned(),
@@ -220,39 +283,43 @@ pub fn parse_request(body: &Value) -> Result<ChatRequest, LlmError> {
         messages,
         tools,
         tool_choice,
-        max_tokens,
-        temperature: obj.get("temperature").and_then(Value::as_f64),
-        top_p: obj.get("top_p").and_then(Value::as_f64),
-        stop: obj
-            .get("stop_sequences")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        stream,
+        max_tokens: opt_count(obj, "", "max_tokens")?,
+        temperature: opt_f64(obj, "", "temperature")?,
+        top_p: opt_f64(obj, "", "top_p")?,
+        stop: match opt_array(obj, "", "stop_sequences")? {
+            Some(list) => strings(list, "stop_sequences")?,
+            None => vec![],
+        },
+        stream: opt_bool(obj, "", "stream")?.unwrap_or(false),
         include_usage: true,
-        user: obj
-            .get("metadata")
-            .and_then(|m| m["user_id"].as_str())
-            .map(str::to_owned),
+        user,
     })
+}
+
+/// Anthropic needs a tool call's `input` as an object; arguments that are not one (a
+/// model's broken JSON, or an empty string for a call of no arguments) become `{}`.
+fn tool_input(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => json!({}),
+    }
 }
 
 fn blocks_json(parts: &[Part]) -> Vec<Value> {
     parts
         .iter()
-        .map(|p| match p {
-            Part::Text(t) => json!({"type": "text", "text": t}),
-            Part::Image { url } => json!({"type": "image", "source": image_source(url)}),
+        .filter_map(|p| match p {
+            // Anthropic refuses empty text blocks.
+            Part::Text(t) if t.is_empty() => None,
+            Part::Text(t) => Some(json!({"type": "text", "text": t})),
+            Part::Image { url } => Some(json!({"type": "image", "source": image_source(url)})),
             Part::ToolCall {
                 id,
                 name,
                 arguments,
-            } => {
-                let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
-                json!({"type": "tool_use", "id": id, "name": name, "input": input})
-            }
+            } => Some(
+                json!({"type": "tool_use", "id": id, "name": name, "input": tool_input(arguments)}),
+            ),
             Part::ToolResult {
                 call_id,
                 content,
@@ -263,24 +330,35 @@ fn blocks_json(parts: &[Part]) -> Vec<Value> {
                 if *is_error {
                     b["is_error"] = json!(true);
                 }
-                b
+                Some(b)
             }
         })
         .collect()
 }
 
-/// Renders a request for an Anthropic upstream.
+/// Renders a request for an Anthropic upstream. `max_tokens` is required there: when the
+/// client set none, [`DEFAULT_MAX_TOKENS`].
 pub fn render_request(req: &ChatRequest) -> Value {
     let mut messages: Vec<Value> = Vec::new();
+    // The canonical role of the last rendered turn.
+    let mut last_role = None;
     for m in &req.messages {
         let role = match m.role {
             Role::Assistant => "assistant",
             Role::User | Role::Tool => "user",
         };
         let content = blocks_json(&m.content);
-        // Anthropic wants alternating turns: merge a tool-result turn into an adjacent user turn.
+        // A turn with nothing in it is refused; leaving it out loses nothing.
+        if content.is_empty() {
+            continue;
+        }
+        // Tool results and the user's next words are one user turn here, results first.
+        // Two plain user turns stay two: Anthropic joins them itself, and keeping them
+        // apart lets them read back as they were.
+        let joins = last_role == Some(Role::Tool) && m.role != Role::Assistant;
+        last_role = Some(m.role);
         match messages.last_mut() {
-            Some(last) if last["role"] == role && role == "user" => {
+            Some(last) if joins => {
                 if let Some(list) = last["content"].as_array_mut() {
                     list.extend(content);
                 }
@@ -299,32 +377,27 @@ pub fn render_request(req: &ChatRequest) -> Value {
     }
     out.insert("messages".into(), Value::Array(messages));
     if !req.tools.is_empty() {
-        out.insert(
-            "tools".into(),
-            Value::Array(
-                req.tools
-                    .iter()
-                    .map(|t| {
-                        let mut v = json!({"name": t.name, "input_schema": t.parameters});
-                        if let Some(d) = &t.description {
-                            v["description"] = json!(d);
-                        }
-                        v
-                    })
-                    .collect(),
-            ),
-        );
+        let tools = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = json!({"name": t.name, "input_schema": t.parameters});
+                if let Some(d) = &t.description {
+                    v["description"] = json!(d);
+                }
+                v
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
     }
     if let Some(tc) = &req.tool_choice {
-        out.insert(
-            "tool_choice".into(),
-            match tc {
-                ToolChoice::Auto => json!({"type": "auto"}),
-                ToolChoice::None => json!({"type": "none"}),
-                ToolChoice::Required => json!({"type": "any"}),
-                ToolChoice::Tool(n) => json!({"type": "tool", "name": n}),
-            },
-        );
+        let v = match tc {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Required => json!({"type": "any"}),
+            ToolChoice::Tool(n) => json!({"type": "tool", "name": n}),
+        };
+        out.insert("tool_choice".into(), v);
     }
     if let Some(t) = req.temperature {
         out.insert("temperature".into(), json!(t));
@@ -344,13 +417,13 @@ pub fn render_request(req: &ChatRequest) -> Value {
     Value::Object(out)
 }
 
-fn finish_from(s: Option<&str>) -> FinishReason {
+fn finish_from(s: &str) -> FinishReason {
     match s {
-        Some("end_turn") | Some("stop_sequence") | None => FinishReason::Stop,
-        Some("max_tokens") => FinishReason::Length,
-        Some("tool_use") => FinishReason::ToolCalls,
-        Some("refusal") => FinishReason::ContentFilter,
-        Some(other) => FinishReason::Other(other.to_owned()),
+        "end_turn" | "stop_sequence" => FinishReason::Stop,
+        "max_tokens" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        other => FinishReason::Other(other.to_owned()),
     }
 }
 
@@ -364,64 +437,107 @@ fn stop_reason(f: &FinishReason) -> &str {
     }
 }
 
-/// Anthropic counts cache reads and writes apart from `input_tokens`; canonically every
-/// input token is counted, and cache reads are the cached part.
+/// Anthropic's usage as it reports it: uncached input, cache reads and cache writes apart.
+#[derive(Debug, Clone, Copy, Default)]
+struct WireUsage {
+    input: u64,
+    cache_read: u64,
+    cache_write: u64,
+    output: u64,
+}
+
+impl WireUsage {
+    /// Takes every count present in `v`; counts absent keep their value. Every count
+    /// Anthropic reports is cumulative, so a newer one replaces an older one.
+    fn update(&mut self, v: &Value) {
+        let take = |key: &str, slot: &mut u64| {
+            if let Some(n) = v[key].as_u64() {
+                *slot = n;
+            }
+        };
+        take("input_tokens", &mut self.input);
+        take("cache_read_input_tokens", &mut self.cache_read);
+        take("cache_creation_input_tokens", &mut self.cache_write);
+        take("output_tokens", &mut self.output);
+    }
+
+    /// Canonically every input token is counted, and cache reads are the cached part.
+    fn canonical(&self) -> Usage {
+        Usage {
+            input_tokens: self
+                .input
+                .saturating_add(self.cache_read)
+                .saturating_add(self.cache_write),
+            output_tokens: self.output,
+            cached_input_tokens: self.cache_read,
+        }
+    }
+}
+
 fn usage_from(v: &Value) -> Option<Usage> {
-    let base = v.get("input_tokens")?.as_u64()?;
-    let read = v["cache_read_input_tokens"].as_u64().unwrap_or(0);
-    let write = v["cache_creation_input_tokens"].as_u64().unwrap_or(0);
-    Some(Usage {
-        input_tokens: base + read + write,
-        output_tokens: v["output_tokens"].as_u64().unwrap_or(0),
-        cached_input_tokens: read,
-    })
+    v.get("input_tokens")?.as_u64()?;
+    let mut u = WireUsage::default();
+    u.update(v);
+    Some(u.canonical())
 }
 
 fn usage_json(u: &Usage) -> Value {
-    json!({"input_tokens": u.input_tokens - u.cached_input_tokens.min(u.input_tokens),
+    json!({"input_tokens": u.input_tokens.saturating_sub(u.cached_input_tokens),
            "cache_read_input_tokens": u.cached_input_tokens, "output_tokens": u.output_tokens})
 }
 
+fn upstream_error(v: &Value) -> LlmError {
+    LlmError::Upstream(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .to_owned(),
+    )
+}
+
+/// Parses an upstream's (non-streamed) answer. Blocks this crate cannot carry (thinking,
+/// server tools) are skipped.
 pub fn parse_response(body: &Value) -> Result<ChatResponse, LlmError> {
     if body["type"] == "error" {
-        return Err(field(
-            "error",
-            body["error"]["message"]
-                .as_str()
-                .unwrap_or("upstream error")
-                .to_owned(),
-        ));
+        return Err(upstream_error(body));
     }
     let content = blocks(
         body.get("content")
             .ok_or_else(|| field("content", "required array"))?,
         "content",
+        Mode::Response,
     )?;
     Ok(ChatResponse {
         id: body["id"].as_str().unwrap_or("msg").to_owned(),
         model: body["model"].as_str().unwrap_or_default().to_owned(),
         content,
-        finish: finish_from(body["stop_reason"].as_str()),
+        finish: body["stop_reason"]
+            .as_str()
+            .map_or(FinishReason::Stop, finish_from),
         usage: usage_from(&body["usage"]),
     })
 }
 
+/// Renders an answer for an Anthropic client. An answer without usage reports zeros,
+/// because the field is required.
 pub fn render_response(resp: &ChatResponse) -> Value {
     json!({"id": resp.id, "type": "message", "role": "assistant", "model": resp.model,
            "content": blocks_json(&resp.content), "stop_reason": stop_reason(&resp.finish), "stop_sequence": null,
            "usage": usage_json(&resp.usage.unwrap_or_default())})
 }
 
-/// Decodes Anthropic stream events; it keeps the input tokens of `message_start` and the
-/// mapping from content-block index to tool-call index.
+/// Decodes Anthropic stream events. It keeps the usage reported so far (input tokens come
+/// in `message_start`, cumulative output tokens in each `message_delta`) and the mapping
+/// from content-block index to tool-call index.
 #[derive(Default)]
 pub struct StreamDecoder {
-    input: Option<Usage>,
-    tool_index: std::collections::HashMap<u64, u32>,
+    usage: Option<WireUsage>,
+    tool_index: BTreeMap<u64, u32>,
     tools: u32,
 }
 
 impl StreamDecoder {
+    /// Decodes one SSE event: its `event:` name and its `data`.
     pub fn decode(&mut self, event: &str, data: &str) -> Result<Vec<StreamEvent>, LlmError> {
         if event == "ping" {
             return Ok(vec![]);
@@ -436,43 +552,64 @@ impl StreamDecoder {
                     id: m["id"].as_str().unwrap_or_default().to_owned(),
                     model: m["model"].as_str().unwrap_or_default().to_owned(),
                 });
-                if let Some(u) = usage_from(&m["usage"]) {
-                    self.input = Some(u);
-                    out.push(StreamEvent::Usage { usage: u });
+                if m["usage"].is_object() {
+                    let u = self.usage.get_or_insert_with(WireUsage::default);
+                    u.update(&m["usage"]);
+                    out.push(StreamEvent::Usage {
+                        usage: u.canonical(),
+                    });
                 }
             }
             "content_block_start" => {
                 let b = &v["content_block"];
-                if b["type"] == "tool_use" {
-                    let index = self.tools;
-                    self.tools += 1;
-                    self.tool_index
-                        .insert(v["index"].as_u64().unwrap_or(0), index);
-                    out.push(StreamEvent::ToolCallStart {
-                        index,
-                        id: b["id"].as_str().unwrap_or_default().to_owned(),
-                        name: b["name"].as_str().unwrap_or_default().to_owned(),
-                    });
-                } else if let Some(t) = b["text"].as_str().filter(|t| !t.is_empty()) {
-                    out.push(StreamEvent::TextDelta { text: t.to_owned() });
+                match b["type"].as_str() {
+                    Some("tool_use") => {
+                        let index = self.tools;
+                        self.tools = self.tools.saturating_add(1);
+                        self.tool_index
+                            .insert(v["index"].as_u64().unwrap_or(0), index);
+                        out.push(StreamEvent::ToolCallStart {
+                            index,
+                            id: b["id"].as_str().unwrap_or_default().to_owned(),
+                            name: b["name"].as_str().unwrap_or_default().to_owned(),
+                        });
+                        // Anthropic starts with `{}` and streams the input; a start that
+                        // already carries it must not lose it.
+                        if let Some(input) = b["input"].as_object().filter(|o| !o.is_empty()) {
+                            out.push(StreamEvent::ToolCallDelta {
+                                index,
+                                arguments: Value::Object(input.clone()).to_string(),
+                            });
+                        }
+                    }
+                    Some("text") => {
+                        if let Some(t) = b["text"].as_str().filter(|t| !t.is_empty()) {
+                            out.push(StreamEvent::TextDelta { text: t.to_owned() });
+                        }
+                    }
+                    // Thinking and server-tool blocks have no canonical counterpart.
+                    _ => {}
                 }
             }
             "content_block_delta" => {
                 let d = &v["delta"];
                 match d["type"].as_str() {
-                    Some("text_delta") => out.push(StreamEvent::TextDelta {
-                        text: d["text"].as_str().unwrap_or_default().to_owned(),
-                    }),
+                    Some("text_delta") => {
+                        if let Some(t) = d["text"].as_str().filter(|t| !t.is_empty()) {
+                            out.push(StreamEvent::TextDelta { text: t.to_owned() });
+                        }
+                    }
                     Some("input_json_delta") => {
-                        let index = self
-                            .tool_index
-                            .get(&v["index"].as_u64().unwrap_or(0))
-                            .copied()
-                            .unwrap_or(0);
-                        out.push(StreamEvent::ToolCallDelta {
-                            index,
-                            arguments: d["partial_json"].as_str().unwrap_or_default().to_owned(),
-                        });
+                        // A delta of a block that was not a tool call (a server tool's
+                        // input) is not the client's to see.
+                        if let Some(index) = self.tool_index.get(&v["index"].as_u64().unwrap_or(0))
+                            && let Some(j) = d["partial_json"].as_str().filter(|j| !j.is_empty())
+                        {
+                            out.push(StreamEvent::ToolCallDelta {
+                                index: *index,
+                                arguments: j.to_owned(),
+                            });
+                        }
                     }
                     _ => {}
                 }
@@ -480,35 +617,32 @@ impl StreamDecoder {
             "message_delta" => {
                 if let Some(r) = v["delta"]["stop_reason"].as_str() {
                     out.push(StreamEvent::Finish {
-                        reason: finish_from(Some(r)),
+                        reason: finish_from(r),
                     });
                 }
-                // Output tokens here are the running total, not an increment.
-                if let Some(output) = v["usage"]["output_tokens"].as_u64() {
-                    let mut u = self.input.unwrap_or_default();
-                    if let Some(newer) = usage_from(&v["usage"]) {
-                        u.input_tokens = newer.input_tokens.max(u.input_tokens);
-                        u.cached_input_tokens =
-                            newer.cached_input_tokens.max(u.cached_input_tokens);
-                    }
-                    u.output_tokens = output;
-                    self.input = Some(u);
-                    out.push(StreamEvent::Usage { usage: u });
+                // Output tokens here are the running total, not an increment: replace.
+                if v["usage"].is_object() {
+                    let u = self.usage.get_or_insert_with(WireUsage::default);
+                    u.update(&v["usage"]);
+                    out.push(StreamEvent::Usage {
+                        usage: u.canonical(),
+                    });
                 }
             }
-            "error" => {
-                return Err(field(
-                    "error",
-                    v["error"]["message"]
-                        .as_str()
-                        .unwrap_or("upstream error in stream")
-                        .to_owned(),
-                ));
-            }
+            "error" => return Err(upstream_error(&v)),
+            // `content_block_stop`, `message_stop`, `ping` and event types added later
+            // (Anthropic's versioning policy says to ignore unknown ones).
             _ => {}
         }
         Ok(out)
     }
+}
+
+/// The content block the encoder has open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Text(u32),
+    Tool(u32),
 }
 
 /// Turns canonical stream events into Anthropic SSE frames.
@@ -516,11 +650,13 @@ pub struct StreamEncoder {
     id: String,
     model: String,
     started: bool,
-    /// The open content block: its index and whether it is text.
-    open: Option<(u32, bool)>,
+    open: Option<Open>,
     next_block: u32,
+    /// Tool-call index → its content-block index.
+    tool_blocks: BTreeMap<u32, u32>,
     finish: Option<FinishReason>,
     usage: Usage,
+    closed: bool,
 }
 
 fn frame(event: &str, data: Value) -> String {
@@ -528,8 +664,9 @@ fn frame(event: &str, data: Value) -> String {
 }
 
 impl StreamEncoder {
-    /// `input_estimate` fills `message_start` when the upstream reports input tokens
-    /// only at the end (OpenAI); the final `message_delta` carries the real numbers.
+    /// `input_estimate` fills `message_start` when the upstream has reported no input
+    /// tokens by the first content (OpenAI reports them at the end); the final
+    /// `message_delta` carries the real numbers.
     pub fn new(id: impl Into<String>, model: impl Into<String>, input_estimate: u64) -> Self {
         StreamEncoder {
             id: id.into(),
@@ -537,14 +674,18 @@ impl StreamEncoder {
             started: false,
             open: None,
             next_block: 0,
+            tool_blocks: BTreeMap::new(),
             finish: None,
             usage: Usage {
                 input_tokens: input_estimate,
                 ..Usage::default()
             },
+            closed: false,
         }
     }
 
+    /// `message_start` waits for the first content rather than the upstream's start, so
+    /// that an Anthropic upstream's input usage (which follows its start) is in it.
     fn start(&mut self, out: &mut Vec<String>) {
         if !self.started {
             self.started = true;
@@ -552,13 +693,13 @@ impl StreamEncoder {
                 "message_start",
                 json!({"type": "message_start", "message": {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
                        "content": [], "stop_reason": null, "stop_sequence": null,
-                       "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": 0}}}),
+                       "usage": usage_json(&self.usage)}}),
             ));
         }
     }
 
     fn close(&mut self, out: &mut Vec<String>) {
-        if let Some((index, _)) = self.open.take() {
+        if let Some(Open::Text(index) | Open::Tool(index)) = self.open.take() {
             out.push(frame(
                 "content_block_stop",
                 json!({"type": "content_block_stop", "index": index}),
@@ -566,53 +707,94 @@ impl StreamEncoder {
         }
     }
 
+    fn open_block(&mut self, out: &mut Vec<String>, block: Value) -> u32 {
+        self.start(out);
+        self.close(out);
+        let index = self.next_block;
+        self.next_block = self.next_block.saturating_add(1);
+        out.push(frame(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
+        index
+    }
+
+    fn start_tool(&mut self, out: &mut Vec<String>, tool: u32, id: &str, name: &str) -> u32 {
+        let block = self.open_block(
+            out,
+            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+        );
+        self.open = Some(Open::Tool(block));
+        self.tool_blocks.insert(tool, block);
+        block
+    }
+
+    /// The frames for one event (none for usage and the finish reason, which are held
+    /// for `message_delta`).
     pub fn encode(&mut self, event: &StreamEvent) -> Vec<String> {
         let mut out = Vec::new();
+        if self.closed {
+            return out;
+        }
         match event {
-            StreamEvent::Start { .. } => self.start(&mut out),
+            StreamEvent::Start { .. } => {}
             StreamEvent::TextDelta { text } => {
-                self.start(&mut out);
-                if !matches!(self.open, Some((_, true))) {
-                    self.close(&mut out);
-                    let index = self.next_block;
-                    self.next_block += 1;
-                    self.open = Some((index, true));
-                    out.push(frame("content_block_start", json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})));
+                if text.is_empty() {
+                    return out;
                 }
-                let index = self.open.map_or(0, |o| o.0);
+                let index = match self.open {
+                    Some(Open::Text(index)) => index,
+                    _ => {
+                        let index = self.open_block(&mut out, json!({"type": "text", "text": ""}));
+                        self.open = Some(Open::Text(index));
+                        index
+                    }
+                };
                 out.push(frame("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})));
             }
-            StreamEvent::ToolCallStart { id, name, .. } => {
-                self.start(&mut out);
-                self.close(&mut out);
-                let index = self.next_block;
-                self.next_block += 1;
-                self.open = Some((index, false));
-                out.push(frame(
-                    "content_block_start",
-                    json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
-                ));
+            StreamEvent::ToolCallStart { index, id, name } => {
+                // A repeated start of the same call (some OpenAI-compatible servers
+                // repeat the name) must not open a second block.
+                if !self.tool_blocks.contains_key(index) {
+                    self.start_tool(&mut out, *index, id, name);
+                }
             }
-            StreamEvent::ToolCallDelta { arguments, .. } => {
-                self.start(&mut out);
-                let index = self.open.map_or(0, |o| o.0);
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                if arguments.is_empty() {
+                    return out;
+                }
+                // Arguments whose start was never seen still need a block to live in. A
+                // call whose block was closed by later content keeps its block index:
+                // clients gather a call's input by that index.
+                let block = match self.tool_blocks.get(index) {
+                    Some(b) => *b,
+                    None => self.start_tool(&mut out, *index, &format!("toolu_{index}"), ""),
+                };
                 out.push(frame(
                     "content_block_delta",
-                    json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                    json!({"type": "content_block_delta", "index": block, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
                 ));
             }
-            StreamEvent::Finish { reason } => self.finish = Some(reason.clone()),
+            StreamEvent::Finish { reason } => {
+                if self.finish.is_none() {
+                    self.finish = Some(reason.clone());
+                }
+            }
             StreamEvent::Usage { usage } => self.usage = *usage,
         }
         out
     }
 
     /// The closing frames: block stop, `message_delta` with the stop reason and the final
-    /// usage, `message_stop`.
+    /// usage, `message_stop`. A second call writes nothing.
     pub fn finish(&mut self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.closed {
+            return out;
+        }
         self.start(&mut out);
         self.close(&mut out);
+        self.closed = true;
         let reason = self.finish.clone().unwrap_or(FinishReason::Stop);
         out.push(frame(
             "message_delta",
