@@ -6,7 +6,7 @@
 //! - no `Part::Text` is empty (an empty text carries nothing, and Anthropic refuses it);
 //! - `Usage::input_tokens` counts every input token, cached ones included.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One chat call, as a client asked for it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -32,7 +32,7 @@ pub struct ChatRequest {
     pub user: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
@@ -41,7 +41,7 @@ pub enum Role {
     Tool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: Vec<Part>,
@@ -71,7 +71,7 @@ fn text_of(parts: &[Part]) -> String {
         .collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Part {
     Text(String),

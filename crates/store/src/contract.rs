@@ -67,6 +67,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     usage(store.as_ref()).await;
     agents(store.as_ref()).await;
     runs(store.as_ref()).await;
+    run_queue(store.as_ref()).await;
+    approvals(store.as_ref()).await;
 }
 
 pub async fn runs(store: &dyn Store) {
@@ -92,6 +94,9 @@ pub async fn runs(store: &dyn Store) {
         usage: "{}".into(),
         created_at_ms: now_ms(),
         finished_at_ms: None,
+        request: None,
+        checkpoint: None,
+        lease_until_ms: Some(now_ms() + 60_000),
     };
     store.insert_run(&a, &run).await.unwrap();
     run.status = "succeeded".into();
@@ -155,6 +160,292 @@ pub async fn runs(store: &dyn Store) {
     );
     assert!(!store.delete_thread(&b, "thr_1").await.unwrap());
     assert!(store.delete_thread(&a, "thr_1").await.unwrap());
+}
+
+fn queued_run(id: &str) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        agent: "bot".into(),
+        version: 1,
+        thread_id: None,
+        key_id: Some("key_1".into()),
+        status: "queued".into(),
+        output: None,
+        error: None,
+        usage: "{}".into(),
+        created_at_ms: now_ms(),
+        finished_at_ms: None,
+        request: Some("{\"input\":[]}".into()),
+        checkpoint: None,
+        lease_until_ms: None,
+    }
+}
+
+/// Queued runs are claimed once, leases expire into `failed`, cancels win over finishes.
+pub async fn run_queue(store: &dyn Store) {
+    let a = new_tenant(store, "queue-a").await;
+    let b = new_tenant(store, "queue-b").await;
+    store.insert_run(&a, &queued_run("run_q1")).await.unwrap();
+    store.insert_run(&a, &queued_run("run_q2")).await.unwrap();
+    let queued = store.queued_runs(&a, 10).await.unwrap();
+    assert_eq!(
+        queued.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["run_q1", "run_q2"]
+    );
+    assert_eq!(queued[0].request.as_deref(), Some("{\"input\":[]}"));
+    assert!(store.queued_runs(&b, 10).await.unwrap().is_empty());
+    // Another tenant cannot claim it; the first claim wins, the second gets nothing.
+    assert!(
+        store
+            .claim_run(&b, "run_q1", now_ms() + 1000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let claimed = store
+        .claim_run(&a, "run_q1", now_ms() + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.status, "running");
+    assert!(
+        store
+            .claim_run(&a, "run_q1", now_ms() + 1000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A lease in the past: the sweeper fails the run as interrupted; a live lease is kept.
+    let q2 = store
+        .claim_run(&a, "run_q2", now_ms() - 1)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .renew_lease(&a, "run_q1", now_ms() + 60_000, "{\"llm_calls\":1}")
+        .await
+        .unwrap();
+    let err = "{\"code\":\"interrupted\"}";
+    assert!(
+        store
+            .fail_expired_leases(&b, now_ms(), err)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.fail_expired_leases(&a, now_ms(), err).await.unwrap(),
+        [q2.id.clone()]
+    );
+    let failed = store.get_run(&a, "run_q2").await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status.as_str(), failed.error.as_deref()),
+        ("failed", Some(err))
+    );
+    let live = store.get_run(&a, "run_q1").await.unwrap().unwrap();
+    assert_eq!(
+        (live.status.as_str(), live.usage.as_str()),
+        ("running", "{\"llm_calls\":1}")
+    );
+    // Cancel: B cannot; A can once; a finish afterwards keeps `cancelled`.
+    let audit_entry = NewEntry::new("key_1", "run.cancel", "run_q1", json!({}));
+    assert!(
+        store
+            .cancel_run(&b, "run_q1", &audit_entry)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (cancelled, changed) = store
+        .cancel_run(&a, "run_q1", &audit_entry)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(changed);
+    assert_eq!(cancelled.status, "cancelled");
+    assert!(cancelled.finished_at_ms.is_some());
+    let (_, again) = store
+        .cancel_run(&a, "run_q1", &audit_entry)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!again, "a second cancel changes nothing");
+    let mut finished = live.clone();
+    finished.status = "succeeded".into();
+    finished.output = Some("late".into());
+    finished.finished_at_ms = Some(now_ms());
+    let steps = [RunStep {
+        seq: 1,
+        kind: "llm_call".into(),
+        at_ms: now_ms(),
+        data: "{}".into(),
+    }];
+    assert_eq!(
+        store.finish_run(&a, &finished, &steps, &[]).await.unwrap(),
+        "cancelled"
+    );
+    assert_eq!(
+        store.get_run(&a, "run_q1").await.unwrap().unwrap().status,
+        "cancelled"
+    );
+    assert_eq!(
+        store.run_steps(&a, "run_q1").await.unwrap().len(),
+        1,
+        "its steps are kept"
+    );
+    // A finished run cannot be cancelled.
+    assert!(
+        !store
+            .cancel_run(&a, "run_q2", &audit_entry)
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+    );
+}
+
+fn approval(id: &str, run: &str, expires_at_ms: i64) -> ApprovalRecord {
+    ApprovalRecord {
+        id: id.into(),
+        run_id: run.into(),
+        agent: "bot".into(),
+        tool: "crm__refund".into(),
+        call_id: format!("call_{id}"),
+        arguments: "{}".into(),
+        key_id: Some("key_1".into()),
+        status: "pending".into(),
+        reason: None,
+        decided_by: None,
+        created_at_ms: now_ms(),
+        expires_at_ms,
+        decided_at_ms: None,
+    }
+}
+
+/// A paused run waits for all its approvals, then is queued again; expiry and cancel.
+pub async fn approvals(store: &dyn Store) {
+    let a = new_tenant(store, "approvals-a").await;
+    let b = new_tenant(store, "approvals-b").await;
+    store.insert_run(&a, &queued_run("run_p")).await.unwrap();
+    let mut run = store
+        .claim_run(&a, "run_p", now_ms() + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    run.checkpoint = Some("{\"step\":1}".into());
+    run.usage = "{\"llm_calls\":1}".into();
+    let steps = [RunStep {
+        seq: 1,
+        kind: "approval".into(),
+        at_ms: now_ms(),
+        data: "{}".into(),
+    }];
+    let two = [
+        approval("apr_1", "run_p", now_ms() + 60_000),
+        approval("apr_2", "run_p", now_ms() - 1),
+    ];
+    assert!(store.pause_run(&a, &run, &steps, &two).await.unwrap());
+    let paused = store.get_run(&a, "run_p").await.unwrap().unwrap();
+    assert_eq!(paused.status, "waiting_approval");
+    assert_eq!(paused.checkpoint.as_deref(), Some("{\"step\":1}"));
+    // Pausing again is refused: the run is not running any more.
+    assert!(!store.pause_run(&a, &run, &[], &[]).await.unwrap());
+    let pending = ApprovalFilter {
+        status: Some("pending".into()),
+        ..Default::default()
+    };
+    let listed = store
+        .list_approvals(&a, &pending, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 2);
+    assert!(
+        store
+            .list_approvals(&b, &pending, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(store.get_approval(&b, "apr_1").await.unwrap().is_none());
+    let expired = store.expired_approvals(&a, now_ms()).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        ["apr_2"]
+    );
+    let entry = NewEntry::new("key_1", "approval.approve", "apr_1", json!({}));
+    assert!(
+        store
+            .decide_approval(&b, "apr_1", "approved", None, "key_1", &entry)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let decided = store
+        .decide_approval(&a, "apr_1", "approved", Some("fine"), "key_1", &entry)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (decided.status.as_str(), decided.reason.as_deref()),
+        ("approved", Some("fine"))
+    );
+    assert!(
+        store
+            .decide_approval(&a, "apr_1", "denied", None, "key_1", &entry)
+            .await
+            .unwrap()
+            .is_none(),
+        "decided once"
+    );
+    assert_eq!(
+        store.get_run(&a, "run_p").await.unwrap().unwrap().status,
+        "waiting_approval",
+        "one approval still pending"
+    );
+    store
+        .decide_approval(&a, "apr_2", "expired", None, "system", &entry)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.get_run(&a, "run_p").await.unwrap().unwrap().status,
+        "queued",
+        "resumable"
+    );
+    // Cancelling a waiting run cancels its pending approvals.
+    store.insert_run(&a, &queued_run("run_c")).await.unwrap();
+    let run_c = store
+        .claim_run(&a, "run_c", now_ms() + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .pause_run(
+                &a,
+                &run_c,
+                &[],
+                &[approval("apr_3", "run_c", now_ms() + 60_000)]
+            )
+            .await
+            .unwrap()
+    );
+    let cancel = NewEntry::new("key_1", "run.cancel", "run_c", json!({}));
+    store
+        .cancel_run(&a, "run_c", &cancel)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .get_approval(&a, "apr_3")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "cancelled"
+    );
 }
 
 fn new_version<'a>(agent: &'a str, digest: &'a str, promote: bool) -> NewVersion<'a> {

@@ -178,15 +178,85 @@ pub trait RunStore: Send + Sync {
     async fn get_thread(&self, scope: &TenantScope, id: &str) -> Result<Option<ThreadRecord>>;
     async fn delete_thread(&self, scope: &TenantScope, id: &str) -> Result<bool>;
     async fn insert_run(&self, scope: &TenantScope, run: &RunRecord) -> Result<()>;
+    /// Takes a queued run for execution (status `running`, leased until `lease_until_ms`);
+    /// `None` when it is not queued (another worker took it, or it was cancelled).
+    async fn claim_run(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        lease_until_ms: i64,
+    ) -> Result<Option<RunRecord>>;
+    /// Extends the lease of a running run and records its usage so far.
+    async fn renew_lease(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        lease_until_ms: i64,
+        usage: &str,
+    ) -> Result<()>;
     /// Writes a run's final state, its steps and the thread's new messages in one
-    /// transaction.
+    /// transaction. A run cancelled meanwhile stays `cancelled` (its steps and usage are
+    /// still written); the answer is the status stored.
     async fn finish_run(
         &self,
         scope: &TenantScope,
         run: &RunRecord,
         steps: &[RunStep],
         thread_messages: &[String],
-    ) -> Result<()>;
+    ) -> Result<String>;
+    /// Pauses a running run for approval: its checkpoint, usage, steps so far and the
+    /// approvals it waits for, in one transaction. `false` when the run is no longer
+    /// running (cancelled meanwhile): nothing is written then.
+    async fn pause_run(
+        &self,
+        scope: &TenantScope,
+        run: &RunRecord,
+        steps: &[RunStep],
+        approvals: &[ApprovalRecord],
+    ) -> Result<bool>;
+    /// Cancels a run that has not finished (its pending approvals too). Answers the run as
+    /// stored afterwards and whether this call changed it; `None` when there is no such run.
+    async fn cancel_run(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        audit: &NewEntry,
+    ) -> Result<Option<(RunRecord, bool)>>;
+    /// Queued runs, oldest first.
+    async fn queued_runs(&self, scope: &TenantScope, limit: i64) -> Result<Vec<RunRecord>>;
+    /// Marks every running run whose lease ended before `now_ms` as failed with `error`
+    /// (JSON); answers their ids.
+    async fn fail_expired_leases(
+        &self,
+        scope: &TenantScope,
+        now_ms: i64,
+        error: &str,
+    ) -> Result<Vec<String>>;
+    async fn get_approval(&self, scope: &TenantScope, id: &str) -> Result<Option<ApprovalRecord>>;
+    async fn list_approvals(
+        &self,
+        scope: &TenantScope,
+        filter: &ApprovalFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRecord>>;
+    /// Records a decision (`approved`, `denied` or `expired`) on a pending approval with its
+    /// audit entry; when the run waits for nothing else it is queued again to resume. `None`
+    /// when the approval is not pending.
+    async fn decide_approval(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        status: &str,
+        reason: Option<&str>,
+        decided_by: &str,
+        audit: &NewEntry,
+    ) -> Result<Option<ApprovalRecord>>;
+    /// Pending approvals whose time ran out before `now_ms`.
+    async fn expired_approvals(
+        &self,
+        scope: &TenantScope,
+        now_ms: i64,
+    ) -> Result<Vec<ApprovalRecord>>;
     async fn get_run(&self, scope: &TenantScope, id: &str) -> Result<Option<RunRecord>>;
     async fn list_runs(
         &self,

@@ -311,6 +311,49 @@ pub struct RunRecord {
     pub usage: String,
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,
+    /// What a queued run was asked (JSON), so a worker (on any node, after any restart)
+    /// can execute it.
+    pub request: Option<String>,
+    /// Where a run paused for approval stands (JSON), so it resumes from there.
+    pub checkpoint: Option<String>,
+    /// A running run whose lease has passed belongs to a process that died.
+    pub lease_until_ms: Option<i64>,
+}
+
+impl RunRecord {
+    /// Finished for good: nothing will change it again.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+}
+
+/// A tool call that waits for (or was given) a human decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub run_id: String,
+    pub agent: String,
+    pub tool: String,
+    /// The model's id of the call this approval gates.
+    pub call_id: String,
+    /// The call's arguments (JSON text), shown to the reviewer.
+    pub arguments: String,
+    /// The key that started the run (an invoker may decide its own runs' approvals).
+    pub key_id: Option<String>,
+    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub decided_by: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApprovalFilter {
+    pub status: Option<String>,
+    pub agent: Option<String>,
+    pub run_id: Option<String>,
 }
 
 /// One recorded step of a run (`llm_call`, `tool_call`, `log`, `error`).

@@ -205,6 +205,7 @@ macro_rules! impl_store {
                 let mut tx = self.begin(TxKind::OperatorOn(scope.tenant_str()), true).await?;
                 // Children first, explicitly, so nothing depends on cascade behaviour.
                 for table in [
+                    "approvals",
                     "run_steps",
                     "runs",
                     "thread_messages",
@@ -987,7 +988,8 @@ macro_rules! impl_store {
             }
         }
 
-        const RUN_COLS: &str = "id, agent, version, thread_id, key_id, status, output, error, usage, created_at, finished_at";
+        const RUN_COLS: &str = "id, agent, version, thread_id, key_id, status, output, error, usage, created_at, finished_at, request, checkpoint, lease_until";
+        const APPROVAL_COLS: &str = "id, run_id, agent, tool, call_id, arguments, key_id, status, reason, decided_by, created_at, expires_at, decided_at";
 
         fn run_from_row(r: &<$db as sqlx::Database>::Row) -> Result<RunRecord> {
             Ok(RunRecord {
@@ -1002,7 +1004,52 @@ macro_rules! impl_store {
                 usage: r.try_get("usage")?,
                 created_at_ms: r.try_get("created_at")?,
                 finished_at_ms: r.try_get("finished_at")?,
+                request: r.try_get("request")?,
+                checkpoint: r.try_get("checkpoint")?,
+                lease_until_ms: r.try_get("lease_until")?,
             })
+        }
+
+        fn approval_from_row(r: &<$db as sqlx::Database>::Row) -> Result<ApprovalRecord> {
+            Ok(ApprovalRecord {
+                id: r.try_get("id")?,
+                run_id: r.try_get("run_id")?,
+                agent: r.try_get("agent")?,
+                tool: r.try_get("tool")?,
+                call_id: r.try_get("call_id")?,
+                arguments: r.try_get("arguments")?,
+                key_id: r.try_get("key_id")?,
+                status: r.try_get("status")?,
+                reason: r.try_get("reason")?,
+                decided_by: r.try_get("decided_by")?,
+                created_at_ms: r.try_get("created_at")?,
+                expires_at_ms: r.try_get("expires_at")?,
+                decided_at_ms: r.try_get("decided_at")?,
+            })
+        }
+
+        async fn insert_steps(tx: &mut Tx, tenant: &str, run_id: &str, steps: &[RunStep]) -> Result<()> {
+            for s in steps {
+                sqlx::query("INSERT INTO run_steps (tenant_id, run_id, seq, kind, at, data) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(tenant)
+                    .bind(run_id)
+                    .bind(s.seq)
+                    .bind(&s.kind)
+                    .bind(s.at_ms)
+                    .bind(&s.data)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
+        }
+
+        async fn fetch_run(tx: &mut Tx, tenant: &str, id: &str) -> Result<Option<RunRecord>> {
+            let row = sqlx::query(&format!("SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND id = $2"))
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            row.as_ref().map(run_from_row).transpose()
         }
 
         #[async_trait]
@@ -1066,7 +1113,7 @@ macro_rules! impl_store {
 
             async fn insert_run(&self, scope: &TenantScope, r: &RunRecord) -> Result<()> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
-                sqlx::query(&format!("INSERT INTO runs (tenant_id, {RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+                sqlx::query(&format!("INSERT INTO runs (tenant_id, {RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"))
                     .bind(scope.tenant_str())
                     .bind(&r.id)
                     .bind(&r.agent)
@@ -1079,16 +1126,52 @@ macro_rules! impl_store {
                     .bind(&r.usage)
                     .bind(r.created_at_ms)
                     .bind(r.finished_at_ms)
+                    .bind(r.request.as_deref())
+                    .bind(r.checkpoint.as_deref())
+                    .bind(r.lease_until_ms)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
                 Ok(())
             }
 
-            async fn finish_run(&self, scope: &TenantScope, r: &RunRecord, steps: &[RunStep], thread_messages: &[String]) -> Result<()> {
+            async fn claim_run(&self, scope: &TenantScope, id: &str, lease_until_ms: i64) -> Result<Option<RunRecord>> {
                 let tenant = scope.tenant_str();
                 let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
-                sqlx::query("UPDATE runs SET status = $1, output = $2, error = $3, usage = $4, finished_at = $5 WHERE tenant_id = $6 AND id = $7")
+                let done = sqlx::query("UPDATE runs SET status = 'running', lease_until = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'queued'")
+                    .bind(lease_until_ms)
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let run = if done.rows_affected() == 1 { fetch_run(&mut tx, tenant, id).await? } else { None };
+                tx.commit().await?;
+                Ok(run)
+            }
+
+            async fn renew_lease(&self, scope: &TenantScope, id: &str, lease_until_ms: i64, usage: &str) -> Result<()> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                sqlx::query("UPDATE runs SET lease_until = $1, usage = $2 WHERE tenant_id = $3 AND id = $4 AND status = 'running'")
+                    .bind(lease_until_ms)
+                    .bind(usage)
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn finish_run(&self, scope: &TenantScope, r: &RunRecord, steps: &[RunStep], thread_messages: &[String]) -> Result<String> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                // A cancel that landed while the run was finishing wins: the caller asked
+                // for it, and was told so.
+                sqlx::query("UPDATE runs SET status = CASE WHEN status = 'cancelled' THEN status ELSE $1 END, \
+                             output = $2, error = CASE WHEN status = 'cancelled' THEN error ELSE $3 END, usage = $4, \
+                             finished_at = COALESCE(finished_at, $5), checkpoint = NULL, lease_until = NULL \
+                             WHERE tenant_id = $6 AND id = $7")
                     .bind(&r.status)
                     .bind(r.output.as_deref())
                     .bind(r.error.as_deref())
@@ -1098,17 +1181,7 @@ macro_rules! impl_store {
                     .bind(&r.id)
                     .execute(&mut *tx)
                     .await?;
-                for s in steps {
-                    sqlx::query("INSERT INTO run_steps (tenant_id, run_id, seq, kind, at, data) VALUES ($1, $2, $3, $4, $5, $6)")
-                        .bind(tenant)
-                        .bind(&r.id)
-                        .bind(s.seq)
-                        .bind(&s.kind)
-                        .bind(s.at_ms)
-                        .bind(&s.data)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                insert_steps(&mut tx, tenant, &r.id, steps).await?;
                 if let Some(thread) = &r.thread_id {
                     let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM thread_messages WHERE tenant_id = $1 AND thread_id = $2")
                         .bind(tenant)
@@ -1128,19 +1201,202 @@ macro_rules! impl_store {
                             .await?;
                     }
                 }
+                let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant)
+                    .bind(&r.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(status)
             }
 
-            async fn get_run(&self, scope: &TenantScope, id: &str) -> Result<Option<RunRecord>> {
+            async fn pause_run(&self, scope: &TenantScope, r: &RunRecord, steps: &[RunStep], approvals: &[ApprovalRecord]) -> Result<bool> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                let done = sqlx::query("UPDATE runs SET status = 'waiting_approval', checkpoint = $1, usage = $2, lease_until = NULL \
+                                        WHERE tenant_id = $3 AND id = $4 AND status = 'running'")
+                    .bind(r.checkpoint.as_deref())
+                    .bind(&r.usage)
+                    .bind(tenant)
+                    .bind(&r.id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                insert_steps(&mut tx, tenant, &r.id, steps).await?;
+                for a in approvals {
+                    sqlx::query(&format!("INSERT INTO approvals (tenant_id, {APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
+                        .bind(tenant)
+                        .bind(&a.id)
+                        .bind(&a.run_id)
+                        .bind(&a.agent)
+                        .bind(&a.tool)
+                        .bind(&a.call_id)
+                        .bind(&a.arguments)
+                        .bind(a.key_id.as_deref())
+                        .bind(&a.status)
+                        .bind(a.reason.as_deref())
+                        .bind(a.decided_by.as_deref())
+                        .bind(a.created_at_ms)
+                        .bind(a.expires_at_ms)
+                        .bind(a.decided_at_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn cancel_run(&self, scope: &TenantScope, id: &str, audit: &NewEntry) -> Result<Option<(RunRecord, bool)>> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                let error = serde_json::json!({"type": "cancelled", "code": "cancelled", "message": "the run was cancelled"}).to_string();
+                let done = sqlx::query("UPDATE runs SET status = 'cancelled', error = $1, finished_at = $2, checkpoint = NULL, lease_until = NULL \
+                                        WHERE tenant_id = $3 AND id = $4 AND status IN ('queued', 'running', 'waiting_approval')")
+                    .bind(&error)
+                    .bind(now_ms())
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let changed = done.rows_affected() == 1;
+                if changed {
+                    sqlx::query("UPDATE approvals SET status = 'cancelled', decided_at = $1 WHERE tenant_id = $2 AND run_id = $3 AND status = 'pending'")
+                        .bind(now_ms())
+                        .bind(tenant)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    append_in_tx(&mut tx, tenant, audit).await?;
+                }
+                let run = fetch_run(&mut tx, tenant, id).await?;
+                tx.commit().await?;
+                Ok(run.map(|r| (r, changed)))
+            }
+
+            async fn queued_runs(&self, scope: &TenantScope, limit: i64) -> Result<Vec<RunRecord>> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
-                let row = sqlx::query(&format!("SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND id = $2"))
+                let rows = sqlx::query(&format!("SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND status = 'queued' ORDER BY created_at, id LIMIT $2"))
+                    .bind(scope.tenant_str())
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows.iter().map(run_from_row).collect()
+            }
+
+            async fn fail_expired_leases(&self, scope: &TenantScope, now: i64, error: &str) -> Result<Vec<String>> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE runs SET status = 'failed', error = $1, finished_at = $2, lease_until = NULL, checkpoint = NULL \
+                     WHERE tenant_id = $3 AND status = 'running' AND (lease_until IS NULL OR lease_until < $2) RETURNING id",
+                )
+                .bind(error)
+                .bind(now)
+                .bind(tenant)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(ids)
+            }
+
+            async fn get_approval(&self, scope: &TenantScope, id: &str) -> Result<Option<ApprovalRecord>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let row = sqlx::query(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
                     .bind(scope.tenant_str())
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                row.as_ref().map(run_from_row).transpose()
+                row.as_ref().map(approval_from_row).transpose()
+            }
+
+            async fn list_approvals(&self, scope: &TenantScope, f: &ApprovalFilter, page: &PageRequest) -> Result<Page<ApprovalRecord>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                // Newest first; the cursor is "<created_at>:<id>" of the last one seen.
+                let (c_at, c_id) = page
+                    .cursor
+                    .as_deref()
+                    .and_then(|c| c.split_once(':'))
+                    .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+                    .unwrap_or((i64::MAX, String::new()));
+                let rows = sqlx::query(&format!(
+                    "SELECT {APPROVAL_COLS} FROM approvals WHERE tenant_id = $1 \
+                     AND ($2 = '' OR status = $2) AND ($3 = '' OR agent = $3) AND ($4 = '' OR run_id = $4) \
+                     AND (created_at < $5 OR (created_at = $5 AND id < $6)) \
+                     ORDER BY created_at DESC, id DESC LIMIT $7"
+                ))
+                .bind(scope.tenant_str())
+                .bind(f.status.as_deref().unwrap_or(""))
+                .bind(f.agent.as_deref().unwrap_or(""))
+                .bind(f.run_id.as_deref().unwrap_or(""))
+                .bind(c_at)
+                .bind(if c_at == i64::MAX { "\u{10FFFF}".to_owned() } else { c_id })
+                .bind(limit_plus_one(page))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let items = rows.iter().map(approval_from_row).collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_rows(items, page.limit, |a| format!("{}:{}", a.created_at_ms, a.id)))
+            }
+
+            async fn decide_approval(&self, scope: &TenantScope, id: &str, status: &str, reason: Option<&str>, decided_by: &str, audit: &NewEntry) -> Result<Option<ApprovalRecord>> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                let done = sqlx::query("UPDATE approvals SET status = $1, reason = $2, decided_by = $3, decided_at = $4 \
+                                        WHERE tenant_id = $5 AND id = $6 AND status = 'pending'")
+                    .bind(status)
+                    .bind(reason)
+                    .bind(decided_by)
+                    .bind(now_ms())
+                    .bind(tenant)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                let row = sqlx::query(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
+                    .bind(tenant)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let approval = approval_from_row(&row)?;
+                let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE tenant_id = $1 AND run_id = $2 AND status = 'pending'")
+                    .bind(tenant)
+                    .bind(&approval.run_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if pending == 0 {
+                    sqlx::query("UPDATE runs SET status = 'queued' WHERE tenant_id = $1 AND id = $2 AND status = 'waiting_approval'")
+                        .bind(tenant)
+                        .bind(&approval.run_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                append_in_tx(&mut tx, tenant, audit).await?;
+                tx.commit().await?;
+                Ok(Some(approval))
+            }
+
+            async fn expired_approvals(&self, scope: &TenantScope, now: i64) -> Result<Vec<ApprovalRecord>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let rows = sqlx::query(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE tenant_id = $1 AND status = 'pending' AND expires_at < $2 ORDER BY expires_at"))
+                    .bind(scope.tenant_str())
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows.iter().map(approval_from_row).collect()
+            }
+
+            async fn get_run(&self, scope: &TenantScope, id: &str) -> Result<Option<RunRecord>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let run = fetch_run(&mut tx, scope.tenant_str(), id).await?;
+                tx.commit().await?;
+                Ok(run)
             }
 
             async fn list_runs(&self, scope: &TenantScope, f: &RunFilter, page: &PageRequest) -> Result<Page<RunRecord>> {
