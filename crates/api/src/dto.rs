@@ -491,11 +491,35 @@ impl From<&berth_store::ThreadRecord> for ThreadDto {
             messages: t
                 .messages
                 .iter()
-                .filter_map(|m| serde_json::from_str(m).ok())
+                .filter_map(|m| thread_message(m))
                 .collect(),
             created_at: rfc3339(t.created_at_ms),
         }
     }
+}
+
+/// A stored thread message as the API shows it: `role` and `content` (the text), plus the
+/// `tool_calls` of an assistant turn and the `tool_results` of a tool turn.
+fn thread_message(stored: &str) -> Option<serde_json::Value> {
+    use serde_json::{Value, json};
+    let v: Value = serde_json::from_str(stored).ok()?;
+    let mut out = json!({"role": v["role"], "content": v["content"]});
+    let parts = v["parts"].as_array().cloned().unwrap_or_default();
+    let calls: Vec<Value> = parts
+        .iter()
+        .filter_map(|p| p.get("tool_call").cloned())
+        .collect();
+    if !calls.is_empty() {
+        out["tool_calls"] = Value::Array(calls);
+    }
+    let results: Vec<Value> = parts
+        .iter()
+        .filter_map(|p| p.get("tool_result").cloned())
+        .collect();
+    if !results.is_empty() {
+        out["tool_results"] = Value::Array(results);
+    }
+    Some(out)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -508,4 +532,59 @@ pub struct RunListParams {
     pub since: Option<String>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApprovalDto {
+    pub id: String,
+    pub run: String,
+    pub agent: String,
+    pub tool: String,
+    #[schema(value_type = Object)]
+    pub arguments: serde_json::Value,
+    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub decided_by: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub decided_at: Option<String>,
+}
+
+impl From<&berth_store::ApprovalRecord> for ApprovalDto {
+    fn from(a: &berth_store::ApprovalRecord) -> Self {
+        ApprovalDto {
+            id: a.id.clone(),
+            run: a.run_id.clone(),
+            agent: a.agent.clone(),
+            tool: a.tool.clone(),
+            arguments: serde_json::from_str(&a.arguments)
+                .unwrap_or_else(|_| serde_json::Value::String(a.arguments.clone())),
+            status: a.status.clone(),
+            reason: a.reason.clone(),
+            decided_by: a.decided_by.clone(),
+            created_at: rfc3339(a.created_at_ms),
+            expires_at: rfc3339(a.expires_at_ms),
+            decided_at: a.decided_at_ms.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalListParams {
+    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
+    pub status: Option<String>,
+    pub agent: Option<String>,
+    pub run: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideApproval {
+    /// `approve` or `deny`.
+    pub decision: String,
+    pub reason: Option<String>,
 }

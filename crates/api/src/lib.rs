@@ -12,6 +12,7 @@ mod extract;
 pub mod jwt;
 mod routes;
 pub mod service;
+mod sse;
 pub mod state;
 
 pub use auth::Authenticator;
@@ -31,10 +32,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let tasks = state.tasks.clone();
     let stop_background = state.shutdown.clone();
+    service::runner::start(&state);
+    let runner = state.runner.clone();
+    let closing = runner.closing.clone();
     let app = router(state);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Event streams end and workers take no new runs, so connections can drain.
+            closing.cancel();
+        })
         .await?;
+    // Runs still executing finish (and are metered) before the background writers stop.
+    runner.drain().await;
     stop_background.cancel();
     tasks.close();
     tasks.wait().await;

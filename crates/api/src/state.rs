@@ -48,4 +48,6 @@ pub struct AppState {
     pub gateway: Arc<berth_gateway::Gateway>,
     /// Per-tenant request rates (in memory, this node).
     pub limiter: Arc<berth_meter::Limiter>,
+    /// Run execution: the queue and workers, live runs, tools.
+    pub runner: Arc<crate::service::runner::Runner>,
 }

@@ -3,10 +3,12 @@
 use crate::config::Config;
 use crate::logging::Redactor;
 use berth_api::jwt::{JwtSettings, JwtVerifier};
+use berth_api::service::runner::Runner;
 use berth_api::{ApiSettings, AppState, Authenticator};
 use berth_core::id::random_secret;
 use berth_egress::EgressGuard;
 use berth_meter::{Price, PriceTable, UsageRecorder};
+use berth_runtime::{MockTools, ToolSet};
 use berth_vault::{MasterKey, Vault};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::path::Path;
@@ -149,6 +151,10 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     let state = AppState {
         gateway: Arc::new(gateway),
         limiter: Arc::default(),
+        runner: Arc::new(Runner::new(
+            config.runs.settings(),
+            ToolSet::new(vec![Arc::new(MockTools)]),
+        )),
         usage,
         policies: Arc::default(),
         egress,

@@ -46,6 +46,8 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub runs: RunsConfig,
+    #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
@@ -91,6 +93,55 @@ pub struct JwtConfig {
     /// The value of the variable `hs256_secret_env` names, resolved at load time.
     #[serde(skip)]
     pub hs256_secret: Option<String>,
+}
+
+/// `[runs]`: how agent runs are executed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsConfig {
+    /// Queued (asynchronous or resumed) runs this node executes at once.
+    #[serde(default = "default_run_workers")]
+    pub workers: usize,
+    /// A running run whose process has not renewed it for this long is failed as
+    /// `interrupted` (it belonged to a process that died).
+    #[serde(default = "default_run_lease")]
+    pub lease: String,
+    /// How long a tool call waits for a human decision before its approval expires (the
+    /// model is then told the call was not approved).
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout: String,
+}
+
+fn default_run_workers() -> usize {
+    8
+}
+fn default_run_lease() -> String {
+    "30s".to_owned()
+}
+fn default_approval_timeout() -> String {
+    "24h".to_owned()
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        RunsConfig {
+            workers: default_run_workers(),
+            lease: default_run_lease(),
+            approval_timeout: default_approval_timeout(),
+        }
+    }
+}
+
+impl RunsConfig {
+    /// The settings the runner takes (durations were validated at load).
+    pub fn settings(&self) -> berth_api::service::runner::RunSettings {
+        let d = berth_api::service::runner::RunSettings::default();
+        berth_api::service::runner::RunSettings {
+            workers: self.workers,
+            lease: parse_duration(&self.lease).unwrap_or(d.lease),
+            approval_timeout: parse_duration(&self.approval_timeout).unwrap_or(d.approval_timeout),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,6 +369,20 @@ impl Config {
             && jwt.hs256_secret_env.is_none()
         {
             return Err(value_error("auth.jwt", "set jwks_url or hs256_secret_env"));
+        }
+        if !(1..=1024).contains(&self.runs.workers) {
+            return Err(value_error("runs.workers", "must be between 1 and 1024"));
+        }
+        for (key, value) in [
+            ("runs.lease", &self.runs.lease),
+            ("runs.approval_timeout", &self.runs.approval_timeout),
+        ] {
+            if parse_duration(value).is_none_or(|d| d < std::time::Duration::from_millis(100)) {
+                return Err(value_error(
+                    key,
+                    format!("{value:?} is not a duration like \"30s\" (at least 100ms)"),
+                ));
+            }
         }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(value_error("log.format", "must be \"json\" or \"text\""));

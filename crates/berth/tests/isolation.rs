@@ -33,6 +33,7 @@ enum Param {
     AgentName,
     RunId,
     ThreadId,
+    ApprovalId,
 }
 
 struct Case {
@@ -85,6 +86,15 @@ fn embeddings_body(_: &str) -> Value {
 }
 fn deploy_body(agent: &str) -> Value {
     json!({"manifest": {"name": agent, "model": {"name": "mock/echo"}, "description": "iso"}})
+}
+/// The agent restricted keys may use: it calls `mock__echo` when asked, and that call
+/// waits for approval.
+fn support_body() -> Value {
+    json!({"manifest": {"name": "support", "model": {"name": "mock/tools"}, "description": "iso",
+                        "tools": {"use": ["mock__echo"], "approval": ["mock__echo"]}}})
+}
+fn decide_body(_: &str) -> Value {
+    json!({"decision": "deny", "reason": "isolation test"})
 }
 fn run_body(_: &str) -> Value {
     json!({"input": "hi"})
@@ -318,6 +328,34 @@ fn table() -> Vec<Case> {
         ),
         case(
             "GET",
+            "/v1/runs/{id}/events",
+            AnyTenantKey("viewer"),
+            RunId,
+            Option::None,
+        ),
+        case(
+            "POST",
+            "/v1/runs/{id}/cancel",
+            AnyTenantKey("invoker"),
+            RunId,
+            Option::None,
+        ),
+        case(
+            "GET",
+            "/v1/approvals",
+            AnyTenantKey("viewer"),
+            None,
+            Option::None,
+        ),
+        case(
+            "POST",
+            "/v1/approvals/{id}",
+            AnyTenantKey("invoker"),
+            ApprovalId,
+            Some(decide_body),
+        ),
+        case(
+            "GET",
             "/v1/threads/{id}",
             AnyTenantKey("viewer"),
             ThreadId,
@@ -390,6 +428,12 @@ async fn tenant(server: &TestServer, name: &str) -> Tenant {
 
 /// A fresh resource of `param`'s kind inside `tenant`, so destructive calls have a target.
 async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
+    fresh_as(server, tenant, param, tenant.token("admin")).await
+}
+
+/// The same, with runs (and so approvals) started by `starter`: an invoker decides only
+/// the approvals of its own runs.
+async fn fresh_as(server: &TestServer, tenant: &Tenant, param: Param, starter: &str) -> String {
     match param {
         Param::None => String::new(),
         Param::TenantId => {
@@ -398,6 +442,30 @@ async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
                 .await
         }
         Param::KeyId => server.create_key(&tenant.id, "viewer").await.0,
+        Param::ApprovalId => {
+            let admin = tenant.token("admin");
+            server
+                .call(
+                    "POST",
+                    "/v1/agents/support/versions",
+                    Some(admin),
+                    Some(support_body()),
+                )
+                .await;
+            let r = server
+                .call(
+                    "POST",
+                    "/v1/agents/support/runs",
+                    Some(starter),
+                    Some(json!({"input": "please call mock__echo"})),
+                )
+                .await;
+            assert_eq!(r.status, 202, "{:?}", r.body);
+            assert_eq!(r.body["status"], "waiting_approval");
+            let run = r.body["id"].as_str().unwrap();
+            let list = server.get(&format!("/v1/approvals?run={run}"), admin).await;
+            list.body["data"][0]["id"].as_str().unwrap().to_owned()
+        }
         Param::RunId | Param::ThreadId => {
             // On agent "support", the one the tenant's restricted key may use.
             let admin = tenant.token("admin");
@@ -406,14 +474,14 @@ async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
                     "POST",
                     "/v1/agents/support/versions",
                     Some(admin),
-                    Some(deploy_body("support")),
+                    Some(support_body()),
                 )
                 .await;
             let r = server
                 .call(
                     "POST",
                     "/v1/agents/support/runs",
-                    Some(admin),
+                    Some(starter),
                     Some(json!({"input": "hi", "thread": "new"})),
                 )
                 .await;
@@ -594,7 +662,8 @@ async fn roles_and_credentials(server: &TestServer) {
                 let op = call(server, &c, &path, Some(OPERATOR_TOKEN)).await;
                 assert_eq!(op.status, 403, "{what} with the operator token");
                 for role in ROLES {
-                    let path = fill(c.path, &fresh(server, &a, c.param).await);
+                    let starter = a.token(if role == "invoker" { role } else { "admin" });
+                    let path = fill(c.path, &fresh_as(server, &a, c.param, starter).await);
                     let r = call(server, &c, &path, Some(a.token(role))).await;
                     if rank(role) >= rank(min) {
                         assert!(

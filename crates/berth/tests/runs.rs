@@ -301,7 +301,7 @@ async fn limits_fail_runs_with_clear_reasons_and_restricted_keys_stay_in_their_l
     for (body, status) in [
         (json!({"input": ""}), 422),
         (json!({"input": 5}), 422),
-        (json!({"input": "x", "stream": true}), 400),
+        (json!({"input": "x", "stream": true, "async": true}), 400),
         (json!({"input": "x", "bogus": 1}), 422),
     ] {
         assert_eq!(

@@ -1,10 +1,10 @@
 //! `TenantScope`: the capability every tenant-data operation requires.
 //!
 //! A scope can only be minted by authentication (`TenantScope::authenticated`, called by
-//! the api crate after a key or JWT is verified) or by the operator acting on one tenant
-//! (`TenantScope::for_operator`). Both constructors take a proof value whose fields are
-//! private to this module's callers' intent: they are named so that a grep shows every
-//! place a scope is created.
+//! the api crate after a key or JWT is verified), by the operator acting on one tenant
+//! (`TenantScope::for_operator`), or by the platform's own background work for one tenant
+//! (`TenantScope::for_system`: the run worker and its sweeps). The constructors are named
+//! so that a grep shows every place a scope is created.
 
 use crate::id::{Id, IdKind};
 use crate::role::Role;
@@ -51,6 +51,9 @@ pub enum Principal {
     Jwt { subject: String, role: Role },
     /// The platform operator acting on this tenant.
     Operator,
+    /// The platform's own background work for this tenant: the run worker executing a run
+    /// the tenant started, the sweeper expiring approvals and dead runs.
+    System,
 }
 
 impl Principal {
@@ -60,6 +63,7 @@ impl Principal {
             Principal::Key { id, .. } => format!("key:{id}"),
             Principal::Jwt { subject, .. } => format!("jwt:{subject}"),
             Principal::Operator => "operator".to_owned(),
+            Principal::System => "system".to_owned(),
         }
     }
 
@@ -68,6 +72,8 @@ impl Principal {
         match self {
             Principal::Key { role, .. } | Principal::Jwt { role, .. } => *role,
             Principal::Operator => Role::Admin,
+            // It only carries on what a tenant principal started.
+            Principal::System => Role::Invoker,
         }
     }
 
@@ -107,6 +113,15 @@ impl TenantScope {
         TenantScope {
             tenant,
             principal: Principal::Operator,
+        }
+    }
+
+    /// The platform acting on its own for one tenant (background run execution and
+    /// sweeps), never on behalf of a request.
+    pub fn for_system(tenant: TenantId) -> Self {
+        TenantScope {
+            tenant,
+            principal: Principal::System,
         }
     }
 

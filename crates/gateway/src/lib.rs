@@ -99,6 +99,9 @@ pub struct CallMeta {
     pub key_id: Option<String>,
     pub agent: Option<String>,
     pub tags: Vec<String>,
+    /// Set for the calls of an agent run.
+    pub run_id: Option<String>,
+    pub agent_version: Option<i64>,
 }
 
 /// A finished, non-streamed call.
@@ -302,6 +305,8 @@ impl Gateway {
             tags: (!meta.tags.is_empty()).then(|| meta.tags.join(",")),
             provider: Some(provider.to_owned()),
             model: Some(model.to_owned()),
+            run_id: meta.run_id.clone(),
+            agent_version: meta.agent_version,
             ..UsageEvent::default()
         }
     }

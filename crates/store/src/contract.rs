@@ -235,7 +235,7 @@ pub async fn run_queue(store: &dyn Store) {
     );
     assert_eq!(
         store.fail_expired_leases(&a, now_ms(), err).await.unwrap(),
-        [q2.id.clone()]
+        vec![q2.id]
     );
     let failed = store.get_run(&a, "run_q2").await.unwrap().unwrap();
     assert_eq!(

@@ -165,6 +165,9 @@ pub struct UsageEvent {
     pub streamed: bool,
     /// Token counts were estimated because the upstream reported none.
     pub estimated: bool,
+    /// The run this call was made for, and the agent version that ran.
+    pub run_id: Option<String>,
+    pub agent_version: Option<i64>,
 }
 
 /// A dimension usage can be grouped by.

@@ -661,7 +661,7 @@ macro_rules! impl_store {
                 for chunk in events.chunks(500) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO usage_events (tenant_id, id, at, kind, key_id, agent, tags, provider, model, \
-                         input_tokens, output_tokens, cached_input_tokens, cost_nano, latency_ms, status, streamed, estimated) ",
+                         input_tokens, output_tokens, cached_input_tokens, cost_nano, latency_ms, status, streamed, estimated, run_id, agent_version) ",
                     );
                     qb.push_values(chunk, |mut b, e| {
                         b.push_bind(scope.tenant_str())
@@ -680,7 +680,9 @@ macro_rules! impl_store {
                             .push_bind(e.latency_ms)
                             .push_bind(&e.status)
                             .push_bind(e.streamed)
-                            .push_bind(e.estimated);
+                            .push_bind(e.estimated)
+                            .push_bind(e.run_id.as_deref())
+                            .push_bind(e.agent_version);
                     });
                     qb.push(" ON CONFLICT (tenant_id, id) DO NOTHING");
                     inserted += qb.build().execute(&mut *tx).await?.rows_affected();
@@ -695,7 +697,9 @@ macro_rules! impl_store {
                 let group: Vec<String> = (0..q.group_by.len()).map(|i| format!("d{i}")).collect();
                 let sum = |expr: &str| format!("CAST(COALESCE(SUM({expr}), 0) AS BIGINT)");
                 let mut select = dims.clone();
-                select.push("CAST(COUNT(*) AS BIGINT) AS requests".to_owned());
+                select.push("CAST(COUNT(*) AS BIGINT) AS events".to_owned());
+                // Requests are calls made (model and embedding calls); a run is counted as a run.
+                select.push(format!("{} AS requests", sum("CASE WHEN kind = 'llm' OR kind = 'embedding' THEN 1 ELSE 0 END")));
                 select.push(format!("{} AS input_tokens", sum("input_tokens")));
                 select.push(format!("{} AS output_tokens", sum("output_tokens")));
                 select.push(format!("{} AS llm_calls", sum("CASE WHEN kind = 'llm' OR kind = 'embedding' THEN 1 ELSE 0 END")));
@@ -720,8 +724,8 @@ macro_rules! impl_store {
                 tx.commit().await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in &rows {
-                    let requests: i64 = r.try_get("requests")?;
-                    if requests == 0 {
+                    let events: i64 = r.try_get("events")?;
+                    if events == 0 {
                         continue; // an ungrouped query over no events
                     }
                     let mut dims = Vec::with_capacity(q.group_by.len());
@@ -730,7 +734,7 @@ macro_rules! impl_store {
                     }
                     out.push(UsageRow {
                         dims,
-                        requests,
+                        requests: r.try_get("requests")?,
                         input_tokens: r.try_get("input_tokens")?,
                         output_tokens: r.try_get("output_tokens")?,
                         llm_calls: r.try_get("llm_calls")?,

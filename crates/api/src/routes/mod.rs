@@ -2,6 +2,7 @@
 //! `/openapi.json` and the isolation test both see exactly what is served.
 
 mod agents;
+mod approvals;
 mod audit;
 mod identity;
 mod llm;
@@ -83,6 +84,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::trace))
+        .routes(routes!(runs::events))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::decide))
         .routes(routes!(runs::get_thread, runs::delete_thread))
         .merge(
             // Bundles may be larger than JSON bodies; the innermost limit wins.

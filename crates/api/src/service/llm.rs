@@ -79,6 +79,7 @@ pub fn call_meta(auth: &TenantAuth, headers: &HeaderMap) -> Result<CallMeta, Api
         key_id: auth.0.key.as_ref().map(|k| k.id.clone()),
         agent,
         tags,
+        ..CallMeta::default()
     })
 }
 

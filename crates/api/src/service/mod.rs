@@ -4,12 +4,14 @@
 //! transaction, and keeps caches (authentication) consistent with it.
 
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod bundle;
 pub mod keys;
 pub mod llm;
 pub mod policy;
 pub mod providers;
+pub mod runner;
 pub mod runs;
 pub mod secrets;
 pub mod tenants;

@@ -1,17 +1,21 @@
-//! Runs of manifest agents (synchronous for now): pick the version, keep the thread,
-//! run the built-in loop through the gateway, record the run, its trace and the thread.
+//! Runs of manifest agents: pick the version, keep the thread, then run synchronously,
+//! streamed or queued (the execution itself is `runner`'s); cancel; follow a run's events;
+//! read runs, traces and threads.
 
 use crate::auth::TenantAuth;
+use crate::dto::RunDto;
 use crate::error::ApiError;
-use crate::service::policy;
+use crate::service::runner;
 use crate::state::AppState;
+use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::{Id, IdKind, Manifest, Role, TenantScope};
-use berth_gateway::CallMeta;
 use berth_llm::{Message, Role as MsgRole};
-use berth_runtime::{RunContext, choose_version, run_builtin};
+use berth_runtime::{Begin, LiveRun, RunEvent, RunUsage, choose_version};
 use berth_store::{Page, PageRequest, RunFilter, RunRecord, RunStep, ThreadRecord};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 pub struct RunRequest {
     pub input: Value,
@@ -19,6 +23,7 @@ pub struct RunRequest {
     pub version: Option<i64>,
     pub stream: bool,
     pub asynchronous: bool,
+    pub metadata: Value,
 }
 
 fn input_messages(input: &Value) -> Result<Vec<Message>, ApiError> {
@@ -45,30 +50,6 @@ fn input_messages(input: &Value) -> Result<Vec<Message>, ApiError> {
     }
 }
 
-/// Thread messages are stored as `{"role", "content"}` with the text of each turn.
-fn stored(m: &Message) -> String {
-    let role = match m.role {
-        MsgRole::User => "user",
-        MsgRole::Assistant => "assistant",
-        MsgRole::Tool => "tool",
-    };
-    json!({"role": role, "content": m.text_content()}).to_string()
-}
-
-fn restored(text: &str) -> Option<Message> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    let role = match v["role"].as_str()? {
-        "user" => MsgRole::User,
-        "assistant" => MsgRole::Assistant,
-        // Tool turns are kept for the record but not replayed: their calls are not stored.
-        _ => return None,
-    };
-    Some(Message::text(
-        role,
-        v["content"].as_str().unwrap_or_default(),
-    ))
-}
-
 enum ThreadChoice {
     None,
     New,
@@ -79,18 +60,29 @@ fn run_not_found(id: &str) -> ApiError {
     ApiError::not_found("run_not_found", format!("no run with id '{id}'"))
 }
 
+/// How a started run is answered.
+pub enum Started {
+    /// Synchronous: the run as it ended (or paused for approval).
+    Done(RunRecord),
+    /// Asynchronous: queued for the workers.
+    Queued(RunRecord),
+    /// Streamed: its events follow live.
+    Stream(RunRecord, Arc<LiveRun>),
+}
+
 pub async fn start(
     state: &AppState,
     auth: &TenantAuth,
     agent: &str,
     req: RunRequest,
-) -> Result<RunRecord, ApiError> {
+) -> Result<Started, ApiError> {
     let scope = auth.require_for_agent(Role::Invoker, agent)?;
-    if req.stream || req.asynchronous {
+    if req.stream && req.asynchronous {
         return Err(ApiError::bad_request(
-            "not_supported",
-            "this server runs agents synchronously only for now; omit stream and async",
-        ));
+            "invalid_run_mode",
+            "a run is either streamed or asynchronous, not both",
+        )
+        .with_param("async"));
     }
     if req.version.is_some() {
         auth.require_role(Role::Developer)?;
@@ -160,7 +152,11 @@ pub async fn start(
             (Some(t.id), Vec::new())
         }
         ThreadChoice::Existing(t) => {
-            let history = t.messages.iter().filter_map(|m| restored(m)).collect();
+            let history = t
+                .messages
+                .iter()
+                .filter_map(|m| runner::restored(m))
+                .collect();
             (Some(t.id), history)
         }
     };
@@ -173,40 +169,129 @@ pub async fn start(
         status: "running".to_owned(),
         output: None,
         error: None,
-        usage: json!({}).to_string(),
+        usage: RunUsage::default().to_json().to_string(),
         created_at_ms: now_ms(),
         finished_at_ms: None,
+        // Kept with every run, so that a queued one can be executed by any worker later.
+        request: Some(json!({"input": input, "metadata": req.metadata}).to_string()),
+        checkpoint: None,
+        lease_until_ms: None,
     };
+    if req.asynchronous {
+        run.status = "queued".to_owned();
+        state.store.insert_run(scope, &run).await?;
+        // Live from now on, so a follower of the queued run sees it start.
+        state.runner.hub.register(scope, &run.id, Vec::new);
+        state.runner.enqueue(scope, &run.id);
+        return Ok(Started::Queued(run));
+    }
+    run.lease_until_ms = Some(now_ms() + state.runner.settings.lease.as_millis() as i64);
     state.store.insert_run(scope, &run).await?;
-    let policy = policy::effective(state, scope).await?;
-    let ctx = RunContext {
-        scope,
-        meta: CallMeta {
-            key_id: run.key_id.clone(),
-            agent: Some(agent.to_owned()),
-            tags: vec![],
-        },
-        policy: &policy,
-        manifest: &manifest,
-        tenant_name: &auth.0.tenant.name,
-        version,
-        history,
-        input,
-    };
-    let started = std::time::Instant::now();
-    let outcome = run_builtin(&state.gateway, ctx).await;
-    run.status = outcome.status.to_owned();
-    run.output = outcome.output.clone();
-    run.error = outcome.error.as_ref().map(Value::to_string);
-    run.usage = outcome.usage_json(0).to_string();
-    run.finished_at_ms = Some(now_ms());
-    let messages: Vec<String> = outcome.new_messages.iter().map(stored).collect();
-    state
+    let live = state.runner.hub.register(scope, &run.id, Vec::new);
+    live.emit(RunEvent::new(
+        "run.started",
+        json!({"run": RunDto::from(&run)}),
+    ));
+    let done = runner::launch(
+        state,
+        scope.clone(),
+        run.clone(),
+        manifest,
+        auth.0.tenant.name.clone(),
+        Begin::Fresh { history, input },
+        live.clone(),
+    );
+    if req.stream {
+        return Ok(Started::Stream(run, live));
+    }
+    let finished = done.await.map_err(|_| {
+        ApiError::unavailable("shutting_down", "the server stopped before the run ended")
+    })?;
+    Ok(Started::Done(finished))
+}
+
+/// Cancels a run that has not ended: a queued one is never executed, a running one stops at
+/// once (what it already spent is kept), a waiting one's approvals are cancelled.
+pub async fn cancel(state: &AppState, auth: &TenantAuth, id: &str) -> Result<RunRecord, ApiError> {
+    let run = get(state, auth, id).await?;
+    let scope = auth.require_for_agent(Role::Invoker, &run.agent)?;
+    if auth.0.scope.principal().role() == Role::Invoker
+        && run.key_id.as_deref() != auth.0.key.as_ref().map(|k| k.id.as_str())
+    {
+        return Err(ApiError::forbidden(
+            "not_your_run",
+            "an invoker may cancel only the runs it started",
+        ));
+    }
+    let entry = NewEntry::new(
+        scope.principal().actor(),
+        "run.cancel",
+        id,
+        json!({"agent": run.agent, "status_before": run.status}),
+    );
+    let (stored, changed) = state
         .store
-        .finish_run(scope, &run, &outcome.steps, &messages)
-        .await?;
-    tracing::debug!(run = %run.id, status = %run.status, ms = started.elapsed().as_millis() as u64, "run finished");
-    Ok(run)
+        .cancel_run(scope, id, &entry)
+        .await?
+        .ok_or_else(|| run_not_found(id))?;
+    if changed && let Some(live) = state.runner.hub.get(scope, id) {
+        live.cancel.cancel();
+        // A run that no task executes (queued, or waiting for approval) ends here.
+        if !live.is_executing() {
+            live.emit(runner::terminal_event(&stored));
+            state.runner.hub.remove(scope, id);
+        }
+    }
+    Ok(stored)
+}
+
+/// The run's events: replayed from the live run, or rebuilt from the store, then followed
+/// until the run ends. Each event is sent on `tx`; the answer ends when the run has.
+pub async fn follow(state: AppState, scope: TenantScope, id: String, tx: mpsc::Sender<RunEvent>) {
+    let mut sent = 0usize;
+    loop {
+        if let Some(live) = state.runner.hub.get(&scope, &id) {
+            loop {
+                let batch = tokio::select! {
+                    _ = state.runner.closing.cancelled() => return,
+                    _ = tx.closed() => return,
+                    b = live.next_events(sent) => b,
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                for e in batch {
+                    sent += 1;
+                    let end = e.is_terminal();
+                    if tx.send((*e).clone()).await.is_err() || end {
+                        return;
+                    }
+                }
+            }
+        }
+        let (run, steps) = match state.store.get_run(&scope, &id).await {
+            Ok(Some(run)) => {
+                let steps = state.store.run_steps(&scope, &id).await.unwrap_or_default();
+                (run, steps)
+            }
+            _ => return,
+        };
+        let events = runner::stored_events(&run, &steps);
+        for e in events.into_iter().skip(sent) {
+            sent += 1;
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+        if run.is_terminal() {
+            return;
+        }
+        tokio::select! {
+            _ = state.runner.closing.cancelled() => return,
+            _ = tx.closed() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
+    }
 }
 
 /// Any role reads the tenant's runs (roles include the ones below them, and a viewer reads

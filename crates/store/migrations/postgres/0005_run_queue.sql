@@ -32,3 +32,7 @@ ALTER TABLE approvals FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON approvals
     USING (tenant_id = current_setting('berth.tenant_id', true))
     WITH CHECK (tenant_id = current_setting('berth.tenant_id', true));
+
+-- Model calls made by runs name the run and the agent version.
+ALTER TABLE usage_events ADD COLUMN run_id TEXT;
+ALTER TABLE usage_events ADD COLUMN agent_version BIGINT;

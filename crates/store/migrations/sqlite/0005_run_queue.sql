@@ -26,3 +26,7 @@ CREATE TABLE approvals (
 );
 CREATE INDEX approvals_tenant_status ON approvals(tenant_id, status, created_at);
 CREATE INDEX approvals_tenant_run ON approvals(tenant_id, run_id);
+
+-- Model calls made by runs name the run and the agent version.
+ALTER TABLE usage_events ADD COLUMN run_id TEXT;
+ALTER TABLE usage_events ADD COLUMN agent_version BIGINT;

@@ -1,0 +1,135 @@
+//! Human decisions on tool calls: list them, approve or deny one (audited); a run whose
+//! every approval is decided is queued again and resumes where it paused.
+
+use crate::auth::TenantAuth;
+use crate::error::ApiError;
+use crate::state::AppState;
+use berth_audit::NewEntry;
+use berth_core::Role;
+use berth_store::{ApprovalFilter, ApprovalRecord, Page, PageRequest};
+use serde_json::json;
+
+fn approval_not_found(id: &str) -> ApiError {
+    ApiError::not_found("approval_not_found", format!("no approval with id '{id}'"))
+}
+
+/// Any role reads the tenant's approvals; a key restricted to one agent sees that agent's.
+pub async fn list(
+    state: &AppState,
+    auth: &TenantAuth,
+    mut filter: ApprovalFilter,
+    page: &PageRequest,
+) -> Result<Page<ApprovalRecord>, ApiError> {
+    let scope = auth.require_role(Role::Viewer)?;
+    if let Some(s) = filter.status.as_deref()
+        && !matches!(
+            s,
+            "pending" | "approved" | "denied" | "expired" | "cancelled"
+        )
+    {
+        return Err(ApiError::bad_request(
+            "invalid_status",
+            "status is one of pending, approved, denied, expired, cancelled",
+        )
+        .with_param("status"));
+    }
+    if let Some(only) = auth.0.scope.principal().agent_restriction() {
+        if filter.agent.as_deref().is_some_and(|a| a != only) {
+            return Ok(Page {
+                items: vec![],
+                next_cursor: None,
+            });
+        }
+        filter.agent = Some(only.to_owned());
+    }
+    Ok(state.store.list_approvals(scope, &filter, page).await?)
+}
+
+pub async fn get(
+    state: &AppState,
+    auth: &TenantAuth,
+    id: &str,
+) -> Result<ApprovalRecord, ApiError> {
+    let scope = auth.require_role(Role::Viewer)?;
+    let a = state
+        .store
+        .get_approval(scope, id)
+        .await?
+        .ok_or_else(|| approval_not_found(id))?;
+    if let Some(only) = auth.0.scope.principal().agent_restriction()
+        && a.agent != only
+    {
+        return Err(approval_not_found(id));
+    }
+    Ok(a)
+}
+
+/// Approves or denies a pending call. An invoker decides only for runs it started;
+/// developers and admins decide for any run of the tenant.
+pub async fn decide(
+    state: &AppState,
+    auth: &TenantAuth,
+    id: &str,
+    decision: &str,
+    reason: Option<String>,
+) -> Result<ApprovalRecord, ApiError> {
+    let status = match decision {
+        "approve" => "approved",
+        "deny" => "denied",
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_decision",
+                "decision",
+                "decision is 'approve' or 'deny'",
+            ));
+        }
+    };
+    if reason.as_ref().is_some_and(|r| r.len() > 2000) {
+        return Err(ApiError::invalid(
+            "invalid_reason",
+            "reason",
+            "reason is at most 2000 bytes",
+        ));
+    }
+    let approval = get(state, auth, id).await?;
+    let scope = auth.require_for_agent(Role::Invoker, &approval.agent)?;
+    let caller_key = auth.0.key.as_ref().map(|k| k.id.as_str());
+    if !scope.principal().role().allows(Role::Developer) && approval.key_id.as_deref() != caller_key
+    {
+        return Err(ApiError::forbidden(
+            "not_your_run",
+            "an invoker may decide only the approvals of runs it started",
+        ));
+    }
+    if approval.status != "pending" {
+        return Err(ApiError::conflict(
+            "approval_decided",
+            format!("approval '{id}' is already {}", approval.status),
+        ));
+    }
+    let actor = scope.principal().actor();
+    let entry = NewEntry::new(
+        &actor,
+        if status == "approved" {
+            "approval.approve"
+        } else {
+            "approval.deny"
+        },
+        id,
+        json!({"run": approval.run_id, "agent": approval.agent, "tool": approval.tool, "reason": reason}),
+    );
+    let decided = state
+        .store
+        .decide_approval(scope, id, status, reason.as_deref(), &actor, &entry)
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "approval_decided",
+                format!("approval '{id}' was decided meanwhile"),
+            )
+        })?;
+    // The store queued the run again if it waits for nothing else; a claim decides who
+    // resumes it, so queueing it here too is harmless.
+    state.runner.enqueue(scope, &decided.run_id);
+    Ok(decided)
+}

@@ -1,0 +1,636 @@
+//! Executes runs: the worker pool that takes queued runs (asynchronous ones, and runs
+//! resumed after an approval), the execution of one run with its events and its final
+//! write, the heartbeat that keeps live runs' leases, and the sweeper that fails runs whose
+//! process died (`interrupted`), expires approvals and picks up queued runs left by a
+//! restart or by another node.
+
+use crate::dto::RunDto;
+use crate::error::ApiError;
+use crate::service::policy;
+use crate::state::AppState;
+use berth_audit::NewEntry;
+use berth_core::clock::now_ms;
+use berth_core::{Manifest, TenantId, TenantScope};
+use berth_gateway::CallMeta;
+use berth_llm::{Message, Role as MsgRole};
+use berth_runtime::{
+    Begin, Checkpoint, Decision, LiveRun, RunEvent, RunHub, RunSpec, Status, ToolSet,
+    events_from_steps, run_builtin,
+};
+use berth_store::{ApprovalFilter, PageRequest, RunRecord, RunStep, UsageEvent};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How runs are executed; from `[runs]` of `berth.toml`.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Queued runs executed at once by this node.
+    pub workers: usize,
+    /// A running run not renewed for this long belongs to a dead process.
+    pub lease: Duration,
+    /// How long an approval waits for a decision.
+    pub approval_timeout: Duration,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            workers: 8,
+            lease: Duration::from_secs(30),
+            approval_timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+struct Job {
+    tenant: TenantId,
+    run_id: String,
+}
+
+/// The run machinery of this node.
+pub struct Runner {
+    pub hub: RunHub,
+    pub tools: ToolSet,
+    pub settings: RunSettings,
+    queue: mpsc::UnboundedSender<Job>,
+    receiver: Mutex<mpsc::UnboundedReceiver<Job>>,
+    /// Runs in the queue and not yet taken, so the sweeper does not queue them twice.
+    waiting: std::sync::Mutex<HashSet<(TenantId, String)>>,
+    /// Cancelled when the server begins to stop: event streams end, workers stop taking
+    /// runs (those already executing finish, see [`Runner::drain`]).
+    pub closing: CancellationToken,
+}
+
+impl Runner {
+    pub fn new(settings: RunSettings, tools: ToolSet) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        Runner {
+            hub: RunHub::default(),
+            tools,
+            settings,
+            queue,
+            receiver: Mutex::new(receiver),
+            waiting: std::sync::Mutex::default(),
+            closing: CancellationToken::new(),
+        }
+    }
+
+    /// Hands a queued run to this node's workers (a run queued twice is executed once: the
+    /// store's claim decides).
+    pub fn enqueue(&self, scope: &TenantScope, run_id: &str) {
+        let key = (scope.tenant().clone(), run_id.to_owned());
+        let fresh = self
+            .waiting
+            .lock()
+            .map(|mut w| w.insert(key))
+            .unwrap_or(true);
+        if fresh {
+            let _ = self.queue.send(Job {
+                tenant: scope.tenant().clone(),
+                run_id: run_id.to_owned(),
+            });
+        }
+    }
+
+    fn taken(&self, job: &Job) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(&(job.tenant.clone(), job.run_id.clone()));
+        }
+    }
+
+    /// Waits (at most one lease period) for the runs this node executes to end; a run still
+    /// executing after that is left to the next process, which marks it interrupted.
+    pub async fn drain(&self) {
+        let deadline = tokio::time::Instant::now() + self.settings.lease;
+        while !self.hub.executing().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs waiting in this node's queue.
+    pub fn queued(&self) -> usize {
+        self.waiting.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    fn lease_until(&self) -> i64 {
+        now_ms() + i64::try_from(self.settings.lease.as_millis()).unwrap_or(30_000)
+    }
+}
+
+/// Starts the workers, the heartbeat and the sweeper as tracked tasks that end on shutdown.
+pub fn start(state: &AppState) {
+    for _ in 0..state.runner.settings.workers.max(1) {
+        let s = state.clone();
+        state.tasks.spawn(async move { worker(s).await });
+    }
+    let s = state.clone();
+    state.tasks.spawn(async move { heartbeat(s).await });
+    let s = state.clone();
+    state.tasks.spawn(async move { sweeper(s).await });
+}
+
+async fn worker(state: AppState) {
+    loop {
+        let job = {
+            let mut rx = state.runner.receiver.lock().await;
+            tokio::select! {
+                _ = state.runner.closing.cancelled() => return,
+                job = rx.recv() => job,
+            }
+        };
+        let Some(job) = job else { return };
+        state.runner.taken(&job);
+        let scope = TenantScope::for_system(job.tenant);
+        if let Err(e) = execute_queued(&state, &scope, &job.run_id).await {
+            tracing::error!(tenant = %scope.tenant(), run = %job.run_id, error = %e.message, "queued run could not be executed");
+        }
+    }
+}
+
+/// Claims a queued run and executes it (fresh, or resumed from its checkpoint).
+async fn execute_queued(
+    state: &AppState,
+    scope: &TenantScope,
+    run_id: &str,
+) -> Result<(), ApiError> {
+    let Some(run) = state
+        .store
+        .claim_run(scope, run_id, state.runner.lease_until())
+        .await?
+    else {
+        return Ok(()); // taken by another worker, or cancelled
+    };
+    let prepared = prepare(state, scope, &run).await;
+    let (manifest, begin, next_seq, tenant_name) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let live = state.runner.hub.register(scope, run_id, Vec::new);
+            let mut failed = run.clone();
+            failed.status = "failed".to_owned();
+            failed.error = Some(
+                json!({"type": "internal", "code": "run_unstartable", "message": e.message})
+                    .to_string(),
+            );
+            failed.finished_at_ms = Some(now_ms());
+            finish(state, scope, failed, &[], &[], &live).await;
+            return Ok(());
+        }
+    };
+    let stored_steps = if next_seq > 1 {
+        state.store.run_steps(scope, run_id).await?
+    } else {
+        Vec::new()
+    };
+    let started_run = run.clone();
+    // A run resumed after a restart (or on another node) is not live here yet: its
+    // followers replay what the store holds, then continue live.
+    let live = state.runner.hub.register(scope, run_id, || {
+        let mut seed = vec![RunEvent::new(
+            "run.started",
+            json!({"run": RunDto::from(&started_run)}),
+        )];
+        seed.extend(events_from_steps(&stored_steps));
+        seed
+    });
+    if live.is_empty() {
+        live.emit(RunEvent::new(
+            "run.started",
+            json!({"run": RunDto::from(&run)}),
+        ));
+    }
+    execute(
+        state,
+        scope,
+        run,
+        &manifest,
+        &tenant_name,
+        begin,
+        next_seq,
+        &live,
+    )
+    .await;
+    Ok(())
+}
+
+type Prepared = (Manifest, Begin, i64, String);
+
+/// What a claimed run needs: its manifest, where it begins, and its tenant's name.
+async fn prepare(
+    state: &AppState,
+    scope: &TenantScope,
+    run: &RunRecord,
+) -> Result<Prepared, ApiError> {
+    let version = state
+        .store
+        .get_version(scope, &run.agent, run.version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "version_not_found",
+                format!(
+                    "agent '{}' has no version {} any more",
+                    run.agent, run.version
+                ),
+            )
+        })?;
+    let manifest: Manifest =
+        serde_json::from_str(&version.manifest).map_err(|e| ApiError::internal(&e))?;
+    let tenant = state
+        .store
+        .get_tenant(scope.tenant())
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant_not_found", "the run's tenant is gone"))?;
+    if let Some(cp) = &run.checkpoint {
+        let checkpoint: Checkpoint =
+            serde_json::from_str(cp).map_err(|e| ApiError::internal(&e))?;
+        let approvals = state
+            .store
+            .list_approvals(
+                scope,
+                &ApprovalFilter {
+                    run_id: Some(run.id.clone()),
+                    ..Default::default()
+                },
+                &PageRequest {
+                    limit: PageRequest::MAX_LIMIT,
+                    cursor: None,
+                },
+            )
+            .await?;
+        let decisions: HashMap<String, Decision> = approvals
+            .items
+            .into_iter()
+            .filter(|a| a.status != "pending")
+            .map(|a| {
+                (
+                    a.id,
+                    Decision {
+                        status: a.status,
+                        reason: a.reason,
+                        decided_by: a.decided_by,
+                    },
+                )
+            })
+            .collect();
+        let next_seq = checkpoint.next_seq;
+        return Ok((
+            manifest,
+            Begin::Resume {
+                checkpoint,
+                decisions,
+            },
+            next_seq,
+            tenant.name,
+        ));
+    }
+    let request: Value = run
+        .request
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null);
+    let input: Vec<Message> =
+        serde_json::from_value(request["input"].clone()).map_err(|e| ApiError::internal(&e))?;
+    let history = match &run.thread_id {
+        Some(t) => state
+            .store
+            .get_thread(scope, t)
+            .await?
+            .map(|t| t.messages.iter().filter_map(|m| restored(m)).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Ok((manifest, Begin::Fresh { history, input }, 1, tenant.name))
+}
+
+/// Executes a run on a tracked task, so that it finishes even if the request that started
+/// it goes away; the answer is the run as stored when this execution ended.
+pub fn launch(
+    state: &AppState,
+    scope: TenantScope,
+    run: RunRecord,
+    manifest: Manifest,
+    tenant_name: String,
+    begin: Begin,
+    live: Arc<LiveRun>,
+) -> oneshot::Receiver<RunRecord> {
+    let (tx, rx) = oneshot::channel();
+    let s = state.clone();
+    state.tasks.spawn(async move {
+        let done = execute(&s, &scope, run, &manifest, &tenant_name, begin, 1, &live).await;
+        let _ = tx.send(done);
+    });
+    rx
+}
+
+#[allow(clippy::too_many_arguments)] // one run's whole context, passed once
+async fn execute(
+    state: &AppState,
+    scope: &TenantScope,
+    mut run: RunRecord,
+    manifest: &Manifest,
+    tenant_name: &str,
+    begin: Begin,
+    next_seq: i64,
+    live: &Arc<LiveRun>,
+) -> RunRecord {
+    live.set_executing(true);
+    let policy = match policy::effective(state, scope).await {
+        Ok(p) => p,
+        Err(e) => {
+            run.status = "failed".to_owned();
+            run.error = Some(
+                json!({"type": "internal", "code": "policy_unavailable", "message": e.message})
+                    .to_string(),
+            );
+            run.finished_at_ms = Some(now_ms());
+            return finish(state, scope, run, &[], &[], live).await;
+        }
+    };
+    let spec = RunSpec {
+        scope,
+        meta: CallMeta {
+            key_id: run.key_id.clone(),
+            agent: Some(run.agent.clone()),
+            tags: Vec::new(),
+            run_id: Some(run.id.clone()),
+            agent_version: Some(run.version),
+        },
+        policy: &policy,
+        manifest,
+        tenant_name,
+        version: run.version,
+        run_id: &run.id,
+        key_id: run.key_id.as_deref(),
+        approval_timeout: state.runner.settings.approval_timeout,
+    };
+    let tools: &ToolSet = &state.runner.tools;
+    let outcome = run_builtin(&state.gateway, tools, &spec, live, begin, next_seq).await;
+    run.usage = outcome.usage.to_json().to_string();
+    if outcome.status == Status::WaitingApproval {
+        run.status = "waiting_approval".to_owned();
+        run.checkpoint = outcome
+            .checkpoint
+            .as_ref()
+            .and_then(|c| serde_json::to_string(c).ok());
+        match state
+            .store
+            .pause_run(scope, &run, &outcome.steps, &outcome.approvals)
+            .await
+        {
+            Ok(true) => {
+                for a in &outcome.approvals {
+                    let entry = NewEntry::new(
+                        "system",
+                        "approval.request",
+                        &a.id,
+                        json!({"run": run.id, "agent": run.agent, "tool": a.tool}),
+                    );
+                    if let Err(e) = state.store.append_audit(scope, &entry).await {
+                        tracing::error!(error = %e, "approval request not audited");
+                    }
+                }
+                live.set_executing(false);
+                // The run stays live here while it waits, so followers keep following.
+                return run;
+            }
+            Ok(false) => {
+                // Cancelled while it ran: the store's answer is the truth.
+                let stored = state
+                    .store
+                    .get_run(scope, &run.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(run);
+                return end_live(state, scope, stored, live);
+            }
+            Err(e) => {
+                tracing::error!(run = %run.id, error = %e, "could not pause the run");
+                run.status = "failed".to_owned();
+                run.error = Some(json!({"type": "internal", "code": "store_unavailable", "message": "the run could not be saved"}).to_string());
+                return end_live(state, scope, run, live);
+            }
+        }
+    }
+    run.status = outcome.status.as_str().to_owned();
+    run.output = outcome.output.clone();
+    run.error = outcome.error.as_ref().map(Value::to_string);
+    run.finished_at_ms = Some(now_ms());
+    let messages: Vec<String> = outcome.new_messages.iter().map(stored).collect();
+    finish(state, scope, run, &outcome.steps, &messages, live).await
+}
+
+/// Writes a finished run, records it as a billable run, and ends it for its followers.
+async fn finish(
+    state: &AppState,
+    scope: &TenantScope,
+    mut run: RunRecord,
+    steps: &[RunStep],
+    messages: &[String],
+    live: &Arc<LiveRun>,
+) -> RunRecord {
+    match state.store.finish_run(scope, &run, steps, messages).await {
+        Ok(status) => {
+            if status != run.status
+                && let Ok(Some(stored)) = state.store.get_run(scope, &run.id).await
+            {
+                run = stored;
+            }
+        }
+        Err(e) => {
+            // The lease runs out and the sweeper marks the run interrupted.
+            tracing::error!(run = %run.id, error = %e, "could not store the finished run");
+        }
+    }
+    state
+        .usage
+        .record(
+            scope,
+            UsageEvent {
+                // One run event per run, whatever retries happen.
+                id: format!("evt_run_{}", run.id),
+                at_ms: now_ms(),
+                kind: "run".to_owned(),
+                key_id: run.key_id.clone(),
+                agent: Some(run.agent.clone()),
+                status: run.status.clone(),
+                run_id: Some(run.id.clone()),
+                agent_version: Some(run.version),
+                ..UsageEvent::default()
+            },
+        )
+        .await;
+    end_live(state, scope, run, live)
+}
+
+/// Sends the terminal event and forgets the live run.
+fn end_live(
+    state: &AppState,
+    scope: &TenantScope,
+    run: RunRecord,
+    live: &Arc<LiveRun>,
+) -> RunRecord {
+    live.set_executing(false);
+    live.emit(terminal_event(&run));
+    state.runner.hub.remove(scope, &run.id);
+    run
+}
+
+/// `run.completed`, `run.failed` or `run.cancelled` with the run object.
+pub fn terminal_event(run: &RunRecord) -> RunEvent {
+    let kind = match run.status.as_str() {
+        "succeeded" => "run.completed",
+        "cancelled" => "run.cancelled",
+        _ => "run.failed",
+    };
+    RunEvent::new(kind, json!({"run": RunDto::from(run)}))
+}
+
+/// The events a run not live here stands for: started (unless still queued), its stored
+/// steps, and its end.
+pub fn stored_events(run: &RunRecord, steps: &[RunStep]) -> Vec<RunEvent> {
+    let mut out = Vec::new();
+    if run.status != "queued" || run.checkpoint.is_some() || !steps.is_empty() {
+        out.push(RunEvent::new(
+            "run.started",
+            json!({"run": RunDto::from(run)}),
+        ));
+    }
+    out.extend(events_from_steps(steps));
+    if run.is_terminal() {
+        out.push(terminal_event(run));
+    }
+    out
+}
+
+/// Thread messages are stored as `{"role", "content", "parts"}`: the text for people and
+/// API clients, and the parts (tool calls and results included) for replaying the thread.
+pub fn stored(m: &Message) -> String {
+    let role = match m.role {
+        MsgRole::User => "user",
+        MsgRole::Assistant => "assistant",
+        MsgRole::Tool => "tool",
+    };
+    json!({"role": role, "content": m.text_content(), "parts": m.content}).to_string()
+}
+
+pub fn restored(text: &str) -> Option<Message> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let role = match v["role"].as_str()? {
+        "user" => MsgRole::User,
+        "assistant" => MsgRole::Assistant,
+        "tool" => MsgRole::Tool,
+        _ => return None,
+    };
+    if let Ok(content) = serde_json::from_value::<Vec<berth_llm::Part>>(v["parts"].clone())
+        && !content.is_empty()
+    {
+        return Some(Message { role, content });
+    }
+    // Older rows carry text only; their tool turns cannot be replayed.
+    (role != MsgRole::Tool).then(|| Message::text(role, v["content"].as_str().unwrap_or_default()))
+}
+
+/// Keeps the leases of the runs this node executes, with their usage so far.
+async fn heartbeat(state: AppState) {
+    let every = state.runner.settings.lease / 3;
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for (tenant, run_id, live) in state.runner.hub.executing() {
+            let Some(tenant) = TenantId::parse(&tenant) else {
+                continue;
+            };
+            let scope = TenantScope::for_system(tenant);
+            let usage = live.usage().to_string();
+            if let Err(e) = state
+                .store
+                .renew_lease(&scope, &run_id, state.runner.lease_until(), &usage)
+                .await
+            {
+                tracing::warn!(run = %run_id, error = %e, "lease not renewed");
+            }
+        }
+    }
+}
+
+/// Once at start and then every lease period: runs of dead processes fail as
+/// `interrupted`, approvals past their time expire, queued runs nobody holds are taken.
+async fn sweeper(state: AppState) {
+    loop {
+        if let Err(e) = sweep(&state).await {
+            tracing::warn!(error = %e.message, "run sweep failed");
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(state.runner.settings.lease.max(Duration::from_millis(200)) / 2) => {}
+        }
+    }
+}
+
+pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
+    let interrupted = json!({"type": "internal", "code": "interrupted",
+        "message": "the process running this run stopped before it finished; usage spent so far is kept"})
+    .to_string();
+    let mut cursor = None;
+    loop {
+        let page = state
+            .store
+            .list_tenants(&PageRequest {
+                limit: PageRequest::MAX_LIMIT,
+                cursor: cursor.clone(),
+            })
+            .await?;
+        for tenant in &page.items {
+            let scope = TenantScope::for_system(tenant.id.clone());
+            for id in state
+                .store
+                .fail_expired_leases(&scope, now_ms(), &interrupted)
+                .await?
+            {
+                tracing::warn!(tenant = %tenant.id, run = %id, "run interrupted: its process stopped");
+                if let Some(live) = state.runner.hub.get(&scope, &id)
+                    && let Ok(Some(run)) = state.store.get_run(&scope, &id).await
+                {
+                    end_live(state, &scope, run, &live);
+                }
+            }
+            for a in state.store.expired_approvals(&scope, now_ms()).await? {
+                let entry = NewEntry::new(
+                    "system",
+                    "approval.expire",
+                    &a.id,
+                    json!({"run": a.run_id, "tool": a.tool}),
+                );
+                if state
+                    .store
+                    .decide_approval(
+                        &scope,
+                        &a.id,
+                        "expired",
+                        Some("no decision in time"),
+                        "system",
+                        &entry,
+                    )
+                    .await?
+                    .is_some()
+                {
+                    state.runner.enqueue(&scope, &a.run_id);
+                }
+            }
+            for run in state.store.queued_runs(&scope, 100).await? {
+                state.runner.enqueue(&scope, &run.id);
+            }
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            return Ok(());
+        }
+    }
+}
