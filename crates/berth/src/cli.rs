@@ -1,6 +1,7 @@
 //! The command line: `berth serve` and the client commands of API.md.
 
 use crate::client::{Client, ClientError, EventStream, SavedLogin, Streamed, save_login};
+use crate::show::text_of;
 use clap::{Args, Parser, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -364,14 +365,6 @@ fn seg(s: &str) -> String {
         .replace('#', "%23")
 }
 
-fn text_of(v: &Value, key: &str) -> String {
-    match &v[key] {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn print_rows(rows: &[Value], cols: &[&str]) {
     let mut widths: Vec<usize> = cols.iter().map(|c| c.len()).collect();
     let cells: Vec<Vec<String>> = rows
@@ -450,6 +443,17 @@ fn traffic_text(split: &Value) -> String {
 
 fn rows(v: &Value) -> &[Value] {
     v["data"].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// `rows` with a `cost_usd` column in dollars, from the number `cost` finds in each row.
+fn with_cost(rows: &[Value], cost: impl Fn(&Value) -> &Value) -> Vec<Value> {
+    rows.iter()
+        .map(|r| {
+            let mut shown = r.clone();
+            shown["cost_usd"] = Value::String(crate::show::usd(cost(r)));
+            shown
+        })
+        .collect()
 }
 
 /// `path?k=v&…` with the pairs that have a value, each value percent-encoded.
@@ -1047,16 +1051,8 @@ async fn runs(opts: &ClientOpts, cmd: RunsCmd) -> Result<(), ClientError> {
             );
             let page = client.call(Method::GET, &path, None).await?;
             output(opts, &page, |v| {
-                let table: Vec<Value> = rows(v)
-                    .iter()
-                    .map(|r| {
-                        let mut r = r.clone();
-                        r["cost_usd"] = Value::String(crate::show::usd(&r["usage"]["cost_usd"]));
-                        r
-                    })
-                    .collect();
                 print_rows(
-                    &table,
+                    &with_cost(rows(v), |r| &r["usage"]["cost_usd"]),
                     &[
                         "id",
                         "agent",
@@ -1420,15 +1416,7 @@ async fn usage(
             .filter(|d| !d.is_empty())
             .collect();
         cols.extend_from_slice(USAGE_SUMS);
-        let table: Vec<Value> = rows(v)
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                r["cost_usd"] = Value::String(crate::show::usd(&r["cost_usd"]));
-                r
-            })
-            .collect();
-        print_rows(&table, &cols);
+        print_rows(&with_cost(rows(v), |r| &r["cost_usd"]), &cols);
     });
     Ok(())
 }

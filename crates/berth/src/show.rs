@@ -46,7 +46,8 @@ fn field<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
     keys.iter().map(|k| &v[*k]).find(|x| !x.is_null())
 }
 
-fn text(v: &Value, key: &str) -> String {
+/// A field as text: strings as they are, `-` when absent, other values as JSON.
+pub fn text_of(v: &Value, key: &str) -> String {
     match &v[key] {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
@@ -71,10 +72,10 @@ pub fn run_trailer(run: &Value) -> String {
     let u = &run["usage"];
     let mut line = format!(
         "{} · {} v{} · {} · {} LLM call(s), {} tool call(s) · {}",
-        text(run, "id"),
-        text(run, "agent"),
-        text(run, "version"),
-        text(run, "status"),
+        text_of(run, "id"),
+        text_of(run, "agent"),
+        text_of(run, "version"),
+        text_of(run, "status"),
         u["llm_calls"].as_i64().unwrap_or(0),
         u["tool_calls"].as_i64().unwrap_or(0),
         usd(&u["cost_usd"]),
@@ -89,10 +90,10 @@ pub fn run_trailer(run: &Value) -> String {
 pub fn run_line(run: &Value) -> String {
     format!(
         "{}  {}  v{}  {:<9}  {:>11}  {}",
-        text(run, "created_at"),
-        text(run, "id"),
-        text(run, "version"),
-        text(run, "status"),
+        text_of(run, "created_at"),
+        text_of(run, "id"),
+        text_of(run, "version"),
+        text_of(run, "status"),
         usd(&run["usage"]["cost_usd"]),
         run_summary(run)
     )
@@ -110,7 +111,7 @@ pub fn finished(run: &Value) -> bool {
 
 /// The error for a run that ended as `status` (`failed` or `cancelled`).
 pub fn failure(run: &Value, status: &str) -> String {
-    let id = text(run, "id");
+    let id = text_of(run, "id");
     if status == "cancelled" {
         return format!("run {id} was cancelled");
     }
@@ -174,10 +175,10 @@ pub fn step_essence(step: &Value) -> String {
         "llm_call" => {
             let mut line = format!(
                 "{} via {}: {} in / {} out tokens, {}{}",
-                text(step, "model"),
-                text(step, "provider"),
-                text(step, "input_tokens"),
-                text(step, "output_tokens"),
+                text_of(step, "model"),
+                text_of(step, "provider"),
+                text_of(step, "input_tokens"),
+                text_of(step, "output_tokens"),
                 usd(&step["cost_usd"]),
                 latency(step)
             );
@@ -188,7 +189,7 @@ pub fn step_essence(step: &Value) -> String {
             line
         }
         "tool_call" => format!("{}{}", tool_text(step), latency(step)),
-        "error" => format!("{}: {}", text(step, "code"), compact(&step["message"])),
+        "error" => format!("{}: {}", text_of(step, "code"), compact(&step["message"])),
         "log" => field(step, &["message", "text"]).map_or_else(String::new, compact),
         // `approval` and steps added later: their own fields, compactly.
         _ => {
@@ -203,14 +204,19 @@ pub fn step_essence(step: &Value) -> String {
     }
 }
 
-/// The id of the approval an `approval.required` event asks for, when it names one.
-pub fn approval_id(data: &Value) -> Option<String> {
-    let a = if data["approval"].is_object() {
+/// The approval an `approval.required` event carries: nested under `approval`, or the
+/// event's data itself.
+fn approval_of(data: &Value) -> &Value {
+    if data["approval"].is_object() {
         &data["approval"]
     } else {
         data
-    };
-    a["id"].as_str().map(str::to_owned)
+    }
+}
+
+/// The id of the approval an `approval.required` event asks for, when it names one.
+pub fn approval_id(data: &Value) -> Option<String> {
+    approval_of(data)["id"].as_str().map(str::to_owned)
 }
 
 /// A side line for a streamed event other than the answer's text, or `None` for events
@@ -232,12 +238,8 @@ pub fn event_line(event: &str, data: &Value) -> Option<String> {
             })
         }
         "approval.required" => {
-            let a = if data["approval"].is_object() {
-                &data["approval"]
-            } else {
-                data
-            };
-            let tool = field(a, &["tool", "name"]).map_or("a tool call".to_owned(), compact);
+            let tool = field(approval_of(data), &["tool", "name"])
+                .map_or("a tool call".to_owned(), compact);
             Some(match approval_id(data) {
                 Some(id) => format!(
                     "⏸ {tool} waits for approval {id}: berth approvals approve {id} (or deny)"
