@@ -1,11 +1,14 @@
 //! The command line: `berth serve` and the client commands of API.md.
 
-use crate::client::{Client, ClientError, SavedLogin, save_login};
+use crate::client::{Client, ClientError, EventStream, SavedLogin, Streamed, save_login};
+use crate::show::text_of;
 use clap::{Args, Parser, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::io::Read;
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -108,6 +111,80 @@ pub enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Run an agent and print its answer.
+    Run {
+        name: String,
+        /// The input text.
+        input: String,
+        /// Continue this thread (`new` starts one; its id is printed after the answer).
+        #[arg(long)]
+        thread: Option<String>,
+        /// Run this version instead of the one traffic picks (role developer).
+        #[arg(long)]
+        version: Option<i64>,
+        /// Print the answer as it is written, with tool calls, until the run ends.
+        #[arg(long, conflicts_with = "asynchronous")]
+        stream: bool,
+        /// Return at once with the queued run.
+        #[arg(long = "async")]
+        asynchronous: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// List, inspect and cancel runs.
+    Runs {
+        #[command(subcommand)]
+        cmd: RunsCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// An agent's recent runs, one line each; `-f` keeps printing runs as they finish.
+    Logs {
+        name: String,
+        /// Poll every second and print each run when it finishes, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many recent runs to show first.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Runs paused for a human decision.
+    Approvals {
+        #[command(subcommand)]
+        cmd: ApprovalsCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// The tenant policy document.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// The tenant's own LLM providers (bring your own key).
+    Providers {
+        #[command(subcommand)]
+        cmd: ProvidersCmd,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Usage and cost, grouped.
+    Usage {
+        /// Group by these, comma-separated: agent, model, provider, key, day.
+        #[arg(long)]
+        by: Option<String>,
+        /// From this day (YYYY-MM-DD) or RFC 3339 time, inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// To this day or time, exclusive.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Check an agent manifest (DIR/agent.toml) offline.
     Validate {
         /// The agent's directory.
@@ -199,6 +276,78 @@ pub enum SecretsCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum RunsCmd {
+    /// Runs, newest first.
+    List {
+        #[arg(long)]
+        agent: Option<String>,
+        /// queued, running, waiting_approval, succeeded, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        thread: Option<String>,
+        /// At most this many (the server's default is 50, its maximum 500).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// One run: status, usage, output or error.
+    Show { id: String },
+    /// A run's steps, one line each.
+    Trace { id: String },
+    /// Stop a run that has not finished.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApprovalsCmd {
+    List {
+        /// Only these, e.g. `pending`.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Let the paused call go ahead.
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Refuse the paused call.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Print the policy document as JSON (its revision on stderr).
+    Get,
+    /// Replace the policy with FILE, JSON or TOML (`-`: standard input).
+    Set { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProvidersCmd {
+    /// Add or replace provider NAME; its models are then `NAME/<model>`.
+    Set {
+        name: String,
+        /// openai, anthropic or openai-compatible.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        base_url: Option<String>,
+        /// The secret holding the provider's API key (`berth secrets set`).
+        #[arg(long)]
+        key_secret: String,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum AuditCmd {
     List {
         #[arg(long, default_value_t = 50)]
@@ -214,14 +363,6 @@ fn seg(s: &str) -> String {
         .replace('/', "%2F")
         .replace('?', "%3F")
         .replace('#', "%23")
-}
-
-fn text_of(v: &Value, key: &str) -> String {
-    match &v[key] {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn print_rows(rows: &[Value], cols: &[&str]) {
@@ -302,6 +443,41 @@ fn traffic_text(split: &Value) -> String {
 
 fn rows(v: &Value) -> &[Value] {
     v["data"].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// `rows` with a `cost_usd` column in dollars, from the number `cost` finds in each row.
+fn with_cost(rows: &[Value], cost: impl Fn(&Value) -> &Value) -> Vec<Value> {
+    rows.iter()
+        .map(|r| {
+            let mut shown = r.clone();
+            shown["cost_usd"] = Value::String(crate::show::usd(cost(r)));
+            shown
+        })
+        .collect()
+}
+
+/// `path?k=v&…` with the pairs that have a value, each value percent-encoded.
+fn query(path: &str, pairs: &[(&str, Option<&str>)]) -> String {
+    let encode = |v: &str| {
+        v.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", parts.join("&"))
+    }
 }
 
 /// Runs a client command.
@@ -443,6 +619,44 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
                 println!("{name}: {}", traffic_text(&t["split"]))
             });
             Ok(())
+        }
+        Command::Run {
+            name,
+            input,
+            thread,
+            version,
+            stream,
+            asynchronous,
+            opts,
+        } => {
+            let mut body = json!({"input": input});
+            if let Some(t) = thread {
+                body["thread"] = json!(t);
+            }
+            if let Some(v) = version {
+                body["version"] = json!(v);
+            }
+            // Sent only when asked, so that a plain run is the plain synchronous request.
+            if stream {
+                body["stream"] = json!(true);
+            }
+            if asynchronous {
+                body["async"] = json!(true);
+            }
+            run_agent(&opts, &name, &body, stream).await
+        }
+        Command::Runs { cmd, opts } => runs(&opts, cmd).await,
+        Command::Logs {
+            name,
+            follow,
+            limit,
+            opts,
+        } => logs(&opts, &name, follow, limit).await,
+        Command::Approvals { cmd, opts } => approvals(&opts, cmd).await,
+        Command::Policy { cmd, opts } => policy(&opts, cmd).await,
+        Command::Providers { cmd, opts } => providers(&opts, cmd).await,
+        Command::Usage { by, from, to, opts } => {
+            usage(&opts, by.as_deref(), from.as_deref(), to.as_deref()).await
         }
         Command::Validate { dir, json } => {
             let manifest = crate::validate::validate_dir(&dir).map_err(ClientError::Usage)?;
@@ -676,11 +890,533 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
                         }
                     });
                     if v["ok"].as_bool() != Some(true) {
-                        return Err(ClientError::Usage("the audit chain does not verify".into()));
+                        return Err(ClientError::Failed(
+                            "the audit chain does not verify".into(),
+                        ));
                     }
                 }
             }
             Ok(())
         }
     }
+}
+
+/// `berth run`: starts the run, then prints its answer (as it streams with `stream`).
+async fn run_agent(
+    opts: &ClientOpts,
+    name: &str,
+    body: &Value,
+    stream: bool,
+) -> Result<(), ClientError> {
+    let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+    let path = format!("/v1/agents/{}/runs", seg(name));
+    if !stream {
+        let run = client.call(Method::POST, &path, Some(body)).await?;
+        return print_run(opts, &run);
+    }
+    match client.open_events(Method::POST, &path, Some(body)).await? {
+        Streamed::Events(events) => follow_run(opts, *events).await,
+        // A server that answers a streamed request with the finished run as JSON.
+        Streamed::Json(run) => print_run(opts, &run),
+    }
+}
+
+/// Prints a run as `berth run` answers it, and fails if the run did.
+fn print_run(opts: &ClientOpts, run: &Value) -> Result<(), ClientError> {
+    let id = text_of(run, "id");
+    let status = run["status"].as_str().unwrap_or_default().to_owned();
+    output(opts, run, |run| match status.as_str() {
+        "succeeded" => {
+            if let Some(answer) = run["output"].as_str() {
+                println!("{answer}");
+            }
+            eprintln!("{}", crate::show::run_trailer(run));
+        }
+        "waiting_approval" => {
+            println!("Run {id} is waiting for approval: berth approvals list --status pending")
+        }
+        "queued" | "running" => println!("Run {id} is {status}: berth runs show {id}"),
+        // failed and cancelled: said by the error below.
+        _ => {}
+    });
+    match status.as_str() {
+        "failed" | "cancelled" => Err(ClientError::Failed(crate::show::failure(run, &status))),
+        _ => Ok(()),
+    }
+}
+
+/// Prints a streamed run's events as they arrive: the answer's text on stdout, tool calls,
+/// approvals and logs as lines on stderr; ends with the run's final event.
+async fn follow_run(opts: &ClientOpts, mut events: EventStream) -> Result<(), ClientError> {
+    let mut stdout = std::io::stdout();
+    // The answer printed so far does not end with a newline: end its line before a side
+    // line, so that the two do not run into each other on a terminal.
+    let mut mid_line = false;
+    let mut run_id: Option<String> = None;
+    // What the run waits for, while its last news is that it waits.
+    let mut waiting: Option<String> = None;
+    while let Some(ev) = events.next().await? {
+        let data: Value =
+            serde_json::from_str(&ev.data).unwrap_or_else(|_| Value::String(ev.data.clone()));
+        if let Some(id) = data["run"]["id"].as_str() {
+            run_id = Some(id.to_owned());
+        }
+        if opts.json {
+            println!("{}", json!({"event": ev.event, "data": data}));
+        }
+        let ended = match ev.event.as_str() {
+            "run.completed" => Some("succeeded"),
+            "run.failed" => Some("failed"),
+            "run.cancelled" => Some("cancelled"),
+            _ => None,
+        };
+        if let Some(status) = ended {
+            if mid_line {
+                writeln!(stdout)?;
+            }
+            let run = &data["run"];
+            if status != "succeeded" {
+                return Err(ClientError::Failed(crate::show::failure(run, status)));
+            }
+            if !opts.json {
+                eprintln!("{}", crate::show::run_trailer(run));
+            }
+            return Ok(());
+        }
+        match ev.event.as_str() {
+            "approval.required" => {
+                waiting = Some(
+                    crate::show::approval_id(&data)
+                        .map_or_else(|| "approval".to_owned(), |id| format!("approval {id}")),
+                );
+            }
+            "log" => {}
+            // Anything else means the run went on.
+            _ => waiting = None,
+        }
+        if opts.json {
+            continue;
+        }
+        if ev.event == "message.delta" {
+            if let Some(t) = data["text"].as_str() {
+                stdout.write_all(t.as_bytes())?;
+                stdout.flush()?;
+                if !t.is_empty() {
+                    mid_line = !t.ends_with('\n');
+                }
+            }
+        } else if let Some(line) = crate::show::event_line(&ev.event, &data) {
+            if mid_line {
+                writeln!(stdout)?;
+                mid_line = false;
+            }
+            eprintln!("{line}");
+        }
+    }
+    if mid_line {
+        writeln!(stdout)?;
+    }
+    let run = run_id.as_deref().unwrap_or("the run");
+    match waiting {
+        // A server may end the stream while the run waits for a human.
+        Some(which) if !opts.json => {
+            println!("Run {run} is waiting for {which}: berth approvals list --status pending");
+            Ok(())
+        }
+        Some(_) => Ok(()),
+        None => Err(ClientError::Decode(format!(
+            "the event stream of {run} ended before the run did"
+        ))),
+    }
+}
+
+async fn runs(opts: &ClientOpts, cmd: RunsCmd) -> Result<(), ClientError> {
+    let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+    match cmd {
+        RunsCmd::List {
+            agent,
+            status,
+            thread,
+            limit,
+        } => {
+            let limit = limit.map(|l| l.to_string());
+            let path = query(
+                "/v1/runs",
+                &[
+                    ("agent", agent.as_deref()),
+                    ("status", status.as_deref()),
+                    ("thread", thread.as_deref()),
+                    ("limit", limit.as_deref()),
+                ],
+            );
+            let page = client.call(Method::GET, &path, None).await?;
+            output(opts, &page, |v| {
+                print_rows(
+                    &with_cost(rows(v), |r| &r["usage"]["cost_usd"]),
+                    &[
+                        "id",
+                        "agent",
+                        "version",
+                        "status",
+                        "thread",
+                        "cost_usd",
+                        "created_at",
+                    ],
+                );
+                if !v["next_cursor"].is_null() {
+                    eprintln!("(more runs: raise --limit or narrow the filters)");
+                }
+            });
+        }
+        RunsCmd::Show { id } => {
+            let run = client
+                .call(Method::GET, &format!("/v1/runs/{}", seg(&id)), None)
+                .await?;
+            output(opts, &run, |r| {
+                let u = &r["usage"];
+                println!(
+                    "{}  {} v{}  {}",
+                    text_of(r, "id"),
+                    text_of(r, "agent"),
+                    text_of(r, "version"),
+                    text_of(r, "status")
+                );
+                println!("thread    {}", text_of(r, "thread"));
+                println!(
+                    "time      {} → {}",
+                    text_of(r, "created_at"),
+                    text_of(r, "finished_at")
+                );
+                println!(
+                    "usage     {} LLM call(s), {} tool call(s), {} in / {} out tokens, {}, {} ms compute",
+                    u["llm_calls"].as_i64().unwrap_or(0),
+                    u["tool_calls"].as_i64().unwrap_or(0),
+                    u["input_tokens"].as_i64().unwrap_or(0),
+                    u["output_tokens"].as_i64().unwrap_or(0),
+                    crate::show::usd(&u["cost_usd"]),
+                    u["compute_ms"].as_i64().unwrap_or(0)
+                );
+                if r["error"].is_object() {
+                    println!(
+                        "error     {} ({})",
+                        text_of(&r["error"], "message"),
+                        text_of(&r["error"], "code")
+                    );
+                }
+                if let Some(answer) = r["output"].as_str() {
+                    println!("output");
+                    for line in answer.lines() {
+                        println!("  {line}");
+                    }
+                }
+            });
+        }
+        RunsCmd::Trace { id } => {
+            let steps = client
+                .call(Method::GET, &format!("/v1/runs/{}/trace", seg(&id)), None)
+                .await?;
+            output(opts, &steps, |v| {
+                let table: Vec<Value> = rows(v)
+                    .iter()
+                    .map(|s| {
+                        json!({"seq": s["seq"], "type": s["type"], "step": crate::show::step_essence(s)})
+                    })
+                    .collect();
+                print_rows(&table, &["seq", "type", "step"]);
+            });
+        }
+        RunsCmd::Cancel { id } => {
+            let run = client
+                .call(Method::POST, &format!("/v1/runs/{}/cancel", seg(&id)), None)
+                .await?;
+            output(opts, &run, |r| {
+                println!("Run {}: {}", text_of(r, "id"), text_of(r, "status"))
+            });
+        }
+    }
+    Ok(())
+}
+
+/// How many runs each poll of `berth logs -f` reads: runs that finish while more than this
+/// many newer ones started in between are not printed.
+const FOLLOW_PAGE: u32 = 100;
+
+/// `berth logs`: the agent's recent runs, oldest first; with `follow`, then every run as it
+/// finishes, until Ctrl-C.
+async fn logs(opts: &ClientOpts, name: &str, follow: bool, limit: u32) -> Result<(), ClientError> {
+    let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+    let page_of = |n: u32| {
+        let n = n.to_string();
+        query("/v1/runs", &[("agent", Some(name)), ("limit", Some(&n))])
+    };
+    let print = |run: &Value| {
+        if opts.json {
+            println!("{run}");
+        } else {
+            println!("{}", crate::show::run_line(run));
+        }
+    };
+    if !follow {
+        let page = client.call(Method::GET, &page_of(limit), None).await?;
+        output(opts, &page, |v| {
+            for run in rows(v).iter().rev() {
+                println!("{}", crate::show::run_line(run));
+            }
+        });
+        return Ok(());
+    }
+    let id_of = |r: &Value| r["id"].as_str().unwrap_or_default().to_owned();
+    let page = client
+        .call(Method::GET, &page_of(FOLLOW_PAGE.max(limit)), None)
+        .await?;
+    let recent = rows(&page);
+    for run in recent.iter().take(limit as usize).rev() {
+        print(run);
+    }
+    // Runs already printed as finished; one still going is printed again when it ends.
+    let mut printed: HashSet<String> = recent
+        .iter()
+        .filter(|r| crate::show::finished(r))
+        .map(id_of)
+        .collect();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; the listing above was this poll
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let page = tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            page = async {
+                tick.tick().await;
+                client.call(Method::GET, &page_of(FOLLOW_PAGE), None).await
+            } => page?,
+        };
+        let recent = rows(&page);
+        for run in recent.iter().rev() {
+            if crate::show::finished(run) && !printed.contains(&id_of(run)) {
+                print(run);
+            }
+        }
+        // Runs are listed newest first, so one that left the page never comes back: keeping
+        // only the page's ids bounds what is remembered.
+        printed = recent
+            .iter()
+            .filter(|r| crate::show::finished(r))
+            .map(id_of)
+            .collect();
+    }
+}
+
+async fn approvals(opts: &ClientOpts, cmd: ApprovalsCmd) -> Result<(), ClientError> {
+    let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+    let (id, decision, reason) = match cmd {
+        ApprovalsCmd::List { status } => {
+            let all = list_all(
+                &client,
+                &query("/v1/approvals", &[("status", status.as_deref())]),
+            )
+            .await?;
+            output(opts, &all, |v| {
+                print_rows(
+                    rows(v),
+                    &["id", "run", "agent", "tool", "status", "created_at"],
+                )
+            });
+            return Ok(());
+        }
+        ApprovalsCmd::Approve { id, reason } => (id, "approve", reason),
+        ApprovalsCmd::Deny { id, reason } => (id, "deny", reason),
+    };
+    let mut body = json!({"decision": decision});
+    if let Some(r) = reason {
+        body["reason"] = json!(r);
+    }
+    let answer = client
+        .call(
+            Method::POST,
+            &format!("/v1/approvals/{}", seg(&id)),
+            Some(&body),
+        )
+        .await?;
+    output(opts, &answer, |a| {
+        let verb = if decision == "approve" {
+            "Approved"
+        } else {
+            "Denied"
+        };
+        match a["run"].as_str() {
+            Some(run) => println!("{verb} {id} (run {run})"),
+            None => println!("{verb} {id}"),
+        }
+    });
+    Ok(())
+}
+
+/// A policy document from FILE (`-`: standard input): JSON, or TOML turned into the same
+/// JSON; the extension decides, else whichever parses.
+fn read_document(file: &Path) -> Result<Value, ClientError> {
+    let name = file.display();
+    let text = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| ClientError::Usage(format!("cannot read {name}: {e}")))?
+    };
+    // An empty document would clear the whole policy: far more likely a mistake.
+    if text.trim().is_empty() {
+        return Err(ClientError::Usage(format!(
+            "{name} is empty; to clear the policy, set {{}}"
+        )));
+    }
+    let as_json = |t: &str| serde_json::from_str::<Value>(t).map_err(|e| e.to_string());
+    let as_toml = |t: &str| {
+        toml::from_str::<toml::Table>(t)
+            .map(|t| toml_to_json(toml::Value::Table(t)))
+            .map_err(|e| e.to_string())
+    };
+    let parsed = match file.extension().and_then(|e| e.to_str()) {
+        Some("json") => as_json(&text),
+        Some("toml") => as_toml(&text),
+        _ => as_json(&text).or_else(|json_err| {
+            as_toml(&text).map_err(|toml_err| {
+                format!("neither JSON ({json_err}) nor TOML ({})", toml_err.trim())
+            })
+        }),
+    };
+    parsed.map_err(|e| ClientError::Usage(format!("{name}: {e}")))
+}
+
+/// TOML as JSON; dates and times become their RFC 3339 text.
+fn toml_to_json(v: toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => json!(i),
+        toml::Value::Float(f) => json!(f),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
+    }
+}
+
+async fn policy(opts: &ClientOpts, cmd: PolicyCmd) -> Result<(), ClientError> {
+    let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+    match cmd {
+        PolicyCmd::Get => {
+            let p = client.call(Method::GET, "/v1/policy", None).await?;
+            output(opts, &p, |p| {
+                // The document alone on stdout, so that `policy get > f; policy set f` works.
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&p["policy"]).unwrap_or_default()
+                );
+                eprintln!(
+                    "revision {}, updated {}",
+                    text_of(p, "revision"),
+                    text_of(p, "updated_at")
+                );
+            });
+        }
+        PolicyCmd::Set { file } => {
+            let doc = read_document(&file)?;
+            let p = client.call(Method::PUT, "/v1/policy", Some(&doc)).await?;
+            output(opts, &p, |p| {
+                println!("Policy set: revision {}", text_of(p, "revision"))
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn providers(opts: &ClientOpts, cmd: ProvidersCmd) -> Result<(), ClientError> {
+    let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+    match cmd {
+        ProvidersCmd::Set {
+            name,
+            kind,
+            base_url,
+            key_secret,
+        } => {
+            let mut body = json!({"kind": kind, "api_key_secret": key_secret});
+            if let Some(u) = base_url {
+                body["base_url"] = json!(u);
+            }
+            let p = client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/providers/{}", seg(&name)),
+                    Some(&body),
+                )
+                .await?;
+            output(opts, &p, |p| {
+                println!(
+                    "Set provider {} ({}, key from secret {}); its models are {}/<model>",
+                    text_of(p, "name"),
+                    text_of(p, "kind"),
+                    text_of(p, "api_key_secret"),
+                    text_of(p, "name")
+                )
+            });
+        }
+        ProvidersCmd::List => {
+            let all = client.call(Method::GET, "/v1/providers", None).await?;
+            output(opts, &all, |v| {
+                print_rows(
+                    rows(v),
+                    &["name", "kind", "base_url", "api_key_secret", "updated_at"],
+                )
+            });
+        }
+        ProvidersCmd::Delete { name } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/providers/{}", seg(&name)),
+                    None,
+                )
+                .await?;
+            output(opts, &json!({"deleted": name}), |_| {
+                println!("Deleted provider {name}")
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The sums of every usage row, after the grouped dimensions.
+const USAGE_SUMS: &[&str] = &[
+    "requests",
+    "runs",
+    "llm_calls",
+    "tool_calls",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+];
+
+async fn usage(
+    opts: &ClientOpts,
+    by: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(), ClientError> {
+    let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+    let path = query("/v1/usage", &[("group_by", by), ("from", from), ("to", to)]);
+    let u = client.call(Method::GET, &path, None).await?;
+    output(opts, &u, |v| {
+        let mut cols: Vec<&str> = by
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .collect();
+        cols.extend_from_slice(USAGE_SUMS);
+        print_rows(&with_cost(rows(v), |r| &r["cost_usd"]), &cols);
+    });
+    Ok(())
 }

@@ -1,8 +1,10 @@
 //! The HTTP client behind the CLI's client commands: where to connect, with what token,
 //! and how a server error becomes a message and a non-zero exit.
 
+use berth_llm::sse::{SseEvent, SseParser};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,10 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
+    /// The request succeeded but what it reports did not: a run that failed or was
+    /// cancelled, an audit chain that does not verify.
+    #[error("{0}")]
+    Failed(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -125,11 +131,54 @@ impl Client {
         self.finish(req).await
     }
 
-    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, ClientError> {
-        let resp = req.send().await.map_err(|source| ClientError::Connect {
+    /// Like [`Client::call`], but asks for an event stream (`Accept: text/event-stream`).
+    /// A server may still answer with JSON (a finished run), which is returned as such.
+    pub async fn open_events(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Streamed, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .header("accept", "text/event-stream");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = self.send(req).await?;
+        let is_events = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if resp.status().is_success() && is_events {
+            return Ok(Streamed::Events(Box::new(EventStream {
+                resp,
+                parser: SseParser::default(),
+                ready: VecDeque::new(),
+                ended: false,
+            })));
+        }
+        Ok(Streamed::Json(Self::read(resp).await?))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        req.send().await.map_err(|source| ClientError::Connect {
             url: self.base.clone(),
             source,
-        })?;
+        })
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, ClientError> {
+        let resp = self.send(req).await?;
+        Self::read(resp).await
+    }
+
+    /// The answer's JSON, or the server's error as a [`ClientError::Server`].
+    async fn read(resp: reqwest::Response) -> Result<serde_json::Value, ClientError> {
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -164,5 +213,46 @@ impl Client {
             });
         }
         Ok(value)
+    }
+}
+
+/// What [`Client::open_events`] got back.
+pub enum Streamed {
+    // Boxed: the stream holds the response and parser, far larger than a JSON value.
+    Events(Box<EventStream>),
+    Json(serde_json::Value),
+}
+
+/// Server-sent events, read as they arrive.
+pub struct EventStream {
+    resp: reqwest::Response,
+    parser: SseParser,
+    /// Events parsed from the last chunk and not handed out yet.
+    ready: VecDeque<SseEvent>,
+    ended: bool,
+}
+
+impl EventStream {
+    /// The next event; `None` once the server has closed the stream.
+    pub async fn next(&mut self) -> Result<Option<SseEvent>, ClientError> {
+        let broken = |e: &dyn std::fmt::Display| ClientError::Decode(format!("event stream: {e}"));
+        loop {
+            if let Some(ev) = self.ready.pop_front() {
+                return Ok(Some(ev));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.resp.chunk().await.map_err(|e| broken(&e))? {
+                Some(chunk) => self
+                    .ready
+                    .extend(self.parser.feed(&chunk).map_err(|e| broken(&e))?),
+                None => {
+                    self.ended = true;
+                    self.ready
+                        .extend(self.parser.finish().map_err(|e| broken(&e))?);
+                }
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod logging;
 pub mod pack;
+pub mod show;
 pub mod validate;
 
 pub use app::{Server, start};
