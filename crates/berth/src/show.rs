@@ -216,7 +216,11 @@ fn approval_of(data: &Value) -> &Value {
 
 /// The id of the approval an `approval.required` event asks for, when it names one.
 pub fn approval_id(data: &Value) -> Option<String> {
-    approval_of(data)["id"].as_str().map(str::to_owned)
+    let a = approval_of(data);
+    a["id"]
+        .as_str()
+        .or(a["approval_id"].as_str())
+        .map(str::to_owned)
 }
 
 /// A side line for a streamed event other than the answer's text, or `None` for events
