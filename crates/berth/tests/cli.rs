@@ -248,15 +248,7 @@ async fn get(url: &str, path: &str, token: &str) -> (u16, Value) {
 
 /// `POST <url><path>` with a bearer token and a JSON body; asserts 201, returns the body.
 async fn post_created(url: &str, path: &str, token: &str, body: Value) -> Value {
-    let resp = reqwest::Client::new()
-        .post(format!("{url}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
+    let (status, body) = post(url, path, token, body).await;
     assert_eq!(status, 201, "POST {path}: {body}");
     body
 }

@@ -117,6 +117,16 @@ macro_rules! impl_store {
             })
         }
 
+        /// The `(created_at, id)` a newest-first page continues below: from the cursor
+        /// `"<created_at>:<id>"`, or above everything for the first page.
+        fn newest_first_cursor(page: &PageRequest) -> (i64, String) {
+            page.cursor
+                .as_deref()
+                .and_then(|c| c.split_once(':'))
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+                .unwrap_or((i64::MAX, "\u{10FFFF}".to_owned()))
+        }
+
         fn limit_plus_one(page: &PageRequest) -> i64 {
             page.limit.clamp(1, PageRequest::MAX_LIMIT) + 1
         }
@@ -1320,12 +1330,7 @@ macro_rules! impl_store {
             async fn list_approvals(&self, scope: &TenantScope, f: &ApprovalFilter, page: &PageRequest) -> Result<Page<ApprovalRecord>> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
                 // Newest first; the cursor is "<created_at>:<id>" of the last one seen.
-                let (c_at, c_id) = page
-                    .cursor
-                    .as_deref()
-                    .and_then(|c| c.split_once(':'))
-                    .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
-                    .unwrap_or((i64::MAX, String::new()));
+                let (c_at, c_id) = newest_first_cursor(page);
                 let rows = sqlx::query(&format!(
                     "SELECT {APPROVAL_COLS} FROM approvals WHERE tenant_id = $1 \
                      AND ($2 = '' OR status = $2) AND ($3 = '' OR agent = $3) AND ($4 = '' OR run_id = $4) \
@@ -1337,7 +1342,7 @@ macro_rules! impl_store {
                 .bind(f.agent.as_deref().unwrap_or(""))
                 .bind(f.run_id.as_deref().unwrap_or(""))
                 .bind(c_at)
-                .bind(if c_at == i64::MAX { "\u{10FFFF}".to_owned() } else { c_id })
+                .bind(c_id)
                 .bind(limit_plus_one(page))
                 .fetch_all(&mut *tx)
                 .await?;
@@ -1405,13 +1410,8 @@ macro_rules! impl_store {
 
             async fn list_runs(&self, scope: &TenantScope, f: &RunFilter, page: &PageRequest) -> Result<Page<RunRecord>> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
-                // Newest first; the cursor is "<created_at>:<id>" of the last run seen.
-                let (c_at, c_id) = page
-                    .cursor
-                    .as_deref()
-                    .and_then(|c| c.split_once(':'))
-                    .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
-                    .unwrap_or((i64::MAX, String::new()));
+                // Newest first; the cursor is "<created_at>:<id>" of the last one seen.
+                let (c_at, c_id) = newest_first_cursor(page);
                 let rows = sqlx::query(&format!(
                     "SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 \
                      AND ($2 = '' OR agent = $2) AND ($3 = '' OR status = $3) AND ($4 = '' OR thread_id = $4) \
@@ -1426,7 +1426,7 @@ macro_rules! impl_store {
                 .bind(f.since_ms.unwrap_or(0))
                 .bind(f.key_id.as_deref().unwrap_or(""))
                 .bind(c_at)
-                .bind(if c_at == i64::MAX { "\u{10FFFF}".to_owned() } else { c_id })
+                .bind(c_id)
                 .bind(limit_plus_one(page))
                 .fetch_all(&mut *tx)
                 .await?;
