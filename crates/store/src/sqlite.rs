@@ -12,11 +12,21 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// SQLite allows one writer at a time; a single-connection write pool makes writers queue
 /// in-process instead of failing with `SQLITE_BUSY`, while readers run in parallel.
+///
+/// The writer never checkpoints the WAL itself: a checkpoint (the only point where WAL mode
+/// with `synchronous = NORMAL` waits for the disk) would stall every commit queued behind
+/// it. A background task checkpoints from its own connection instead (`PASSIVE`: it never
+/// blocks the writer), so commits stay at memory speed.
 #[derive(Clone)]
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// The checkpoint task runs while any clone of the store is alive.
+    _alive: std::sync::Arc<()>,
 }
+
+/// How often the background task moves the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 impl SqliteStore {
     pub async fn open(url: &str) -> Result<Self> {
@@ -29,14 +39,24 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         MIGRATOR.run(&writer).await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { reader, writer })
+        let alive = std::sync::Arc::new(());
+        tokio::spawn(checkpoint_loop(checkpointer, std::sync::Arc::downgrade(&alive)));
+        Ok(SqliteStore {
+            reader,
+            writer,
+            _alive: alive,
+        })
     }
 
     async fn begin(
@@ -91,3 +111,20 @@ impl Health for SqliteStore {
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite);
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the store is dropped; a failed
+/// checkpoint is retried at the next tick (the WAL only grows meanwhile).
+async fn checkpoint_loop(pool: SqlitePool, alive: std::sync::Weak<()>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if alive.upgrade().is_none() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        }
+    }
+    pool.close().await;
+}
