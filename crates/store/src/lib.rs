@@ -267,6 +267,38 @@ pub trait RunStore: Send + Sync {
     async fn run_steps(&self, scope: &TenantScope, run_id: &str) -> Result<Vec<RunStep>>;
 }
 
+/// Budget counters with reservations: reserve before a call, settle after it.
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
+    /// Reserves up to `want` nano-USD on every budget (at least `floor`): the amount is the
+    /// least headroom of the hard budgets, capped at `want`. `None` (nothing held) when some
+    /// hard budget has less than `floor` left. Holds expire at `expires_at_ms`.
+    async fn reserve_budget(
+        &self,
+        scope: &TenantScope,
+        hold_id: &str,
+        budgets: &[BudgetLimit],
+        want: i64,
+        floor: i64,
+        expires_at_ms: i64,
+    ) -> Result<Option<i64>>;
+    /// Releases a hold and adds the real cost to every budget it held (once: a second
+    /// settle of the same hold changes nothing and answers nothing).
+    async fn settle_budget(
+        &self,
+        scope: &TenantScope,
+        hold_id: &str,
+        actual: i64,
+    ) -> Result<Vec<Settled>>;
+    /// Releases holds whose time ran out (their calls never settled); answers how many.
+    async fn release_expired_holds(&self, scope: &TenantScope, now_ms: i64) -> Result<u64>;
+    async fn budget_states(
+        &self,
+        scope: &TenantScope,
+        budgets: &[String],
+    ) -> Result<Vec<BudgetState>>;
+}
+
 /// Liveness of the backing database.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -285,6 +317,7 @@ pub trait Store:
     + UsageStore
     + AgentStore
     + RunStore
+    + BudgetStore
     + Health
 {
 }
@@ -298,6 +331,7 @@ impl<T> Store for T where
         + UsageStore
         + AgentStore
         + RunStore
+        + BudgetStore
         + Health
 {
 }

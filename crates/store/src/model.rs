@@ -388,3 +388,27 @@ pub struct RunFilter {
     /// Only runs started by this key (invokers read their own runs).
     pub key_id: Option<String>,
 }
+
+/// A budget a reservation is checked against: its counter key and, for a hard budget, the
+/// most it may reach (`None`: soft, counted but never refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetLimit {
+    /// `"<scope>|<period>"`.
+    pub budget: String,
+    pub limit_nano: Option<i64>,
+}
+
+/// Where a budget counter stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetState {
+    pub spent_nano: i64,
+    pub reserved_nano: i64,
+}
+
+/// A settled budget: the spend before and after, for alerts at fractions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub budget: String,
+    pub spent_before_nano: i64,
+    pub spent_after_nano: i64,
+}

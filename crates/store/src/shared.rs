@@ -20,7 +20,7 @@ macro_rules! impl_store {
         use $crate::model::*;
         use $crate::shared::TxKind;
         use $crate::{
-            AgentStore, AuditStore, KeyStore, PolicyStore, ProviderStore, Result, RunStore, SecretStore,
+            AgentStore, AuditStore, BudgetStore, KeyStore, PolicyStore, ProviderStore, Result, RunStore, SecretStore,
             StoreError, TenantRegistry, UsageStore,
         };
 
@@ -215,6 +215,8 @@ macro_rules! impl_store {
                 let mut tx = self.begin(TxKind::OperatorOn(scope.tenant_str()), true).await?;
                 // Children first, explicitly, so nothing depends on cascade behaviour.
                 for table in [
+                    "budget_holds",
+                    "budget_counters",
                     "approvals",
                     "run_steps",
                     "runs",
@@ -1446,6 +1448,133 @@ macro_rules! impl_store {
                 rows.iter()
                     .map(|r| Ok(RunStep { seq: r.try_get("seq")?, kind: r.try_get("kind")?, at_ms: r.try_get("at")?, data: r.try_get("data")? }))
                     .collect()
+            }
+        }
+
+        #[async_trait]
+        impl BudgetStore for $store {
+            async fn reserve_budget(&self, scope: &TenantScope, hold_id: &str, budgets: &[BudgetLimit], want: i64, floor: i64, expires_at_ms: i64) -> Result<Option<i64>> {
+                let tenant = scope.tenant_str();
+                // A concurrent reservation may take the headroom between the read and the
+                // conditional update; the update then changes nothing and we look again.
+                for _attempt in 0..8 {
+                    let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                    let mut amount = want.max(floor);
+                    for b in budgets {
+                        sqlx::query("INSERT INTO budget_counters (tenant_id, budget) VALUES ($1, $2) ON CONFLICT (tenant_id, budget) DO NOTHING")
+                            .bind(tenant)
+                            .bind(&b.budget)
+                            .execute(&mut *tx)
+                            .await?;
+                        if let Some(limit) = b.limit_nano {
+                            let row = sqlx::query("SELECT spent_nano, reserved_nano FROM budget_counters WHERE tenant_id = $1 AND budget = $2")
+                                .bind(tenant)
+                                .bind(&b.budget)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            let spent: i64 = row.try_get("spent_nano")?;
+                            let reserved: i64 = row.try_get("reserved_nano")?;
+                            amount = amount.min(limit - spent - reserved);
+                        }
+                    }
+                    if amount < floor || amount <= 0 {
+                        return Ok(None);
+                    }
+                    let mut lost_race = false;
+                    for b in budgets {
+                        let done = sqlx::query("UPDATE budget_counters SET reserved_nano = reserved_nano + $1 \
+                                                WHERE tenant_id = $2 AND budget = $3 AND ($4 < 0 OR spent_nano + reserved_nano + $1 <= $4)")
+                            .bind(amount)
+                            .bind(tenant)
+                            .bind(&b.budget)
+                            .bind(b.limit_nano.unwrap_or(-1))
+                            .execute(&mut *tx)
+                            .await?;
+                        if done.rows_affected() == 0 {
+                            lost_race = true;
+                            break;
+                        }
+                        sqlx::query("INSERT INTO budget_holds (tenant_id, id, budget, amount_nano, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(tenant)
+                            .bind(hold_id)
+                            .bind(&b.budget)
+                            .bind(amount)
+                            .bind(expires_at_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if lost_race {
+                        tx.rollback().await?;
+                        continue;
+                    }
+                    tx.commit().await?;
+                    return Ok(Some(amount));
+                }
+                Ok(None)
+            }
+
+            async fn settle_budget(&self, scope: &TenantScope, hold_id: &str, actual: i64) -> Result<Vec<Settled>> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                let holds = sqlx::query("DELETE FROM budget_holds WHERE tenant_id = $1 AND id = $2 RETURNING budget, amount_nano")
+                    .bind(tenant)
+                    .bind(hold_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut out = Vec::with_capacity(holds.len());
+                for h in &holds {
+                    let budget: String = h.try_get("budget")?;
+                    let amount: i64 = h.try_get("amount_nano")?;
+                    let after: i64 = sqlx::query_scalar("UPDATE budget_counters SET reserved_nano = reserved_nano - $1, spent_nano = spent_nano + $2 \
+                                                         WHERE tenant_id = $3 AND budget = $4 RETURNING spent_nano")
+                        .bind(amount)
+                        .bind(actual)
+                        .bind(tenant)
+                        .bind(&budget)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    out.push(Settled { budget, spent_before_nano: after - actual, spent_after_nano: after });
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn release_expired_holds(&self, scope: &TenantScope, now: i64) -> Result<u64> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                let holds = sqlx::query("DELETE FROM budget_holds WHERE tenant_id = $1 AND expires_at < $2 RETURNING budget, amount_nano")
+                    .bind(tenant)
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for h in &holds {
+                    sqlx::query("UPDATE budget_counters SET reserved_nano = reserved_nano - $1 WHERE tenant_id = $2 AND budget = $3")
+                        .bind(h.try_get::<i64, _>("amount_nano")?)
+                        .bind(tenant)
+                        .bind(h.try_get::<String, _>("budget")?)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(holds.len() as u64)
+            }
+
+            async fn budget_states(&self, scope: &TenantScope, budgets: &[String]) -> Result<Vec<BudgetState>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let mut out = Vec::with_capacity(budgets.len());
+                for b in budgets {
+                    let row = sqlx::query("SELECT spent_nano, reserved_nano FROM budget_counters WHERE tenant_id = $1 AND budget = $2")
+                        .bind(scope.tenant_str())
+                        .bind(b)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    out.push(match row {
+                        Some(r) => BudgetState { spent_nano: r.try_get("spent_nano")?, reserved_nano: r.try_get("reserved_nano")? },
+                        None => BudgetState::default(),
+                    });
+                }
+                tx.commit().await?;
+                Ok(out)
             }
         }
 
