@@ -184,6 +184,12 @@ impl From<berth_gateway::GatewayError> for ApiError {
             }
             G::Route(R::NotAllowed(_)) => ApiError::forbidden("model_not_allowed", e.to_string()),
             G::BadRequest(m) => ApiError::bad_request("invalid_request", m.clone()),
+            G::BudgetExceeded { .. } => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "budget_exceeded",
+                "budget_exceeded",
+                e.to_string(),
+            ),
             G::ProviderKeyMissing { .. } => {
                 ApiError::invalid("provider_key_missing", "model", e.to_string())
             }

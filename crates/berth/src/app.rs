@@ -140,6 +140,13 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         }
     }
     let provider_store: Arc<dyn berth_store::ProviderStore> = store.clone();
+    let ledger = berth_api::service::budgets::StoreLedger::new(
+        store.clone(),
+        vault.clone(),
+        egress.client(std::time::Duration::from_secs(10)),
+        tasks.clone(),
+        usage.clone(),
+    );
     let gateway = berth_gateway::Gateway::new(
         platform,
         prices.clone(),
@@ -147,7 +154,8 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         vault.clone(),
         provider_store,
         &egress,
-    );
+    )
+    .with_budgets(Arc::new(ledger));
     let state = AppState {
         gateway: Arc::new(gateway),
         limiter: Arc::default(),

@@ -34,6 +34,8 @@ enum Param {
     RunId,
     ThreadId,
     ApprovalId,
+    /// A month (`YYYY-MM`): not a resource, every tenant has its own.
+    Month,
 }
 
 struct Case {
@@ -328,6 +330,20 @@ fn table() -> Vec<Case> {
         ),
         case(
             "GET",
+            "/v1/usage/summary",
+            Tenant("viewer"),
+            None,
+            Option::None,
+        ),
+        case(
+            "GET",
+            "/v1/invoices/{month}",
+            Tenant("viewer"),
+            Month,
+            Option::None,
+        ),
+        case(
+            "GET",
             "/v1/runs/{id}/events",
             AnyTenantKey("viewer"),
             RunId,
@@ -436,6 +452,7 @@ async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
 async fn fresh_as(server: &TestServer, tenant: &Tenant, param: Param, starter: &str) -> String {
     match param {
         Param::None => String::new(),
+        Param::Month => berth_core::clock::rfc3339(berth_core::clock::now_ms())[..7].to_owned(),
         Param::TenantId => {
             server
                 .create_tenant(&format!("fresh-{}", rand_suffix()))
@@ -710,9 +727,10 @@ async fn cross_tenant(server: &TestServer) {
         let (Access::Tenant(_) | Access::AnyTenantKey(_)) = c.access else {
             continue;
         };
-        if c.param == Param::None {
+        if matches!(c.param, Param::None | Param::Month) {
             // Lists and singletons: A's admin sees nothing of B's.
-            let r = call(server, &c, c.path, Some(a.token("admin"))).await;
+            let path = fill(c.path, &fresh(server, &a, c.param).await);
+            let r = call(server, &c, &path, Some(a.token("admin"))).await;
             assert!(r.status < 300, "{what}: {}", r.status);
             let text = r.body.to_string();
             for m in &b_markers {

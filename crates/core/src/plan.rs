@@ -15,6 +15,9 @@ pub struct Plan {
     /// Share of capacity under contention (weighted fair queuing).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Added to a tenant's usage on its invoice, in percent of the subtotal.
+    #[serde(default)]
+    pub markup_percent: f64,
 }
 
 fn default_weight() -> u32 {
@@ -32,6 +35,7 @@ pub fn default_plans() -> BTreeMap<String, Plan> {
                 concurrent_runs: 2,
                 monthly_budget_usd: Some(5.0),
                 weight: 1,
+                markup_percent: 0.0,
             },
         ),
         (
@@ -42,6 +46,7 @@ pub fn default_plans() -> BTreeMap<String, Plan> {
                 concurrent_runs: 50,
                 monthly_budget_usd: None,
                 weight: 10,
+                markup_percent: 0.0,
             },
         ),
     ])

@@ -474,6 +474,7 @@ mod tests {
             concurrent_runs: 2,
             monthly_budget_usd: None,
             weight: 1,
+            markup_percent: 0.0,
         };
         let p =
             parse(json!({"limits": {"requests_per_minute": 600, "concurrent_runs": 1}})).unwrap();

@@ -25,6 +25,8 @@ pub enum GatewayError {
     Connect { provider: String, message: String },
     #[error("provider '{provider}' sent an invalid answer: {message}")]
     InvalidAnswer { provider: String, message: String },
+    #[error("the {scope} budget of {limit_usd} USD has no room for this call")]
+    BudgetExceeded { scope: String, limit_usd: f64 },
     #[error("internal gateway error: {0}")]
     Internal(String),
 }
@@ -53,6 +55,7 @@ impl GatewayError {
             GatewayError::Timeout { .. } => "upstream_timeout",
             GatewayError::Connect { .. } => "upstream_unreachable",
             GatewayError::InvalidAnswer { .. } => "upstream_invalid_answer",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::Internal(_) => "internal_error",
         }
     }

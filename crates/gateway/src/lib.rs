@@ -2,6 +2,7 @@
 //! falls back, injects the provider key at the last moment, and meters every call once,
 //! streamed or not, finished, failed or abandoned.
 
+mod budget;
 mod error;
 mod metered;
 pub mod mock;
@@ -9,6 +10,7 @@ pub mod retry;
 pub mod route;
 mod upstream;
 
+pub use budget::{BudgetLedger, Refusal, Reservation};
 pub use error::GatewayError;
 pub use metered::MeteredStream;
 pub use route::{Route, RouteError, plan};
@@ -102,6 +104,8 @@ pub struct CallMeta {
     /// Set for the calls of an agent run.
     pub run_id: Option<String>,
     pub agent_version: Option<i64>,
+    /// The budgets this call counts against (see `berth_meter::budget::applicable`).
+    pub budgets: Vec<berth_meter::budget::ActiveBudget>,
 }
 
 /// A finished, non-streamed call.
@@ -139,9 +143,14 @@ pub struct Gateway {
     guarded_http: reqwest::Client,
     egress: EgressGuard,
     retry: RetryPolicy,
+    budgets: Option<Arc<dyn BudgetLedger>>,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The output a call without `max_tokens` may produce under a hard budget, so that its
+/// worst case (and so its reservation) is bounded.
+pub const UNBOUNDED_OUTPUT_CAP: u32 = 4096;
 
 impl Gateway {
     pub fn new(
@@ -177,6 +186,97 @@ impl Gateway {
             guarded_http: egress.client_without_timeout(),
             egress: egress.clone(),
             retry: RetryPolicy::default(),
+            budgets: None,
+        }
+    }
+
+    /// Enforces budgets through `ledger` (without one, budgets are not checked).
+    pub fn with_budgets(mut self, ledger: Arc<dyn BudgetLedger>) -> Self {
+        self.budgets = Some(ledger);
+        self
+    }
+
+    /// Reserves the call's worst case on its budgets (`max_tokens` of output, or
+    /// `UNBOUNDED_OUTPUT_CAP` when a hard budget applies and the call sets none); when a
+    /// hard budget has less room than that, what it has, and the answer's output is capped
+    /// to what that pays for (`Some(cap)`). Models with no price cost nothing, so they hold
+    /// nothing.
+    async fn hold(
+        &self,
+        scope: &TenantScope,
+        meta: &CallMeta,
+        req: &ChatRequest,
+        route: &Route,
+    ) -> Result<Option<(Reservation, Option<u32>)>, GatewayError> {
+        let Some(ledger) = &self.budgets else {
+            return Ok(None);
+        };
+        if meta.budgets.is_empty() {
+            return Ok(None);
+        }
+        // The dearest target decides: a fallback may be pricier than the primary.
+        let Some(price) = route
+            .targets
+            .iter()
+            .filter_map(|t| self.price_of(t))
+            .max_by_key(|p| (p.output, p.input))
+        else {
+            return Ok(None);
+        };
+        let input = berth_llm::tokens::estimate_request(req);
+        let hard = meta.budgets.iter().any(|b| b.hard);
+        // Under a hard budget every call needs a bounded worst case: one that sets no
+        // `max_tokens` is held to `UNBOUNDED_OUTPUT_CAP` tokens (or what the budget affords).
+        let max_out = match req.max_tokens {
+            Some(m) => m,
+            None if hard => UNBOUNDED_OUTPUT_CAP,
+            None => 0,
+        };
+        let want = berth_meter::budget::worst_case(price, input, Some(max_out));
+        let floor = price.cost(input, 1, 0);
+        let r = ledger
+            .reserve(scope, &meta.budgets, want, floor)
+            .await
+            .map_err(|r| GatewayError::BudgetExceeded {
+                scope: r.scope,
+                limit_usd: r.limit.as_usd(),
+            })?;
+        let full = want.is_some_and(|w| r.amount >= w);
+        let cap = match (hard, full, req.max_tokens) {
+            (false, _, _) => None,
+            (true, true, Some(_)) => None,
+            (true, true, None) => Some(UNBOUNDED_OUTPUT_CAP),
+            (true, false, asked) => Some(
+                u32::try_from(berth_meter::budget::affordable_output(
+                    price, input, r.amount,
+                ))
+                .unwrap_or(u32::MAX)
+                .min(asked.unwrap_or(UNBOUNDED_OUTPUT_CAP))
+                .max(1),
+            ),
+        };
+        Ok(Some((r, cap)))
+    }
+
+    fn price_of(&self, full_model: &str) -> Option<berth_meter::Price> {
+        let provider = full_model.split_once('/')?.0;
+        let family = self
+            .platform
+            .get(provider)
+            .and_then(|p| p.kind.price_family());
+        self.prices
+            .lookup(full_model, family)
+            .or_else(|| self.prices.lookup(full_model, None))
+    }
+
+    fn settle(
+        &self,
+        scope: &TenantScope,
+        hold: Option<(Reservation, Option<u32>)>,
+        actual: NanoUsd,
+    ) {
+        if let (Some(ledger), Some((r, _))) = (&self.budgets, hold) {
+            ledger.settle(scope, r, actual);
         }
     }
 
@@ -380,14 +480,34 @@ impl Gateway {
         route: &Route,
     ) -> Result<Answer, GatewayError> {
         let started = Instant::now();
-        let (mut response, target) = self
+        let hold = self.hold(scope, meta, req, route).await?;
+        let capped;
+        let req = match hold.as_ref().and_then(|h| h.1) {
+            Some(cap) => {
+                capped = ChatRequest {
+                    max_tokens: Some(cap),
+                    ..req.clone()
+                };
+                &capped
+            }
+            None => req,
+        };
+        let outcome = self
             .first_success(scope, meta, route, started, |target: Target| async move {
                 match target.kind {
                     Kind::Mock => mock::chat(req, &target.model),
                     _ => upstream::chat(self.client(&target), &target, req).await,
                 }
             })
-            .await?;
+            .await;
+        let (mut response, target) = match outcome {
+            Ok(x) => x,
+            Err(e) => {
+                // Failed calls are not charged.
+                self.settle(scope, hold, NanoUsd(0));
+                return Err(e);
+            }
+        };
         let (usage, estimated) = match response.usage {
             Some(u) => (u, false),
             None => (
@@ -410,6 +530,7 @@ impl Gateway {
         ev.status = "ok".to_owned();
         ev.estimated = estimated;
         self.recorder.record(scope, ev).await;
+        self.settle(scope, hold, cost);
         Ok(Answer {
             response,
             provider: target.provider,
@@ -445,14 +566,33 @@ impl Gateway {
         route: &Route,
     ) -> Result<StreamAnswer, GatewayError> {
         let started = Instant::now();
-        let (rx, target) = self
+        let hold = self.hold(scope, meta, req, route).await?;
+        let capped;
+        let req = match hold.as_ref().and_then(|h| h.1) {
+            Some(cap) => {
+                capped = ChatRequest {
+                    max_tokens: Some(cap),
+                    ..req.clone()
+                };
+                &capped
+            }
+            None => req,
+        };
+        let outcome = self
             .first_success(scope, meta, route, started, |target: Target| async move {
                 match target.kind {
                     Kind::Mock => Ok(mock::stream(req, &target.model)),
                     _ => upstream::stream(self.client(&target), &target, req).await,
                 }
             })
-            .await?;
+            .await;
+        let (rx, target) = match outcome {
+            Ok(x) => x,
+            Err(e) => {
+                self.settle(scope, hold, NanoUsd(0));
+                return Err(e);
+            }
+        };
         let price = self
             .prices
             .lookup(&target.full_model, target.kind.price_family());
@@ -467,6 +607,17 @@ impl Gateway {
             input_estimate,
             started,
         );
+        // The stream settles its reservation when it is charged: at its end, when it
+        // breaks, or when its reader goes away.
+        let stream = match (self.budgets.clone(), hold) {
+            (Some(ledger), Some((reservation, _))) => {
+                let scope = scope.clone();
+                stream.on_charged(Box::new(move |cost| {
+                    ledger.settle(&scope, reservation, cost)
+                }))
+            }
+            _ => stream,
+        };
         Ok(StreamAnswer {
             provider: target.provider,
             model: target.full_model,

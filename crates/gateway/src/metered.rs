@@ -26,6 +26,8 @@ pub struct MeteredStream {
     reported: Option<Usage>,
     generated_chars: String,
     finished: bool,
+    /// Called once with the cost when the stream is charged (budget settlement).
+    on_charged: Option<Box<dyn FnOnce(berth_core::NanoUsd) + Send>>,
 }
 
 impl MeteredStream {
@@ -49,7 +51,14 @@ impl MeteredStream {
             reported: None,
             generated_chars: String::new(),
             finished: false,
+            on_charged: None,
         }
+    }
+
+    /// Calls `f` with the cost once the stream is charged.
+    pub(crate) fn on_charged(mut self, f: Box<dyn FnOnce(berth_core::NanoUsd) + Send>) -> Self {
+        self.on_charged = Some(f);
+        self
     }
 
     /// The usage charged so far (final once the stream has ended).
@@ -98,7 +107,11 @@ impl MeteredStream {
         ev.status = status.to_owned();
         ev.streamed = true;
         ev.estimated = estimated;
+        let cost = berth_core::NanoUsd(ev.cost_nano);
         self.recorder.record_detached(&self.scope, ev);
+        if let Some(f) = self.on_charged.take() {
+            f(cost);
+        }
     }
 
     fn observe(&mut self, e: &StreamEvent) {

@@ -1,6 +1,6 @@
 //! The built-in `mock` provider, so the platform, its demo and its tests run offline.
 //!
-//! `mock/echo` answers with the last user message. `mock/tools` calls every offered tool
+//! `mock/echo` answers with the last user message (cut at `max_tokens`). `mock/tools` calls every offered tool
 //! whose name appears in the last user message (arguments `{}`), and once tool results
 //! come back, answers with them. `mock/embed` gives small deterministic vectors. Token
 //! counts are the deterministic estimates of `berth_llm::tokens`, so costs are exact and
@@ -52,6 +52,22 @@ fn answer(req: &ChatRequest, model: &str) -> (Vec<Part>, FinishReason) {
         .find(|m| m.role == Role::User)
         .map(|m| m.text_content())
         .unwrap_or_default();
+    // Like a real model, the answer stops at `max_tokens`.
+    if let Some(max) = req.max_tokens
+        && estimate_text(&text) > u64::from(max)
+    {
+        // A character weighs at least a quarter token, so this is already near the cut.
+        let mut cut: String = text.chars().take(max as usize * 4 + 4).collect();
+        while !cut.is_empty() && estimate_text(&cut) > u64::from(max) {
+            cut.pop();
+        }
+        let cut = if cut.is_empty() {
+            "…".to_owned()
+        } else {
+            cut
+        };
+        return (vec![Part::Text(cut)], FinishReason::Length);
+    }
     (vec![Part::Text(text)], FinishReason::Stop)
 }
 

@@ -316,7 +316,12 @@ pub async fn run_builtin(
                 if let Some(t) = spent {
                     add_usage(&mut ex.cp.usage, &t);
                 }
-                return ex.stop(Stop::Failed("upstream", e.code(), e.to_string()));
+                let kind = if matches!(e, GatewayError::BudgetExceeded { .. }) {
+                    "budget_exceeded"
+                } else {
+                    "upstream"
+                };
+                return ex.stop(Stop::Failed(kind, e.code(), e.to_string()));
             }
             Ok(Ok(t)) => t,
         };

@@ -535,6 +535,16 @@ pub async fn budgets(store: &dyn Store) {
         Some(100)
     );
     assert!(store.settle_budget(&b, "h2", 50).await.unwrap().is_empty());
+    // A counter starts from what its period already spent, once.
+    store.init_budget(&a, "tenant|2026-11", 40).await.unwrap();
+    store.init_budget(&a, "tenant|2026-11", 99).await.unwrap();
+    assert_eq!(
+        store
+            .reserve_budget(&a, "h6", &[hard("tenant|2026-11", 100)], 100, 1, far)
+            .await
+            .unwrap(),
+        Some(60)
+    );
     // A hold never settled expires and gives its headroom back.
     assert_eq!(
         store

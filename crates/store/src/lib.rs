@@ -290,6 +290,9 @@ pub trait BudgetStore: Send + Sync {
         hold_id: &str,
         actual: i64,
     ) -> Result<Vec<Settled>>;
+    /// Creates a budget's counter with what was already spent in its period, unless it
+    /// exists (a budget set mid-month starts from the month's spend, not from zero).
+    async fn init_budget(&self, scope: &TenantScope, budget: &str, spent: i64) -> Result<()>;
     /// Releases holds whose time ran out (their calls never settled); answers how many.
     async fn release_expired_holds(&self, scope: &TenantScope, now_ms: i64) -> Result<u64>;
     async fn budget_states(

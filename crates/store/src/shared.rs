@@ -1539,6 +1539,18 @@ macro_rules! impl_store {
                 Ok(out)
             }
 
+            async fn init_budget(&self, scope: &TenantScope, budget: &str, spent: i64) -> Result<()> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query("INSERT INTO budget_counters (tenant_id, budget, spent_nano) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, budget) DO NOTHING")
+                    .bind(scope.tenant_str())
+                    .bind(budget)
+                    .bind(spent)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn release_expired_holds(&self, scope: &TenantScope, now: i64) -> Result<u64> {
                 let tenant = scope.tenant_str();
                 let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;

@@ -69,6 +69,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(providers::list))
         .routes(routes!(providers::get, providers::put, providers::delete))
         .routes(routes!(usage::get))
+        .routes(routes!(usage::summary))
+        .routes(routes!(usage::invoice))
         .routes(routes!(usage::admin))
         .routes(routes!(llm::chat_completions))
         .routes(routes!(llm::messages))

@@ -8,7 +8,9 @@ use crate::service::usage;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use berth_core::Role;
 
 /// Usage grouped by `agent`, `model`, `provider`, `key`, `day`, over `[from, to)`.
@@ -53,4 +55,43 @@ pub async fn admin(
         data,
         next_cursor: None,
     }))
+}
+
+/// This month's cost so far, its projection to the month's end, and every budget's state.
+#[utoipa::path(get, path = "/v1/usage/summary", tag = "usage", responses((status = 200, description = "period, cost_usd, projected_cost_usd, budgets")))]
+pub async fn summary(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let scope = auth.require(Role::Viewer)?;
+    Ok(Json(
+        crate::service::billing::summary(&state, scope, &auth.0.tenant).await?,
+    ))
+}
+
+/// The invoice of a month (`YYYY-MM`): lines by meter and model with unit prices, the
+/// plan's markup and totals; `Accept: text/csv` gives CSV.
+#[utoipa::path(get, path = "/v1/invoices/{month}", tag = "usage", params(("month" = String, Path)),
+    responses((status = 200, description = "the invoice, as JSON or CSV"), (status = 400)))]
+pub async fn invoice(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    Path(month): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let scope = auth.require(Role::Viewer)?;
+    let inv = crate::service::billing::invoice(&state, scope, &auth.0.tenant, &month).await?;
+    let csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    if csv {
+        let mut resp = crate::service::billing::invoice_csv(&inv).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        return Ok(resp);
+    }
+    Ok(Json(inv).into_response())
 }

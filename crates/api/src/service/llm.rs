@@ -160,13 +160,14 @@ pub async fn chat(
     wire: Wire,
 ) -> Result<Response, ApiError> {
     let scope = auth.require_role(Role::Invoker)?;
-    let meta = call_meta(auth, headers)?;
+    let mut meta = call_meta(auth, headers)?;
     let req = match wire {
         Wire::OpenAi => openai::parse_request(body),
         Wire::Anthropic => anthropic::parse_request(body),
     }
     .map_err(llm_error)?;
     let policy = policy::effective(state, scope).await?;
+    meta.budgets = crate::service::budgets::for_call(state, auth, &policy, meta.agent.as_deref());
     let route = berth_gateway::plan(&policy, &req.model, &meta.tags)
         .map_err(berth_gateway::GatewayError::from)?;
     let limits = admit(state, auth, &policy)?;

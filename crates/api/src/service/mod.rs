@@ -6,6 +6,8 @@
 pub mod agents;
 pub mod approvals;
 pub mod audit;
+pub mod billing;
+pub mod budgets;
 pub mod bundle;
 pub mod keys;
 pub mod llm;

@@ -6,7 +6,7 @@
 
 use crate::dto::RunDto;
 use crate::error::ApiError;
-use crate::service::policy;
+use crate::service::{budgets, policy};
 use crate::state::AppState;
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
@@ -165,7 +165,7 @@ async fn execute_queued(
         return Ok(()); // taken by another worker, or cancelled
     };
     let prepared = prepare(state, scope, &run).await;
-    let (manifest, begin, next_seq, tenant_name) = match prepared {
+    let (manifest, begin, next_seq, tenant) = match prepared {
         Ok(p) => p,
         Err(e) => {
             let live = state.runner.hub.register(scope, run_id, Vec::new);
@@ -203,20 +203,20 @@ async fn execute_queued(
         ));
     }
     execute(
-        state,
-        scope,
-        run,
-        &manifest,
-        &tenant_name,
-        begin,
-        next_seq,
-        &live,
+        state, scope, run, &manifest, &tenant, begin, next_seq, &live,
     )
     .await;
     Ok(())
 }
 
-type Prepared = (Manifest, Begin, i64, String);
+/// The tenant a run belongs to, as its execution needs it.
+#[derive(Debug, Clone)]
+pub struct RunTenant {
+    pub name: String,
+    pub plan: String,
+}
+
+type Prepared = (Manifest, Begin, i64, RunTenant);
 
 /// What a claimed run needs: its manifest, where it begins, and its tenant's name.
 async fn prepare(
@@ -284,7 +284,10 @@ async fn prepare(
                 decisions,
             },
             next_seq,
-            tenant.name,
+            RunTenant {
+                name: tenant.name,
+                plan: tenant.plan,
+            },
         ));
     }
     let request: Value = run
@@ -303,7 +306,11 @@ async fn prepare(
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    Ok((manifest, Begin::Fresh { history, input }, 1, tenant.name))
+    let who = RunTenant {
+        name: tenant.name,
+        plan: tenant.plan,
+    };
+    Ok((manifest, Begin::Fresh { history, input }, 1, who))
 }
 
 /// Executes a run on a tracked task, so that it finishes even if the request that started
@@ -313,14 +320,14 @@ pub fn launch(
     scope: TenantScope,
     run: RunRecord,
     manifest: Manifest,
-    tenant_name: String,
+    tenant: RunTenant,
     begin: Begin,
     live: Arc<LiveRun>,
 ) -> oneshot::Receiver<RunRecord> {
     let (tx, rx) = oneshot::channel();
     let s = state.clone();
     state.tasks.spawn(async move {
-        let done = execute(&s, &scope, run, &manifest, &tenant_name, begin, 1, &live).await;
+        let done = execute(&s, &scope, run, &manifest, &tenant, begin, 1, &live).await;
         let _ = tx.send(done);
     });
     rx
@@ -332,7 +339,7 @@ async fn execute(
     scope: &TenantScope,
     mut run: RunRecord,
     manifest: &Manifest,
-    tenant_name: &str,
+    tenant: &RunTenant,
     begin: Begin,
     next_seq: i64,
     live: &Arc<LiveRun>,
@@ -358,10 +365,17 @@ async fn execute(
             tags: Vec::new(),
             run_id: Some(run.id.clone()),
             agent_version: Some(run.version),
+            budgets: budgets::for_tenant(
+                state,
+                &tenant.plan,
+                &policy,
+                Some(&run.agent),
+                run.key_id.as_deref(),
+            ),
         },
         policy: &policy,
         manifest,
-        tenant_name,
+        tenant_name: &tenant.name,
         version: run.version,
         run_id: &run.id,
         key_id: run.key_id.as_deref(),
@@ -624,6 +638,7 @@ pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
                     state.runner.enqueue(&scope, &a.run_id);
                 }
             }
+            state.store.release_expired_holds(&scope, now_ms()).await?;
             for run in state.store.queued_runs(&scope, 100).await? {
                 state.runner.enqueue(&scope, &run.id);
             }

@@ -197,7 +197,10 @@ pub async fn start(
         scope.clone(),
         run.clone(),
         manifest,
-        auth.0.tenant.name.clone(),
+        runner::RunTenant {
+            name: auth.0.tenant.name.clone(),
+            plan: auth.0.tenant.plan.clone(),
+        },
         Begin::Fresh { history, input },
         live.clone(),
     );
