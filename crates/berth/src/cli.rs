@@ -171,6 +171,16 @@ pub enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// The invoice of a month: lines by meter and model, markup and total.
+    Invoice {
+        /// The month, YYYY-MM.
+        month: String,
+        /// Print the server's CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Usage and cost, grouped.
     Usage {
         /// Group by these, comma-separated: agent, model, provider, key, day.
@@ -655,6 +665,7 @@ pub async fn run_client(command: Command) -> Result<(), ClientError> {
         Command::Approvals { cmd, opts } => approvals(&opts, cmd).await,
         Command::Policy { cmd, opts } => policy(&opts, cmd).await,
         Command::Providers { cmd, opts } => providers(&opts, cmd).await,
+        Command::Invoice { month, csv, opts } => invoice(&opts, &month, csv).await,
         Command::Usage { by, from, to, opts } => {
             usage(&opts, by.as_deref(), from.as_deref(), to.as_deref()).await
         }
@@ -1398,6 +1409,51 @@ const USAGE_SUMS: &[&str] = &[
     "output_tokens",
     "cost_usd",
 ];
+
+async fn invoice(opts: &ClientOpts, month: &str, csv: bool) -> Result<(), ClientError> {
+    let client = Client::resolve(opts.url.clone(), opts.token.clone())?;
+    let path = format!("/v1/invoices/{month}");
+    if csv {
+        print!("{}", client.get_text(&path, "text/csv").await?);
+        return Ok(());
+    }
+    let inv = client.call(Method::GET, &path, None).await?;
+    output(opts, &inv, |v| {
+        println!(
+            "Invoice {} for {} (plan {}){}",
+            v["period"].as_str().unwrap_or_default(),
+            v["tenant"]["name"].as_str().unwrap_or_default(),
+            v["tenant"]["plan"].as_str().unwrap_or_default(),
+            if v["final"] == true {
+                ""
+            } else {
+                ", month not over yet"
+            }
+        );
+        let lines: Vec<serde_json::Value> = v["lines"].as_array().cloned().unwrap_or_default();
+        print_rows(
+            &lines,
+            &[
+                "meter",
+                "provider",
+                "model",
+                "quantity",
+                "unit",
+                "input_tokens",
+                "output_tokens",
+                "amount_usd",
+            ],
+        );
+        for (label, key) in [
+            ("subtotal", "subtotal_usd"),
+            ("markup", "markup_usd"),
+            ("total", "total_usd"),
+        ] {
+            println!("{label:>9}  ${:.9}", v[key].as_f64().unwrap_or_default());
+        }
+    });
+    Ok(())
+}
 
 async fn usage(
     opts: &ClientOpts,

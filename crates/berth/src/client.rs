@@ -131,6 +131,25 @@ impl Client {
         self.finish(req).await
     }
 
+    /// A GET answered as text of the `accept`ed type (an invoice as CSV); errors as JSON.
+    pub async fn get_text(&self, path: &str, accept: &str) -> Result<String, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let req = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .header("accept", accept);
+        let resp = self.send(req).await?;
+        if !resp.status().is_success() {
+            return Err(Self::read(resp).await.err().unwrap_or(ClientError::Decode(
+                "the server refused without saying why".into(),
+            )));
+        }
+        resp.text()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// Like [`Client::call`], but asks for an event stream (`Accept: text/event-stream`).
     /// A server may still answer with JSON (a finished run), which is returned as such.
     pub async fn open_events(

@@ -1169,6 +1169,36 @@ async fn run_runs_logs_and_usage_of_the_demo_agent() {
     );
     let err = demo.cli(&["usage", "--by", "colour"]).await;
     assert!(err.fails().contains("HTTP 400"), "{}", err.stderr);
+
+    // The month's invoice, as a table, JSON and the server's CSV.
+    let month = berth_core::clock::rfc3339(berth_core::clock::now_ms())[..7].to_owned();
+    let inv = demo.cli(&["invoice", &month, "--json"]).await.json();
+    let llm = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["model"] == "mock/echo")
+        .unwrap()
+        .clone();
+    assert_eq!(llm["quantity"], 4, "{inv}");
+    assert_eq!(
+        inv["total_nano_usd"], inv["subtotal_nano_usd"],
+        "no markup on the default plans"
+    );
+    let table = demo.cli(&["invoice", &month]).await;
+    assert!(
+        table.ok().contains("mock/echo") && table.stdout.contains("total"),
+        "{}",
+        table.stdout
+    );
+    let csv = demo.cli(&["invoice", &month, "--csv"]).await;
+    assert!(
+        csv.ok().starts_with("meter,provider,model,quantity"),
+        "{}",
+        csv.stdout
+    );
+    let bad = demo.cli(&["invoice", "2026-13"]).await;
+    assert!(bad.fails().contains("not a month"), "{}", bad.stderr);
 }
 
 #[tokio::test]

@@ -325,6 +325,22 @@ async fn tool_calls_go_through_the_tool_interface_and_the_allow_lists() {
         5
     );
 
+    // Tool calls are metered per tool (the tool in `model`, its server in `provider`).
+    let usage = server.get("/v1/usage?group_by=provider,model", &inv).await;
+    let row = usage.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "mock__fail")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (row["tool_calls"].as_i64(), row["provider"].as_str()),
+        (Some(1), Some("mock")),
+        "{row}"
+    );
+    assert_eq!(row["requests"], 0);
+
     // The tenant policy can take a tool away: the model is not offered it, so a request
     // for it is not honoured.
     let admin = dev_admin(&server, &dev).await;
@@ -599,7 +615,7 @@ async fn cancel_stops_queued_running_and_waiting_runs() {
     deploy(
         &server,
         &dev,
-        json!({"name": "slow", "model": {"name": "up/slow-3000"}}),
+        json!({"name": "slow", "model": {"name": "up/slow-10000"}}),
     )
     .await;
     let (_, body) = run(
@@ -621,7 +637,7 @@ async fn cancel_stops_queued_running_and_waiting_runs() {
     let (_, _, events) = sse(&server, "GET", &format!("/v1/runs/{id}/events"), &inv, None).await;
     assert_eq!(events.last().unwrap().0, "run.cancelled");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(6),
         "the model call was abandoned, not awaited"
     );
     // It stays cancelled: the interrupted execution does not overwrite it.

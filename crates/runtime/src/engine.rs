@@ -600,6 +600,8 @@ fn record_result(
 ) {
     let mut data = call_data(call);
     data["latency_ms"] = json!(ms);
+    // Only a call that reached its tool is metered as a tool call.
+    data["executed"] = json!(announced);
     if !announced {
         ex.live
             .emit(RunEvent::new("tool.call", tool_call_event(&data)));

@@ -384,6 +384,7 @@ async fn execute(
     let tools: &ToolSet = &state.runner.tools;
     let outcome = run_builtin(&state.gateway, tools, &spec, live, begin, next_seq).await;
     run.usage = outcome.usage.to_json().to_string();
+    record_tool_calls(state, scope, &run, &outcome.steps).await;
     if outcome.status == Status::WaitingApproval {
         run.status = "waiting_approval".to_owned();
         run.checkpoint = outcome
@@ -436,6 +437,48 @@ async fn execute(
     run.finished_at_ms = Some(now_ms());
     let messages: Vec<String> = outcome.new_messages.iter().map(stored).collect();
     finish(state, scope, run, &outcome.steps, &messages, live).await
+}
+
+/// Meters the tool calls among `steps` (one `tool` usage event each, named by the step, so
+/// a retried write counts once): the tool's server as provider, the tool as model.
+async fn record_tool_calls(
+    state: &AppState,
+    scope: &TenantScope,
+    run: &RunRecord,
+    steps: &[RunStep],
+) {
+    for s in steps.iter().filter(|s| s.kind == "tool_call") {
+        let d: Value = serde_json::from_str(&s.data).unwrap_or(Value::Null);
+        if d["executed"] != true {
+            continue;
+        }
+        let tool = d["tool"].as_str().unwrap_or_default();
+        state
+            .usage
+            .record(
+                scope,
+                UsageEvent {
+                    id: format!("evt_tool_{}_{}", run.id, s.seq),
+                    at_ms: s.at_ms,
+                    kind: "tool".to_owned(),
+                    key_id: run.key_id.clone(),
+                    agent: Some(run.agent.clone()),
+                    provider: tool.split_once("__").map(|(server, _)| server.to_owned()),
+                    model: Some(tool.to_owned()),
+                    latency_ms: d["latency_ms"].as_i64().unwrap_or(0),
+                    status: if d.get("error").is_some() {
+                        "error"
+                    } else {
+                        "ok"
+                    }
+                    .to_owned(),
+                    run_id: Some(run.id.clone()),
+                    agent_version: Some(run.version),
+                    ..UsageEvent::default()
+                },
+            )
+            .await;
+    }
 }
 
 /// Writes a finished run, records it as a billable run, and ends it for its followers.
