@@ -110,6 +110,20 @@ pub struct RunsConfig {
     /// model is then told the call was not approved).
     #[serde(default = "default_approval_timeout")]
     pub approval_timeout: String,
+    /// Runs this node executes at once, all tenants together; under overload the lowest
+    /// plan tiers are refused first (503).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Queued runs one tenant may have waiting on this node (beyond: 429).
+    #[serde(default = "default_max_queued")]
+    pub max_queued_per_tenant: usize,
+}
+
+fn default_max_concurrent() -> usize {
+    256
+}
+fn default_max_queued() -> usize {
+    1000
 }
 
 fn default_run_workers() -> usize {
@@ -128,6 +142,8 @@ impl Default for RunsConfig {
             workers: default_run_workers(),
             lease: default_run_lease(),
             approval_timeout: default_approval_timeout(),
+            max_concurrent: default_max_concurrent(),
+            max_queued_per_tenant: default_max_queued(),
         }
     }
 }
@@ -140,6 +156,8 @@ impl RunsConfig {
             workers: self.workers,
             lease: parse_duration(&self.lease).unwrap_or(d.lease),
             approval_timeout: parse_duration(&self.approval_timeout).unwrap_or(d.approval_timeout),
+            max_concurrent: self.max_concurrent,
+            max_queued_per_tenant: self.max_queued_per_tenant,
         }
     }
 }
@@ -372,6 +390,18 @@ impl Config {
         }
         if !(1..=1024).contains(&self.runs.workers) {
             return Err(value_error("runs.workers", "must be between 1 and 1024"));
+        }
+        if !(1..=100_000).contains(&self.runs.max_concurrent) {
+            return Err(value_error(
+                "runs.max_concurrent",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.runs.max_queued_per_tenant) {
+            return Err(value_error(
+                "runs.max_queued_per_tenant",
+                "must be between 1 and 1000000",
+            ));
         }
         for (key, value) in [
             ("runs.lease", &self.runs.lease),

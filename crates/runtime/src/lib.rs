@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod events;
+pub mod scheduler;
 pub mod tools;
 
 pub use engine::{Begin, Checkpoint, Decision, Outcome, RunSpec, RunUsage, Status, run_builtin};

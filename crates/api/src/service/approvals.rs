@@ -130,6 +130,8 @@ pub async fn decide(
         })?;
     // The store queued the run again if it waits for nothing else; a claim decides who
     // resumes it, so queueing it here too is harmless.
-    state.runner.enqueue(scope, &decided.run_id);
+    let policy = crate::service::policy::effective(state, scope).await?;
+    let share = crate::service::runner::share_of(state, &auth.0.tenant.plan, &policy);
+    state.runner.enqueue(scope, share, &decided.run_id);
     Ok(decided)
 }

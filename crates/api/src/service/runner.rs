@@ -13,6 +13,7 @@ use berth_core::clock::now_ms;
 use berth_core::{Manifest, TenantId, TenantScope};
 use berth_gateway::CallMeta;
 use berth_llm::{Message, Role as MsgRole};
+use berth_runtime::scheduler::{Permit, Refused, Scheduler, Share};
 use berth_runtime::{
     Begin, Checkpoint, Decision, LiveRun, RunEvent, RunHub, RunSpec, Status, ToolSet,
     events_from_steps, run_builtin,
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// How runs are executed; from `[runs]` of `berth.toml`.
@@ -34,6 +35,10 @@ pub struct RunSettings {
     pub lease: Duration,
     /// How long an approval waits for a decision.
     pub approval_timeout: Duration,
+    /// Runs this node executes at once, all tenants and modes together.
+    pub max_concurrent: usize,
+    /// Queued runs one tenant may have waiting on this node.
+    pub max_queued_per_tenant: usize,
 }
 
 impl Default for RunSettings {
@@ -42,13 +47,60 @@ impl Default for RunSettings {
             workers: 8,
             lease: Duration::from_secs(30),
             approval_timeout: Duration::from_secs(24 * 3600),
+            max_concurrent: 256,
+            max_queued_per_tenant: 1000,
         }
     }
 }
 
-struct Job {
+/// A queued run waiting for a worker.
+pub struct Job {
     tenant: TenantId,
     run_id: String,
+}
+
+/// A slot of the node's run capacity, held while a run executes.
+pub type RunPermit = Permit<Job>;
+
+/// The tenant's share of the node: its concurrency limit (the policy's, capped by the
+/// plan's) and its plan's weight.
+pub fn share_of(state: &AppState, plan: &str, policy: &berth_core::Policy) -> Share {
+    match budgets::plan_of(state, plan) {
+        Some(p) => Share {
+            concurrency: policy
+                .effective_limits(p)
+                .concurrent_runs
+                .unwrap_or(p.concurrent_runs),
+            weight: p.weight,
+        },
+        None => Share {
+            concurrency: 1,
+            weight: 1,
+        },
+    }
+}
+
+/// The answer to a run the scheduler refused.
+pub fn refused(r: Refused, share: Share) -> ApiError {
+    match r {
+        Refused::TenantLimit => {
+            let mut e = ApiError::rate_limited(format!(
+                "this tenant may execute {} runs at once (and queue a bounded number); retry when one ends",
+                share.concurrency
+            ));
+            e.code = "concurrency_limited";
+            e.retry_after_secs = Some(1);
+            e
+        }
+        Refused::Overloaded => {
+            let mut e = ApiError::unavailable(
+                "overloaded",
+                "the server is at capacity for this plan's tier; retry shortly",
+            );
+            e.retry_after_secs = Some(2);
+            e
+        }
+    }
 }
 
 /// The run machinery of this node.
@@ -56,8 +108,8 @@ pub struct Runner {
     pub hub: RunHub,
     pub tools: ToolSet,
     pub settings: RunSettings,
-    queue: mpsc::UnboundedSender<Job>,
-    receiver: Mutex<mpsc::UnboundedReceiver<Job>>,
+    /// Who runs next, and how many at once (see `berth_runtime::scheduler`).
+    pub scheduler: Arc<Scheduler<Job>>,
     /// Runs in the queue and not yet taken, so the sweeper does not queue them twice.
     waiting: std::sync::Mutex<HashSet<(TenantId, String)>>,
     /// Cancelled when the server begins to stop: event streams end, workers stop taking
@@ -67,13 +119,11 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(settings: RunSettings, tools: ToolSet) -> Self {
-        let (queue, receiver) = mpsc::unbounded_channel();
         Runner {
             hub: RunHub::default(),
             tools,
+            scheduler: Scheduler::new(settings.max_concurrent, settings.max_queued_per_tenant),
             settings,
-            queue,
-            receiver: Mutex::new(receiver),
             waiting: std::sync::Mutex::default(),
             closing: CancellationToken::new(),
         }
@@ -81,7 +131,7 @@ impl Runner {
 
     /// Hands a queued run to this node's workers (a run queued twice is executed once: the
     /// store's claim decides).
-    pub fn enqueue(&self, scope: &TenantScope, run_id: &str) {
+    pub fn enqueue(&self, scope: &TenantScope, share: Share, run_id: &str) {
         let key = (scope.tenant().clone(), run_id.to_owned());
         let fresh = self
             .waiting
@@ -89,10 +139,14 @@ impl Runner {
             .map(|mut w| w.insert(key))
             .unwrap_or(true);
         if fresh {
-            let _ = self.queue.send(Job {
-                tenant: scope.tenant().clone(),
-                run_id: run_id.to_owned(),
-            });
+            self.scheduler.enqueue(
+                scope.tenant_str(),
+                share,
+                Job {
+                    tenant: scope.tenant().clone(),
+                    run_id: run_id.to_owned(),
+                },
+            );
         }
     }
 
@@ -135,17 +189,15 @@ pub fn start(state: &AppState) {
 
 async fn worker(state: AppState) {
     loop {
-        let job = {
-            let mut rx = state.runner.receiver.lock().await;
-            tokio::select! {
-                _ = state.runner.closing.cancelled() => return,
-                job = rx.recv() => job,
-            }
+        let (job, permit) = tokio::select! {
+            _ = state.runner.closing.cancelled() => return,
+            next = state.runner.scheduler.next() => next,
         };
-        let Some(job) = job else { return };
         state.runner.taken(&job);
-        let scope = TenantScope::for_system(job.tenant);
-        if let Err(e) = execute_queued(&state, &scope, &job.run_id).await {
+        let scope = TenantScope::for_system(job.tenant.clone());
+        let result = execute_queued(&state, &scope, &job.run_id).await;
+        drop(permit);
+        if let Err(e) = result {
             tracing::error!(tenant = %scope.tenant(), run = %job.run_id, error = %e.message, "queued run could not be executed");
         }
     }
@@ -313,21 +365,36 @@ async fn prepare(
     Ok((manifest, Begin::Fresh { history, input }, 1, who))
 }
 
+/// A fresh run ready to execute now, with the slot it was admitted to.
+pub struct Launch {
+    pub scope: TenantScope,
+    pub run: RunRecord,
+    pub manifest: Manifest,
+    pub tenant: RunTenant,
+    pub begin: Begin,
+    pub live: Arc<LiveRun>,
+    pub permit: RunPermit,
+}
+
 /// Executes a run on a tracked task, so that it finishes even if the request that started
 /// it goes away; the answer is the run as stored when this execution ended.
-pub fn launch(
-    state: &AppState,
-    scope: TenantScope,
-    run: RunRecord,
-    manifest: Manifest,
-    tenant: RunTenant,
-    begin: Begin,
-    live: Arc<LiveRun>,
-) -> oneshot::Receiver<RunRecord> {
+pub fn launch(state: &AppState, l: Launch) -> oneshot::Receiver<RunRecord> {
     let (tx, rx) = oneshot::channel();
     let s = state.clone();
     state.tasks.spawn(async move {
-        let done = execute(&s, &scope, run, &manifest, &tenant, begin, 1, &live).await;
+        // The slot is the run's until this execution ends.
+        let _permit = l.permit;
+        let done = execute(
+            &s,
+            &l.scope,
+            l.run,
+            &l.manifest,
+            &l.tenant,
+            l.begin,
+            1,
+            &l.live,
+        )
+        .await;
         let _ = tx.send(done);
     });
     rx
@@ -658,6 +725,8 @@ pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
                     end_live(state, &scope, run, &live);
                 }
             }
+            let policy = policy::effective(state, &scope).await?;
+            let share = share_of(state, &tenant.plan, &policy);
             for a in state.store.expired_approvals(&scope, now_ms()).await? {
                 let entry = NewEntry::new(
                     "system",
@@ -678,12 +747,12 @@ pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
                     .await?
                     .is_some()
                 {
-                    state.runner.enqueue(&scope, &a.run_id);
+                    state.runner.enqueue(&scope, share, &a.run_id);
                 }
             }
             state.store.release_expired_holds(&scope, now_ms()).await?;
             for run in state.store.queued_runs(&scope, 100).await? {
-                state.runner.enqueue(&scope, &run.id);
+                state.runner.enqueue(&scope, share, &run.id);
             }
         }
         cursor = page.next_cursor;

@@ -177,14 +177,28 @@ pub async fn start(
         checkpoint: None,
         lease_until_ms: None,
     };
+    let policy = crate::service::policy::effective(state, scope).await?;
+    let share = runner::share_of(state, &auth.0.tenant.plan, &policy);
     if req.asynchronous {
+        state
+            .runner
+            .scheduler
+            .can_queue(scope.tenant_str(), share)
+            .map_err(|r| runner::refused(r, share))?;
         run.status = "queued".to_owned();
         state.store.insert_run(scope, &run).await?;
         // Live from now on, so a follower of the queued run sees it start.
         state.runner.hub.register(scope, &run.id, Vec::new);
-        state.runner.enqueue(scope, &run.id);
+        state.runner.enqueue(scope, share, &run.id);
         return Ok(Started::Queued(run));
     }
+    // A run that starts now needs a slot now: the tenant's concurrency and the node's
+    // capacity are checked before anything is stored.
+    let permit = state
+        .runner
+        .scheduler
+        .admit(scope.tenant_str(), share)
+        .map_err(|r| runner::refused(r, share))?;
     run.lease_until_ms = Some(now_ms() + state.runner.settings.lease.as_millis() as i64);
     state.store.insert_run(scope, &run).await?;
     let live = state.runner.hub.register(scope, &run.id, Vec::new);
@@ -194,15 +208,18 @@ pub async fn start(
     ));
     let done = runner::launch(
         state,
-        scope.clone(),
-        run.clone(),
-        manifest,
-        runner::RunTenant {
-            name: auth.0.tenant.name.clone(),
-            plan: auth.0.tenant.plan.clone(),
+        runner::Launch {
+            scope: scope.clone(),
+            run: run.clone(),
+            manifest,
+            tenant: runner::RunTenant {
+                name: auth.0.tenant.name.clone(),
+                plan: auth.0.tenant.plan.clone(),
+            },
+            begin: Begin::Fresh { history, input },
+            live: live.clone(),
+            permit,
         },
-        Begin::Fresh { history, input },
-        live.clone(),
     );
     if req.stream {
         return Ok(Started::Stream(run, live));
