@@ -990,6 +990,30 @@ pub async fn usage(store: &dyn Store) {
     );
     let b_total = store.query_usage(&b, &UsageQuery::default()).await.unwrap();
     assert_eq!((b_total[0].requests, b_total[0].input_tokens), (1, 1000));
+
+    // Whole-minute ranges read the one-minute rollups, others the events: both agree, and
+    // a retried event was not added to its minute twice.
+    let by = |from: i64, to: i64| UsageQuery {
+        from_ms: Some(from),
+        to_ms: Some(to),
+        group_by: vec![UsageDim::Model, UsageDim::Day],
+    };
+    let from_rollups = store
+        .query_usage(&a, &by(10 * day, 12 * day))
+        .await
+        .unwrap();
+    let from_events = store
+        .query_usage(&a, &by(10 * day + 1, 12 * day))
+        .await
+        .unwrap();
+    assert_eq!(from_rollups, from_events);
+    assert_eq!(from_rollups[0].cost_nano, 300);
+    // An event inside the first minute is cut off only by an unaligned range.
+    let cut = store
+        .query_usage(&a, &by(10 * day + 6, 12 * day))
+        .await
+        .unwrap();
+    assert_eq!(cut[0].requests, 1);
 }
 
 pub async fn tenants(store: &dyn Store) {

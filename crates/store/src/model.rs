@@ -212,6 +212,17 @@ impl UsageDim {
             UsageDim::Day => "CAST(at / 86400000 AS TEXT)",
         }
     }
+
+    /// The same dimension in the one-minute rollups, where an absent value is `''`.
+    pub(crate) fn rollup_column(self) -> &'static str {
+        match self {
+            UsageDim::Agent => "NULLIF(agent, '')",
+            UsageDim::Model => "NULLIF(model, '')",
+            UsageDim::Provider => "NULLIF(provider, '')",
+            UsageDim::Key => "NULLIF(key_id, '')",
+            UsageDim::Day => "CAST(minute / 86400000 AS TEXT)",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
