@@ -12,9 +12,11 @@ pub mod helper;
 pub mod protocol;
 pub mod sandbox;
 pub mod settings;
+#[cfg(feature = "tool")]
 pub mod tool;
 
 pub use protocol::HELPER_ARG;
 pub use sandbox::{ExecOutcome, Language, Sandbox, SandboxError};
 pub use settings::{MAX_CODE_BYTES, SandboxSettings};
+#[cfg(feature = "tool")]
 pub use tool::{SandboxTools, TOOL_NAME};
