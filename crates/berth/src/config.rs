@@ -216,7 +216,7 @@ fn default_sandbox_memory_mb() -> u64 {
     512
 }
 fn default_sandbox_processes() -> u64 {
-    64
+    32
 }
 fn default_sandbox_file_mb() -> u64 {
     16
@@ -234,7 +234,7 @@ fn default_sandbox_concurrent() -> usize {
     4
 }
 fn default_sandbox_id() -> u32 {
-    65534
+    berth_sandbox::settings::RUN_AS
 }
 
 impl Default for SandboxConfig {

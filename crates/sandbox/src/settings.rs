@@ -5,6 +5,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The default user and group of the helper and its sandboxes when the server runs as root:
+/// an id from Debian's reserved, never-allocated range (65000-65533), so that no other
+/// process of the host shares it (a process of the same user outside could trace the
+/// sandbox's processes and read its files; `nobody` is often used by daemons).
+pub const RUN_AS: u32 = 65533;
+
 /// Code larger than this is refused before anything runs.
 pub const MAX_CODE_BYTES: usize = 256 * 1024;
 
@@ -52,7 +58,7 @@ impl Default for SandboxSettings {
             default_timeout: Duration::from_secs(10),
             max_timeout: Duration::from_secs(60),
             memory_bytes: 512 << 20,
-            max_processes: 64,
+            max_processes: 32,
             max_file_bytes: 16 << 20,
             max_open_files: 256,
             scratch_bytes: 64 << 20,
@@ -72,7 +78,7 @@ impl Default for SandboxSettings {
             .map(PathBuf::from)
             .collect(),
             helper: this_binary(),
-            run_as: (65534, 65534),
+            run_as: (RUN_AS, RUN_AS),
             work_dir: std::env::temp_dir(),
         }
     }

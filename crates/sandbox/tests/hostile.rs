@@ -530,8 +530,9 @@ async fn a_run_past_its_timeout_is_killed_with_its_whole_tree() {
         json!({"exit_code": null, "stdout": "started\n", "stderr": "", "duration_ms": duration,
                "timed_out": true, "truncated": false})
     );
-    assert!((1_000..2_500).contains(&duration), "{duration}");
-    assert!(took < Duration::from_secs(4), "{took:?}");
+    // Near the timeout: the kill and the teardown take milliseconds (more on a loaded host).
+    assert!((1_000..3_000).contains(&duration), "{duration}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
     assert_eq!(processes_with(&marker), Vec::<String>::new());
     h.usage.flush().await;
     let events = h.usage_store.0.lock().unwrap().clone();
