@@ -687,3 +687,19 @@ async fn a_host_that_refuses_namespaces_answers_unavailable_and_runs_nothing() {
         "{r:?}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_sandboxes_do_not_see_each_other() {
+    let h = host();
+    let code = |me: &str| {
+        format!("echo {me} > /sandbox/{me}; sleep 0.5; ls /sandbox; ls /proc | grep -c '^[0-9]'")
+    };
+    let (ca, cb) = (code("alpha"), code("beta"));
+    let (a, b) = tokio::join!(h.run("sh", &ca, None), h.run("sh", &cb, None));
+    let (Some(a), Some(b)) = (a, b) else {
+        return;
+    };
+    // Each sees its own file only, and only its own processes (its shell and `ls`/`grep`).
+    assert_eq!(text(&a, "stdout"), "alpha\n3\n", "{a}");
+    assert_eq!(text(&b, "stdout"), "beta\n3\n", "{b}");
+}
