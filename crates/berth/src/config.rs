@@ -193,7 +193,8 @@ pub struct SandboxConfig {
     /// The binary started (with `__sandbox-helper`) to build each sandbox; this one by
     /// default.
     pub helper: Option<PathBuf>,
-    /// Where per-call root mount points are made; the system temp directory by default.
+    /// Where per-call root mount points are made (the sandbox user must be able to reach
+    /// it); the system temp directory by default.
     pub work_dir: Option<PathBuf>,
 }
 

@@ -278,6 +278,11 @@ fn run(spec: &Spec) -> Report {
         Ok(s) => s,
         Err(e) => return Report::failed(format!("lost the container: {e}")),
     };
+    // The container's init could not exec the interpreter (missing, not executable): its
+    // own message, not the code's result.
+    if !timed_out && status.exit_code == Some(125) && stderr.starts_with(b"hakoniwa: ") {
+        return Report::failed(String::from_utf8_lossy(&stderr).trim().to_owned());
+    }
     let exit_code = if timed_out {
         None
     } else if let Some(code) = status.exit_code {
