@@ -202,6 +202,9 @@ impl Sandbox {
         if let Some(e) = report.error {
             return Err(unavailable(e));
         }
+        // Removing the mount points can wait on RCU grace periods while the kernel still
+        // detaches the dead container's mounts (tens of ms on a busy host): off the call.
+        tokio::task::spawn_blocking(move || drop(root));
         Ok(ExecOutcome {
             exit_code: report.exit_code,
             stdout: report.stdout,
