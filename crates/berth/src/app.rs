@@ -8,7 +8,7 @@ use berth_api::{ApiSettings, AppState, Authenticator};
 use berth_core::id::random_secret;
 use berth_egress::EgressGuard;
 use berth_meter::{Price, PriceTable, UsageRecorder};
-use berth_runtime::{MockTools, ToolSet};
+use berth_runtime::{MockTools, ToolHost, ToolSet};
 use berth_vault::{MasterKey, Vault};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::path::Path;
@@ -156,12 +156,26 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         &egress,
     )
     .with_budgets(Arc::new(ledger));
+    // Built-in tool servers: `mock` always, the code sandbox unless disabled.
+    let mut tool_hosts: Vec<Arc<dyn ToolHost>> = vec![Arc::new(MockTools)];
+    if config.sandbox.enabled {
+        let settings = config
+            .sandbox
+            .settings()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let audit: Arc<dyn berth_store::AuditStore> = store.clone();
+        tool_hosts.push(Arc::new(berth_sandbox::SandboxTools::new(
+            settings,
+            audit,
+            usage.clone(),
+        )));
+    }
     let state = AppState {
         gateway: Arc::new(gateway),
         limiter: Arc::default(),
         runner: Arc::new(Runner::new(
             config.runs.settings(),
-            ToolSet::new(vec![Arc::new(MockTools)]),
+            ToolSet::new(tool_hosts),
         )),
         usage,
         policies: Arc::default(),

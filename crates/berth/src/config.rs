@@ -48,6 +48,8 @@ pub struct Config {
     #[serde(default)]
     pub runs: RunsConfig,
     #[serde(default)]
+    pub sandbox: SandboxConfig,
+    #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
@@ -159,6 +161,162 @@ impl RunsConfig {
             max_concurrent: self.max_concurrent,
             max_queued_per_tenant: self.max_queued_per_tenant,
         }
+    }
+}
+
+/// `[sandbox]`: the built-in tool `sandbox__exec` (untrusted code in a fresh container).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Offer `sandbox__exec` at all (agents still need it in `tools.use`).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_python")]
+    pub python: String,
+    #[serde(default = "default_sh")]
+    pub sh: String,
+    /// The timeout of a call that names none, and the most a call may ask for.
+    #[serde(default = "default_sandbox_timeout")]
+    pub default_timeout: String,
+    #[serde(default = "default_sandbox_max_timeout")]
+    pub max_timeout: String,
+    /// Address space of each process.
+    #[serde(default = "default_sandbox_memory_mb")]
+    pub memory_mb: u64,
+    /// Processes and threads of one sandbox.
+    #[serde(default = "default_sandbox_processes")]
+    pub max_processes: u64,
+    /// The largest file a process may write, and the size of the scratch directory.
+    #[serde(default = "default_sandbox_file_mb")]
+    pub max_file_mb: u64,
+    #[serde(default = "default_sandbox_scratch_mb")]
+    pub scratch_mb: u64,
+    #[serde(default = "default_sandbox_open_files")]
+    pub max_open_files: u64,
+    /// Bytes of stdout, and of stderr, returned; the rest is dropped (`truncated`).
+    #[serde(default = "default_sandbox_output_kb")]
+    pub max_output_kb: u64,
+    /// Sandboxes running at once on this node; further calls wait.
+    #[serde(default = "default_sandbox_concurrent")]
+    pub max_concurrent: usize,
+    /// Host paths mounted read-only besides /usr, /bin, /sbin, /lib, /lib64 and a few of
+    /// /etc (e.g. an interpreter installed under /opt).
+    #[serde(default)]
+    pub extra_read_only: Vec<PathBuf>,
+    /// The user and group that sandboxes run as when Berth runs as root.
+    #[serde(default = "default_sandbox_id")]
+    pub run_as_uid: u32,
+    #[serde(default = "default_sandbox_id")]
+    pub run_as_gid: u32,
+    /// The binary started (with `__sandbox-helper`) to build each sandbox; this one by
+    /// default.
+    pub helper: Option<PathBuf>,
+    /// Where per-call root mount points are made (the sandbox user must be able to reach
+    /// it); the system temp directory by default.
+    pub work_dir: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_python() -> String {
+    "/usr/bin/python3".to_owned()
+}
+fn default_sh() -> String {
+    "/bin/sh".to_owned()
+}
+fn default_sandbox_timeout() -> String {
+    "10s".to_owned()
+}
+fn default_sandbox_max_timeout() -> String {
+    "60s".to_owned()
+}
+fn default_sandbox_memory_mb() -> u64 {
+    512
+}
+fn default_sandbox_processes() -> u64 {
+    32
+}
+fn default_sandbox_file_mb() -> u64 {
+    16
+}
+fn default_sandbox_scratch_mb() -> u64 {
+    64
+}
+fn default_sandbox_open_files() -> u64 {
+    256
+}
+fn default_sandbox_output_kb() -> u64 {
+    64
+}
+fn default_sandbox_concurrent() -> usize {
+    4
+}
+fn default_sandbox_id() -> u32 {
+    berth_sandbox::settings::RUN_AS
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            enabled: true,
+            python: default_python(),
+            sh: default_sh(),
+            default_timeout: default_sandbox_timeout(),
+            max_timeout: default_sandbox_max_timeout(),
+            memory_mb: default_sandbox_memory_mb(),
+            max_processes: default_sandbox_processes(),
+            max_file_mb: default_sandbox_file_mb(),
+            scratch_mb: default_sandbox_scratch_mb(),
+            max_open_files: default_sandbox_open_files(),
+            max_output_kb: default_sandbox_output_kb(),
+            max_concurrent: default_sandbox_concurrent(),
+            extra_read_only: Vec::new(),
+            run_as_uid: default_sandbox_id(),
+            run_as_gid: default_sandbox_id(),
+            helper: None,
+            work_dir: None,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// The settings the sandbox takes, checked.
+    pub fn settings(&self) -> Result<berth_sandbox::SandboxSettings, ConfigError> {
+        let duration = |key: &str, value: &str| {
+            parse_duration(value).ok_or_else(|| {
+                value_error(
+                    format!("sandbox.{key}"),
+                    format!("{value:?} is not a duration like \"10s\""),
+                )
+            })
+        };
+        let mb = |v: u64| v.saturating_mul(1 << 20);
+        let d = berth_sandbox::SandboxSettings::default();
+        let mut read_only = d.read_only.clone();
+        read_only.extend(self.extra_read_only.iter().cloned());
+        let settings = berth_sandbox::SandboxSettings {
+            python: self.python.clone(),
+            sh: self.sh.clone(),
+            default_timeout: duration("default_timeout", &self.default_timeout)?,
+            max_timeout: duration("max_timeout", &self.max_timeout)?,
+            memory_bytes: mb(self.memory_mb),
+            max_processes: self.max_processes,
+            max_file_bytes: mb(self.max_file_mb),
+            max_open_files: self.max_open_files,
+            scratch_bytes: mb(self.scratch_mb),
+            max_output_bytes: self.max_output_kb.saturating_mul(1 << 10),
+            max_concurrent: self.max_concurrent,
+            read_only,
+            helper: match &self.helper {
+                Some(p) => vec![p.clone().into_os_string(), berth_sandbox::HELPER_ARG.into()],
+                None => d.helper,
+            },
+            run_as: (self.run_as_uid, self.run_as_gid),
+            work_dir: self.work_dir.clone().unwrap_or(d.work_dir),
+        };
+        settings.validate().map_err(|m| value_error("sandbox", m))?;
+        Ok(settings)
     }
 }
 
@@ -414,6 +572,9 @@ impl Config {
                 ));
             }
         }
+        if self.sandbox.enabled {
+            self.sandbox.settings()?;
+        }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(value_error("log.format", "must be \"json\" or \"text\""));
         }
@@ -616,6 +777,49 @@ weight = 10
         let c = Config::load(Some(&path), env(&[]), &Overrides::default()).unwrap();
         assert_eq!(c.listen, "127.0.0.1:7700");
         assert_eq!(c.plans()["pro"].weight, 10);
+        let s = c.sandbox.settings().unwrap();
+        let d = berth_sandbox::SandboxSettings::default();
+        assert_eq!(
+            (
+                s.memory_bytes,
+                s.max_processes,
+                s.max_output_bytes,
+                s.max_timeout
+            ),
+            (
+                d.memory_bytes,
+                d.max_processes,
+                d.max_output_bytes,
+                d.max_timeout
+            )
+        );
+        assert_eq!(s.read_only, d.read_only);
+    }
+
+    #[test]
+    fn sandbox_settings_are_checked_by_key() {
+        let err = load_str("[sandbox]\nmemroy_mb = 1\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `memroy_mb`"),
+            "{err}"
+        );
+        let err = load_str("[sandbox]\nmax_timeout = \"soon\"\n", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key 'sandbox.max_timeout': \"soon\" is not a duration like \"10s\""
+        );
+        let err = load_str("[sandbox]\ndefault_timeout = \"2m\"\n", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key 'sandbox': default_timeout must be positive and at most max_timeout"
+        );
+        let err = load_str("[sandbox]\nmax_processes = 1\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("max_processes"), "{err}");
+        // A disabled sandbox is not checked, and the environment reaches its keys.
+        let c = load_str("[sandbox]\nenabled = false\nmax_processes = 1\n", &[]).unwrap();
+        assert!(!c.sandbox.enabled);
+        let c = load_str("", &[("BERTH_SANDBOX__MAX_PROCESSES", "16")]).unwrap();
+        assert_eq!(c.sandbox.settings().unwrap().max_processes, 16);
     }
 
     #[test]

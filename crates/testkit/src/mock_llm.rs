@@ -4,7 +4,9 @@
 //! Behaviour is chosen by words in the requested model name, so one server serves every
 //! case: `error-429`, `error-500`, `error-401`, `slow-<ms>`, `hang`, `drop` (the connection
 //! dies mid-answer), `no-usage`, `garbage` (invalid JSON), `broken-sse`, `tools` (answers with
-//! a call of the first tool offered). Any other model echoes the last user message.
+//! a call of the first tool offered, arguments `{"q":"mock"}`), `tools-args-<base64url JSON>`
+//! (the call carries those arguments, and once the last message is the tool's result the
+//! model answers `tool result: <result>`). Any other model echoes the last user message.
 //! Token counts are deterministic: ceil(characters / 4), at least 1.
 
 use axum::Router;
@@ -104,6 +106,47 @@ fn tokens(text: &str) -> u64 {
 }
 
 /// The text of the last user message, in either format.
+/// The arguments of the mock's tool call: decoded from `tools-args-<base64url JSON>`.
+fn tool_arguments(model: &str) -> String {
+    use base64::Engine;
+    model
+        .split_once("tools-args-")
+        .and_then(|(_, b64)| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(b64.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| "{\"q\":\"mock\"}".to_owned())
+}
+
+/// With `tools-args-`, the result the tool gave when it is the last message (both wires).
+fn answered_tool_result(model: &str, messages: &Value) -> Option<String> {
+    if !model.contains("tools-args-") {
+        return None;
+    }
+    let last = messages.as_array()?.last()?;
+    if last["role"] == "tool" {
+        return Some(match &last["content"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    }
+    let block = last["content"]
+        .as_array()?
+        .iter()
+        .find(|b| b["type"] == "tool_result")?;
+    Some(match &block["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    })
+}
+
 fn last_user_text(messages: &Value) -> String {
     let Some(list) = messages.as_array() else {
         return String::new();
@@ -284,9 +327,17 @@ async fn openai_chat(State(state): State<MockState>, headers: HeaderMap, body: B
     let first_tool = body["tools"][0]["function"]["name"]
         .as_str()
         .map(str::to_owned);
-    let tool_call = model.contains("tools").then_some(first_tool).flatten();
+    let answered = answered_tool_result(&model, &body["messages"]);
+    let tool_call = model
+        .contains("tools")
+        .then_some(first_tool)
+        .flatten()
+        .filter(|_| answered.is_none());
+    let arguments = tool_arguments(&model);
     let text = if tool_call.is_some() {
         String::new()
+    } else if let Some(result) = answered {
+        format!("tool result: {result}")
     } else {
         format!("echo: {}", last_user_text(&body["messages"]))
     };
@@ -307,7 +358,7 @@ async fn openai_chat(State(state): State<MockState>, headers: HeaderMap, body: B
     if !stream {
         let mut message = json!({"role": "assistant", "content": if tool_call.is_some() { Value::Null } else { Value::String(text) }});
         if let Some(name) = &tool_call {
-            message["tool_calls"] = json!([{"id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": "{\"q\":\"mock\"}"}}]);
+            message["tool_calls"] = json!([{"id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": arguments}}]);
         }
         let mut resp = json!({"id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}]});
@@ -330,7 +381,7 @@ async fn openai_chat(State(state): State<MockState>, headers: HeaderMap, body: B
     if let Some(name) = &tool_call {
         frames.push(chunk(json!({"tool_calls": [{"index": 0, "id": "call_mock_1", "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null));
         frames.push(chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"q\":\"mock\"}"}}]}),
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}),
             Value::Null,
         ));
     } else {
@@ -368,9 +419,18 @@ async fn anthropic_messages(
     let stream = body["stream"].as_bool().unwrap_or(false);
     let no_usage = model.contains("no-usage");
     let first_tool = body["tools"][0]["name"].as_str().map(str::to_owned);
-    let tool_call = model.contains("tools").then_some(first_tool).flatten();
+    let answered = answered_tool_result(&model, &body["messages"]);
+    let tool_call = model
+        .contains("tools")
+        .then_some(first_tool)
+        .flatten()
+        .filter(|_| answered.is_none());
+    let arguments = tool_arguments(&model);
+    let input: Value = serde_json::from_str(&arguments).unwrap_or_else(|_| json!({}));
     let text = if tool_call.is_some() {
         String::new()
+    } else if let Some(result) = answered {
+        format!("tool result: {result}")
     } else {
         format!("echo: {}", last_user_text(&body["messages"]))
     };
@@ -390,7 +450,7 @@ async fn anthropic_messages(
     if !stream {
         let content = match &tool_call {
             Some(name) => {
-                json!([{"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": {"q": "mock"}}])
+                json!([{"type": "tool_use", "id": "toolu_mock_1", "name": name, "input": input}])
             }
             None => json!([{"type": "text", "text": text}]),
         };
@@ -420,7 +480,7 @@ async fn anthropic_messages(
             frames.push(frame(
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": "{\"q\":\"mock\"}"}}),
+                "delta": {"type": "input_json_delta", "partial_json": arguments}}),
             ));
         }
         None => {
