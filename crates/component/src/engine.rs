@@ -63,9 +63,11 @@ impl Default for Settings {
     }
 }
 
-/// Measured by `bench/sandbox/component` on the 2-core reference machine (a tight loop of
-/// the hostile example runs about this many operations per millisecond).
-pub const DEFAULT_FUEL_PER_MS: u64 = 1_000_000;
+/// Measured by `bench/sandbox/component` on the 2-core reference machine: a tight loop,
+/// sorting, and string building use 17 to 23 million fuel (WebAssembly operations) per
+/// millisecond of CPU, so `cpu_ms` is close to real CPU time for such code (within about
+/// 15 %; code whose operations are slower, such as an interpreter's, gets more time).
+pub const DEFAULT_FUEL_PER_MS: u64 = 20_000_000;
 
 /// Core instances, memories and tables one component may create (a Rust component has
 /// one memory and a few core instances; an interpreter such as componentize-py's more).

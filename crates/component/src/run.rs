@@ -75,6 +75,8 @@ pub struct RunOutput {
     pub fuel_used: u64,
     /// Wall-clock time of the run, instantiation and waiting for imports included.
     pub wall_ms: u64,
+    /// The most linear memory the instance had (all its memories), in bytes.
+    pub memory_bytes: u64,
 }
 
 /// How much of a stderr tail goes into a trap's message.
@@ -129,6 +131,7 @@ impl Loaded {
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let compute_ms = fuel_used.div_ceil(fuel_per_ms);
         let wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let memory_bytes = u64::try_from(store.data().limiter.peak).unwrap_or(u64::MAX);
         store.data_mut().flush_output();
         let fail = |code: ErrorCode, message: String| ComponentError {
             code,
@@ -162,6 +165,7 @@ impl Loaded {
                 compute_ms,
                 fuel_used,
                 wall_ms,
+                memory_bytes,
             }),
         }
     }

@@ -64,6 +64,7 @@ impl State {
             limiter: MemoryLimiter {
                 max_bytes: memory_bytes,
                 used: 0,
+                peak: 0,
                 hit: false,
             },
             log_lines: 0,
@@ -132,6 +133,8 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
 pub(crate) struct MemoryLimiter {
     pub max_bytes: usize,
     pub used: usize,
+    /// The most `used` has been.
+    pub peak: usize,
     pub hit: bool,
 }
 
@@ -154,6 +157,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             )));
         }
         self.used = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 

@@ -37,6 +37,7 @@ async fn rust_agent_uses_every_import() {
     );
     assert!(out.fuel_used > 0);
     assert!(out.compute_ms >= 1);
+    assert!(out.memory_bytes > 0 && out.memory_bytes <= 64 << 20);
 
     assert_eq!(
         host.calls(),

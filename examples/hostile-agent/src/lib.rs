@@ -1,6 +1,7 @@
 //! A component that misbehaves on request, for the host's limit tests and benchmark. The
 //! input picks the behaviour: `echo:TEXT` answers TEXT (the trivial component of the
-//! benchmark), `spin:N` runs N loop iterations, `loop` never ends, `bomb` allocates until
+//! benchmark), `spin:N`, `sort:N` and `text:N` are workloads of known size (a tight loop,
+//! sorting, string building and splitting) for the fuel calibration, `loop` never ends, `bomb` allocates until
 //! it is stopped, `recurse` recurses without end, `panic` panics, `http:URL` tries an HTTP
 //! GET and answers what the host said, `escape` looks for a way out of the sandbox
 //! (environment, files, sockets), `hold` waits in an import (for concurrency), `fail`
@@ -24,6 +25,26 @@ impl Agent for Hostile {
                     x = black_box(x.wrapping_mul(31).wrapping_add(i));
                 }
                 Ok(x.to_string())
+            }
+            "sort" => {
+                let n: usize = arg.parse().unwrap_or(0);
+                let mut v: Vec<u64> = (0..n as u64)
+                    .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7)
+                    .collect();
+                v.sort_unstable();
+                Ok(black_box(v).len().to_string())
+            }
+            "text" => {
+                let n: usize = arg.parse().unwrap_or(0);
+                let mut total = 0usize;
+                for i in 0..n {
+                    let line = format!("{{\"id\":{i},\"name\":\"item-{i}\",\"ok\":true}}");
+                    total += line
+                        .split(',')
+                        .map(|f| f.trim_matches('"').len())
+                        .sum::<usize>();
+                }
+                Ok(black_box(total).to_string())
             }
             "loop" => {
                 let mut x = 0u64;
