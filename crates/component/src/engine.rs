@@ -64,9 +64,9 @@ impl Default for Settings {
 }
 
 /// Measured by `bench/sandbox/component` on the 2-core reference machine: a tight loop,
-/// sorting, and string building use 17 to 23 million fuel (WebAssembly operations) per
+/// sorting, and string building use 16 to 23 million fuel (WebAssembly operations) per
 /// millisecond of CPU, so `cpu_ms` is close to real CPU time for such code (within about
-/// 15 %; code whose operations are slower, such as an interpreter's, gets more time).
+/// 20 %; code whose operations are slower, such as an interpreter's, gets more time).
 pub const DEFAULT_FUEL_PER_MS: u64 = 20_000_000;
 
 /// Core instances, memories and tables one component may create (a Rust component has

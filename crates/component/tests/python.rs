@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn componentize_py() -> Option<PathBuf> {
-    std::env::var_os("BERTH_TEST_COMPONENTIZE_PY").map(PathBuf::from)
+    let p = PathBuf::from(std::env::var_os("BERTH_TEST_COMPONENTIZE_PY")?);
+    // Absolute, since the tool runs in the example's directory.
+    Some(std::fs::canonicalize(&p).unwrap_or(p))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
