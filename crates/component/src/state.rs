@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub(crate) struct State {
@@ -213,10 +214,45 @@ impl IsTerminal for Capture {
     }
 }
 
+impl Capture {
+    fn push(&self, data: &[u8]) {
+        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        let room = self.max.saturating_sub(buf.len());
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
 impl StdoutStream for Capture {
+    /// Written synchronously (no background task), so a panic's message is in the capture
+    /// by the time the trap is classified.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+}
+
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // Always writable: what does not fit is dropped, never refused.
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
 }
 
 impl tokio::io::AsyncWrite for Capture {
@@ -225,9 +261,7 @@ impl tokio::io::AsyncWrite for Capture {
         _cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        let room = self.max.saturating_sub(buf.len());
-        buf.extend_from_slice(&data[..data.len().min(room)]);
+        self.push(data);
         Poll::Ready(Ok(data.len()))
     }
 
