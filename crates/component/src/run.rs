@@ -215,3 +215,41 @@ fn classify(
     };
     (ErrorCode::Trap, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_grants_come_from_the_manifest() {
+        let toml = "name = \"bot\"\n[model]\nname = \"mock/echo\"\nfallbacks = [\"mock/tools\"]\n\
+                    [tools]\nuse = [\"crm__*\"]\n[limits]\ntimeout = \"30s\"\n\
+                    [component]\npath = \"agent.wasm\"\nmemory_mb = 32\ncpu_ms = 500\n\
+                    allowed_hosts = [\"https://api.example.com\"]\n";
+        let m = Manifest::parse("agent.toml", toml).unwrap();
+        let limits = Limits::from_manifest(&m).unwrap();
+        assert_eq!(
+            limits,
+            Limits {
+                memory_mb: 32,
+                cpu_ms: 500,
+                timeout: Duration::from_secs(30)
+            }
+        );
+        let g = Grants::from_manifest(&m);
+        assert_eq!(g.models, ["mock/echo", "mock/tools"]);
+        assert_eq!(g.tools, ["crm__*"]);
+        assert!(
+            g.allowed_hosts
+                .allows(&url::Url::parse("https://api.example.com/x").unwrap())
+        );
+
+        let plain = Manifest::parse(
+            "agent.toml",
+            "name = \"bot\"\n[model]\nname = \"mock/echo\"\n",
+        )
+        .unwrap();
+        assert_eq!(Limits::from_manifest(&plain), None);
+        assert!(Grants::from_manifest(&plain).allowed_hosts.is_empty());
+    }
+}
