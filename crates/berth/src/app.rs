@@ -150,7 +150,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     );
     let state = AppState {
         gateway: Arc::new(gateway),
-        limiter: Arc::default(),
+        limiter: Arc::new(berth_meter::MemoryLimiter::default()),
         runner: Arc::new(Runner::new(
             config.runs.settings(),
             ToolSet::new(vec![Arc::new(MockTools)]),

@@ -93,7 +93,7 @@ fn provider_header(provider: &str) -> HeaderValue {
 
 /// Counts this call against the tenant's requests per minute (its policy's limit, capped
 /// by its plan's). Returns the headers to send, or the 429 to answer.
-fn admit(
+async fn admit(
     state: &AppState,
     auth: &TenantAuth,
     policy: &berth_core::Policy,
@@ -113,11 +113,15 @@ fn admit(
         .effective_limits(plan)
         .requests_per_minute
         .unwrap_or(plan.requests_per_minute);
-    let d = state.limiter.check(
-        &format!("rpm:{}", tenant.id),
-        u64::from(limit),
-        std::time::Duration::from_secs(60),
-    );
+    let d = state
+        .limiter
+        .check(
+            &format!("rpm:{}", tenant.id),
+            u64::from(limit),
+            std::time::Duration::from_secs(60),
+            1,
+        )
+        .await;
     let headers = vec![
         ("x-ratelimit-limit-requests", d.limit.to_string()),
         ("x-ratelimit-remaining-requests", d.remaining.to_string()),
@@ -169,7 +173,7 @@ pub async fn chat(
     let policy = policy::effective(state, scope).await?;
     let route = berth_gateway::plan(&policy, &req.model, &meta.tags)
         .map_err(berth_gateway::GatewayError::from)?;
-    let limits = admit(state, auth, &policy)?;
+    let limits = admit(state, auth, &policy).await?;
     if req.stream {
         let answer = state
             .gateway
@@ -305,7 +309,7 @@ pub async fn embeddings(
     let policy = policy::effective(state, scope).await?;
     let route = berth_gateway::plan(&policy, &model, &meta.tags)
         .map_err(berth_gateway::GatewayError::from)?;
-    let limits = admit(state, auth, &policy)?;
+    let limits = admit(state, auth, &policy).await?;
     let target = route.targets.first().cloned().unwrap_or(model);
     let answer = state
         .gateway
