@@ -51,7 +51,10 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let alive = std::sync::Arc::new(());
-        tokio::spawn(checkpoint_loop(checkpointer, std::sync::Arc::downgrade(&alive)));
+        tokio::spawn(checkpoint_loop(
+            checkpointer,
+            std::sync::Arc::downgrade(&alive),
+        ));
         Ok(SqliteStore {
             reader,
             writer,
@@ -122,7 +125,10 @@ async fn checkpoint_loop(pool: SqlitePool, alive: std::sync::Weak<()>) {
         if alive.upgrade().is_none() {
             break;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
             tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
         }
     }

@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod audit;
 pub mod bundle;
 pub mod keys;
+pub mod limits;
 pub mod llm;
 pub mod policy;
 pub mod providers;
