@@ -174,6 +174,12 @@ async fn a_redis_outage_falls_back_to_memory_and_recovers() {
         "one timeout at most, not one per check: {:?}",
         started.elapsed()
     );
+    // The breaker: the first failure opened it, the other checks did not try Redis.
+    let failures = through_proxy.failures();
+    assert!(
+        (1..=3).contains(&failures),
+        "{failures} failed calls for 8 checks"
+    );
     // Redis itself did not see those.
     assert_eq!(direct.check("k", 5, minute, 1).await.remaining, 2);
 
