@@ -95,8 +95,16 @@ fn memory(
     Ok(elapsed)
 }
 
+/// What one Redis decision is timed by: the limiter, or a bare `PING` on a connection of
+/// its own (the round trip every decision pays, as a baseline).
+#[derive(Clone)]
+enum Target {
+    Limiter(Arc<RedisLimiter>),
+    Ping(redis::aio::ConnectionManager),
+}
+
 async fn redis(
-    limiter: Arc<RedisLimiter>,
+    target: Target,
     callers: usize,
     duration: Duration,
     keys: Arc<Vec<String>>,
@@ -105,7 +113,7 @@ async fn redis(
     let deadline = start + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..callers {
-        let (l, keys) = (limiter.clone(), keys.clone());
+        let (target, keys) = (target.clone(), keys.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(100_000);
             let mut i = c * 7919;
@@ -113,10 +121,16 @@ async fn redis(
                 let key = &keys[i % keys.len()];
                 i += 1;
                 let t = Instant::now();
-                let d = l.check(key, LIMIT, MINUTE, 1).await;
+                let ok = match &target {
+                    Target::Limiter(l) => l.check(key, LIMIT, MINUTE, 1).await.allowed,
+                    Target::Ping(conn) => redis::cmd("PING")
+                        .query_async::<String>(&mut conn.clone())
+                        .await
+                        .is_ok(),
+                };
                 latencies.push(t.elapsed().as_nanos() as u64);
-                if !d.allowed {
-                    return Err("refused: the limit is meant to allow all");
+                if !ok {
+                    return Err("refused or failed: every decision is meant to be allowed");
                 }
             }
             Ok(latencies)
@@ -133,10 +147,17 @@ async fn redis(
         let i = ((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1));
         all.get(i).map(|ns| *ns as f64 / 1000.0)
     };
+    let (backend, keys) = match target {
+        Target::Limiter(_) => ("redis", "10,000"),
+        Target::Ping(_) => ("redis PING (baseline)", "-"),
+    };
     Ok(Row {
-        backend: "redis",
-        how: format!("{callers} concurrent callers"),
-        keys: "10,000",
+        backend,
+        how: format!(
+            "{callers} concurrent caller{}",
+            if callers == 1 { "" } else { "s" }
+        ),
+        keys,
         decisions: all.len() as u64,
         elapsed,
         ns_per_decision: mean,
@@ -225,17 +246,19 @@ fn main() -> Result<(), Error> {
                 ..RedisOptions::default()
             };
             let limiter = Arc::new(RedisLimiter::connect(&url, options).await?);
+            let ping =
+                redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+            let duration = Duration::from_secs(seconds);
             // Warm up: the script cached on the server, the connection open.
-            redis(limiter.clone(), 4, Duration::from_millis(500), many.clone()).await?;
+            let warm = Duration::from_millis(500);
+            redis(Target::Limiter(limiter.clone()), 4, warm, many.clone()).await?;
             for &c in &callers {
-                redis(
-                    limiter.clone(),
-                    c,
-                    Duration::from_secs(seconds),
-                    many.clone(),
-                )
-                .await?
-                .print();
+                redis(Target::Ping(ping.clone()), c, duration, many.clone())
+                    .await?
+                    .print();
+                redis(Target::Limiter(limiter.clone()), c, duration, many.clone())
+                    .await?
+                    .print();
             }
             // A failed call is decided in memory: numbers with any are not Redis's.
             if limiter.failures() > 0 {
