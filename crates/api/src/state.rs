@@ -46,8 +46,8 @@ pub struct AppState {
     /// Cancelled when the server stops; background tasks drain and end.
     pub shutdown: tokio_util::sync::CancellationToken,
     pub gateway: Arc<berth_gateway::Gateway>,
-    /// Per-tenant request rates (in memory, this node).
-    pub limiter: Arc<berth_meter::Limiter>,
+    /// Rate limits: in memory on one node, in Redis when several share them.
+    pub limiter: Arc<dyn berth_meter::RateLimiter>,
     /// Run execution: the queue and workers, live runs, tools.
     pub runner: Arc<crate::service::runner::Runner>,
 }

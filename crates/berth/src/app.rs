@@ -34,6 +34,8 @@ pub enum StartError {
     Store(#[from] berth_store::StoreError),
     #[error("master key: {0}")]
     MasterKey(#[from] berth_vault::MasterKeyError),
+    #[error("redis_url: {0}")]
+    Redis(#[from] berth_meter::RedisLimiterError),
     #[error("demo setup: {0}")]
     Demo(String),
 }
@@ -139,6 +141,19 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
             redactor.register(k);
         }
     }
+    // Several processes enforce one limit only through a store they share; a Redis that
+    // does not answer at start fails the start (a wrong address should stop a deploy),
+    // while a later outage falls back to per-node memory (see `berth_meter::RedisLimiter`).
+    let limiter: Arc<dyn berth_meter::RateLimiter> = match &config.redis_url {
+        Some(url) => {
+            let options = berth_meter::RedisOptions {
+                prefix: config.redis_key_prefix.clone(),
+                ..berth_meter::RedisOptions::default()
+            };
+            Arc::new(berth_meter::RedisLimiter::connect(url, options).await?)
+        }
+        None => Arc::new(berth_meter::MemoryLimiter::default()),
+    };
     let provider_store: Arc<dyn berth_store::ProviderStore> = store.clone();
     let ledger = berth_api::service::budgets::StoreLedger::new(
         store.clone(),
@@ -172,7 +187,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     }
     let state = AppState {
         gateway: Arc::new(gateway),
-        limiter: Arc::default(),
+        limiter,
         runner: Arc::new(Runner::new(
             config.runs.settings(),
             ToolSet::new(tool_hosts),

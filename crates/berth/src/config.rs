@@ -36,7 +36,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Defaults to `sqlite://<data_dir>/berth.db`.
     pub database_url: Option<String>,
+    /// Shared rate limits across every process pointed at it; memory (this node) otherwise.
     pub redis_url: Option<String>,
+    /// Prepended to every Redis key, so deployments (or tests) can share one Redis.
+    #[serde(default = "default_redis_key_prefix")]
+    pub redis_key_prefix: String,
     /// Defaults to `<data_dir>/master.key`.
     pub master_key_file: Option<PathBuf>,
     #[serde(default)]
@@ -368,6 +372,9 @@ fn default_listen() -> String {
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".berth")
 }
+fn default_redis_key_prefix() -> String {
+    "berth".to_owned()
+}
 fn default_plan() -> String {
     "free".to_owned()
 }
@@ -524,12 +531,29 @@ impl Config {
                 "must start with sqlite:// or postgres://",
             ));
         }
-        if let Some(r) = &self.redis_url
-            && !(r.starts_with("redis://") || r.starts_with("rediss://"))
+        if let Some(r) = &self.redis_url {
+            if r.starts_with("rediss://") {
+                // The Redis client is built without TLS (one TLS stack, fewer crates);
+                // refusing is better than failing at the first connection.
+                return Err(value_error(
+                    "redis_url",
+                    "rediss:// (TLS) is not supported; use redis:// on a private network or a TLS sidecar",
+                ));
+            }
+            if !r.starts_with("redis://") {
+                return Err(value_error("redis_url", "must start with redis://"));
+            }
+        }
+        if self.redis_key_prefix.is_empty()
+            || self.redis_key_prefix.len() > 64
+            || !self
+                .redis_key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
         {
             return Err(value_error(
-                "redis_url",
-                "must start with redis:// or rediss://",
+                "redis_key_prefix",
+                "1 to 64 characters of letters, digits, '-', '_', ':' and '.'",
             ));
         }
         for (i, cidr) in self.egress.allow_private.iter().enumerate() {
@@ -859,6 +883,9 @@ weight = 10
             ("default_plan = \"gold\"", "default_plan"),
             ("listen = 7", "listen"),
             ("[auth.jwt]\nissuer = \"x\"", "auth.jwt"),
+            ("redis_url = \"http://x\"", "redis_url"),
+            ("redis_url = \"rediss://x:6380\"", "redis_url"),
+            ("redis_key_prefix = \"a b\"", "redis_key_prefix"),
         ];
         for (text, key) in cases {
             let err = load_str(text, &[]).unwrap_err().to_string();

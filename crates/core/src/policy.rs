@@ -50,6 +50,13 @@ pub struct Limits {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u64>,
     pub concurrent_runs: Option<u32>,
+    /// Requests per minute of each API key, so that one client cannot use up its
+    /// tenant's whole limit; absent means no limit of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_key_requests_per_minute: Option<u32>,
+    /// Requests per minute of each agent (its runs, and gateway calls attributed to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_agent_requests_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +263,30 @@ impl Policy {
                 "limits must be at least 1 (omit a limit to use the plan's)",
             ));
         }
+        for (field, value) in [
+            (
+                "limits.per_key_requests_per_minute",
+                l.per_key_requests_per_minute,
+            ),
+            (
+                "limits.per_agent_requests_per_minute",
+                l.per_agent_requests_per_minute,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(bad(field, "must be at least 1 (omit it for no limit)"));
+            }
+            // A narrower limit above the tenant's own would never apply: say so rather
+            // than accept a setting that does nothing.
+            if let (Some(v), Some(tenant)) = (value, l.requests_per_minute)
+                && v > tenant
+            {
+                return Err(bad(
+                    field,
+                    format!("{v} is above limits.requests_per_minute ({tenant})"),
+                ));
+            }
+        }
         for (i, b) in self.budgets.iter().enumerate() {
             let field = format!("budgets[{i}]");
             let scope_ok = b.scope == "tenant"
@@ -344,10 +375,14 @@ impl Policy {
         Ok(())
     }
 
-    /// The tenant's effective limits: its own, capped by its plan's.
+    /// The tenant's effective limits: its own, capped by its plan's. Per-key and per-agent
+    /// limits stay absent unless set, and are capped by the plan's requests per minute.
     pub fn effective_limits(&self, plan: &Plan) -> Limits {
         let cap = |own: Option<u64>, plan: u64| Some(own.map_or(plan, |o| o.min(plan)));
+        let narrower = |own: Option<u32>| own.map(|o| o.min(plan.requests_per_minute));
         Limits {
+            per_key_requests_per_minute: narrower(self.limits.per_key_requests_per_minute),
+            per_agent_requests_per_minute: narrower(self.limits.per_agent_requests_per_minute),
             requests_per_minute: cap(
                 self.limits.requests_per_minute.map(u64::from),
                 u64::from(plan.requests_per_minute),
@@ -424,6 +459,14 @@ mod tests {
             ),
             (json!({"limits": {"requests_per_minute": 0}}), "limits"),
             (
+                json!({"limits": {"per_key_requests_per_minute": 0}}),
+                "limits.per_key_requests_per_minute",
+            ),
+            (
+                json!({"limits": {"requests_per_minute": 10, "per_agent_requests_per_minute": 11}}),
+                "limits.per_agent_requests_per_minute",
+            ),
+            (
                 json!({"budgets": [{"scope": "team", "period": "day", "limit_usd": 1}]}),
                 "budgets[0].scope",
             ),
@@ -486,6 +529,24 @@ mod tests {
                 l.concurrent_runs
             ),
             (Some(60), Some(1000), Some(1))
+        );
+        assert_eq!(
+            (
+                l.per_key_requests_per_minute,
+                l.per_agent_requests_per_minute
+            ),
+            (None, None)
+        );
+        let p = parse(json!({"limits": {"per_key_requests_per_minute": 600, "per_agent_requests_per_minute": 5}}))
+            .unwrap();
+        p.validate(ok_regex).unwrap();
+        let l = p.effective_limits(&plan);
+        assert_eq!(
+            (
+                l.per_key_requests_per_minute,
+                l.per_agent_requests_per_minute
+            ),
+            (Some(60), Some(5))
         );
     }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use berth_meter::contract::{redis_test_url, unique_prefix};
 pub use berth_store::contract::{PgTestDb, pg_test_database};
 
 /// Which store a test server uses.

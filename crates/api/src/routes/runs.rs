@@ -41,7 +41,8 @@ pub async fn start(
         asynchronous: body.asynchronous,
         metadata: body.metadata,
     };
-    Ok(match runs::start(&state, &auth, &name, req).await? {
+    let (started, admitted) = runs::start(&state, &auth, &name, req).await?;
+    let mut resp = match started {
         Started::Done(run) => {
             let status = if run.status == "waiting_approval" {
                 StatusCode::ACCEPTED
@@ -52,7 +53,9 @@ pub async fn start(
         }
         Started::Queued(run) => (StatusCode::ACCEPTED, Json(RunDto::from(&run))).into_response(),
         Started::Stream(run, _live) => events_response(&state, auth.0.scope.clone(), run.id),
-    })
+    };
+    admitted.add_headers(resp.headers_mut());
+    Ok(resp)
 }
 
 /// SSE of a run's events; ends after its terminal event.

@@ -4,6 +4,7 @@
 
 use crate::auth::TenantAuth;
 use crate::error::ApiError;
+use crate::service::limits::{self, Admitted, Ask};
 use crate::service::policy;
 use crate::state::AppState;
 use axum::body::Body;
@@ -91,62 +92,6 @@ fn provider_header(provider: &str) -> HeaderValue {
     HeaderValue::from_str(provider).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// Counts this call against the tenant's requests per minute (its policy's limit, capped
-/// by its plan's). Returns the headers to send, or the 429 to answer.
-fn admit(
-    state: &AppState,
-    auth: &TenantAuth,
-    policy: &berth_core::Policy,
-) -> Result<Vec<(&'static str, String)>, ApiError> {
-    let tenant = &auth.0.tenant;
-    // Config validation guarantees the default plan exists; a tenant whose plan was since
-    // removed from the config is held to the default plan's limits.
-    let Some(plan) = state
-        .settings
-        .plans
-        .get(&tenant.plan)
-        .or_else(|| state.settings.plans.get(&state.settings.default_plan))
-    else {
-        return Ok(Vec::new());
-    };
-    let limit = policy
-        .effective_limits(plan)
-        .requests_per_minute
-        .unwrap_or(plan.requests_per_minute);
-    let d = state.limiter.check(
-        &format!("rpm:{}", tenant.id),
-        u64::from(limit),
-        std::time::Duration::from_secs(60),
-    );
-    let headers = vec![
-        ("x-ratelimit-limit-requests", d.limit.to_string()),
-        ("x-ratelimit-remaining-requests", d.remaining.to_string()),
-        (
-            "x-ratelimit-reset-requests",
-            format!("{:.3}s", d.reset.as_secs_f64()),
-        ),
-    ];
-    if d.allowed {
-        return Ok(headers);
-    }
-    let mut err = ApiError::rate_limited(format!(
-        "this tenant may make {} requests per minute; retry in {:.1}s",
-        d.limit,
-        d.retry_after.as_secs_f64()
-    ));
-    err.retry_after_secs = Some(d.retry_after.as_secs_f64().ceil().max(1.0) as u64);
-    err.headers = Some(Box::new(headers));
-    Err(err)
-}
-
-fn add_headers(resp: &mut Response, headers: Vec<(&'static str, String)>) {
-    for (name, value) in headers {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(name, v);
-        }
-    }
-}
-
 fn now_secs() -> i64 {
     berth_core::clock::now_ms() / 1000
 }
@@ -170,18 +115,46 @@ pub async fn chat(
     meta.budgets = crate::service::budgets::for_call(state, auth, &policy, meta.agent.as_deref());
     let route = berth_gateway::plan(&policy, &req.model, &meta.tags)
         .map_err(berth_gateway::GatewayError::from)?;
-    let limits = admit(state, auth, &policy)?;
+    let input_estimate = berth_llm::tokens::estimate_request(&req);
+    // The worst case this call may use, reserved now and settled with its usage.
+    let reserve = input_estimate.saturating_add(u64::from(
+        req.max_tokens
+            .unwrap_or(berth_llm::anthropic::DEFAULT_MAX_TOKENS),
+    ));
+    let ask = Ask {
+        agent: meta.agent.as_deref(),
+        tokens: Some(reserve),
+    };
+    let mut admitted = limits::admit(state, auth, &policy, ask).await?;
     if req.stream {
-        let answer = state
-            .gateway
-            .chat_stream(scope, &meta, &req, &route)
-            .await?;
-        let input_estimate = berth_llm::tokens::estimate_request(&req);
-        let mut resp = stream_response(answer, wire, req.include_usage, input_estimate);
-        add_headers(&mut resp, limits);
+        let answer = match state.gateway.chat_stream(scope, &meta, &req, &route).await {
+            Ok(a) => a,
+            Err(e) => {
+                // Nothing was generated: the reservation goes back whole.
+                admitted.settle(state.limiter.as_ref(), 0).await;
+                return Err(e.into());
+            }
+        };
+        let mut limit_headers = HeaderMap::new();
+        admitted.add_headers(&mut limit_headers);
+        let settlement = Settlement {
+            limiter: state.limiter.clone(),
+            admitted,
+        };
+        let mut resp = stream_response(answer, wire, req.include_usage, input_estimate, settlement);
+        resp.headers_mut().extend(limit_headers);
         return Ok(resp);
     }
-    let answer = state.gateway.chat(scope, &meta, &req, &route).await?;
+    let answer = match state.gateway.chat(scope, &meta, &req, &route).await {
+        Ok(a) => a,
+        Err(e) => {
+            admitted.settle(state.limiter.as_ref(), 0).await;
+            return Err(e.into());
+        }
+    };
+    admitted
+        .settle(state.limiter.as_ref(), answer.usage.total())
+        .await;
     let mut response = answer.response;
     response.model = answer.model.clone();
     let body = match wire {
@@ -192,8 +165,23 @@ pub async fn chat(
     let h = resp.headers_mut();
     h.insert("x-berth-provider", provider_header(&answer.provider));
     h.insert("x-berth-cost-usd", cost_header(answer.cost));
-    add_headers(&mut resp, limits);
+    admitted.add_headers(resp.headers_mut());
     Ok(resp)
+}
+
+/// A streamed call's token reservation, settled when the stream ends with what it used.
+/// A stream the client abandons keeps its whole reservation: that errs toward the limit.
+struct Settlement {
+    limiter: std::sync::Arc<dyn berth_meter::RateLimiter>,
+    admitted: Admitted,
+}
+
+impl Settlement {
+    async fn settle(&mut self, used_tokens: u64) {
+        self.admitted
+            .settle(self.limiter.as_ref(), used_tokens)
+            .await;
+    }
 }
 
 /// The SSE answer. The gateway's stream meters itself; this only re-encodes events for the
@@ -203,6 +191,7 @@ fn stream_response(
     wire: Wire,
     include_usage: bool,
     input_estimate: u64,
+    settlement: Settlement,
 ) -> Response {
     let StreamAnswer {
         provider,
@@ -233,8 +222,8 @@ fn stream_response(
         )),
     };
     let body = futures_util::stream::unfold(
-        (stream, encoder, false),
-        move |(mut stream, mut enc, done)| async move {
+        (stream, encoder, settlement, false),
+        move |(mut stream, mut enc, mut settlement, done)| async move {
             if done {
                 return None;
             }
@@ -244,6 +233,7 @@ fn stream_response(
                     Enc::Anthropic(e) => e.encode(&event),
                 },
                 Some(Err(err)) => {
+                    settlement.settle(stream.usage().0.total()).await;
                     let frame = match &enc {
                         Enc::OpenAi(_) => format!(
                             "data: {}\n\n",
@@ -256,12 +246,13 @@ fn stream_response(
                     };
                     return Some((
                         Ok::<_, std::io::Error>(bytes::Bytes::from(frame)),
-                        (stream, enc, true),
+                        (stream, enc, settlement, true),
                     ));
                 }
                 None => {
                     let cost = stream.cost();
                     let (usage, _) = stream.usage();
+                    settlement.settle(usage.total()).await;
                     let frames = match &mut enc {
                         Enc::OpenAi(e) => {
                             e.encode(&StreamEvent::Usage { usage });
@@ -272,12 +263,15 @@ fn stream_response(
                             e.finish()
                         }
                     };
-                    return Some((Ok(bytes::Bytes::from(frames.concat())), (stream, enc, true)));
+                    return Some((
+                        Ok(bytes::Bytes::from(frames.concat())),
+                        (stream, enc, settlement, true),
+                    ));
                 }
             };
             Some((
                 Ok(bytes::Bytes::from(frames.concat())),
-                (stream, enc, false),
+                (stream, enc, settlement, false),
             ))
         },
     );
@@ -306,7 +300,13 @@ pub async fn embeddings(
     let policy = policy::effective(state, scope).await?;
     let route = berth_gateway::plan(&policy, &model, &meta.tags)
         .map_err(berth_gateway::GatewayError::from)?;
-    let limits = admit(state, auth, &policy)?;
+    // Embeddings produce no tokens: the input's estimate (as the gateway bills it when
+    // the upstream reports none) is the whole charge, not settled.
+    let ask = Ask {
+        agent: meta.agent.as_deref(),
+        tokens: Some(chars.div_ceil(4).max(1)),
+    };
+    let admitted = limits::admit(state, auth, &policy, ask).await?;
     let target = route.targets.first().cloned().unwrap_or(model);
     let answer = state
         .gateway
@@ -317,7 +317,7 @@ pub async fn embeddings(
         .insert("x-berth-provider", provider_header(&answer.provider));
     resp.headers_mut()
         .insert("x-berth-cost-usd", cost_header(answer.cost));
-    add_headers(&mut resp, limits);
+    admitted.add_headers(resp.headers_mut());
     Ok(resp)
 }
 

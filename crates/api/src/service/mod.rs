@@ -10,6 +10,7 @@ pub mod billing;
 pub mod budgets;
 pub mod bundle;
 pub mod keys;
+pub mod limits;
 pub mod llm;
 pub mod policy;
 pub mod providers;

@@ -5,11 +5,12 @@
 use crate::auth::TenantAuth;
 use crate::dto::RunDto;
 use crate::error::ApiError;
-use crate::service::runner;
+use crate::service::limits::{self, Admitted, Ask};
+use crate::service::{policy, runner};
 use crate::state::AppState;
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
-use berth_core::{Id, IdKind, Manifest, Role, TenantScope};
+use berth_core::{AgentName, Id, IdKind, Manifest, Role, TenantScope};
 use berth_llm::{Message, Role as MsgRole};
 use berth_runtime::{Begin, LiveRun, RunEvent, RunUsage, choose_version};
 use berth_store::{Page, PageRequest, RunFilter, RunRecord, RunStep, ThreadRecord};
@@ -70,12 +71,15 @@ pub enum Started {
     Stream(RunRecord, Arc<LiveRun>),
 }
 
+/// Starts a run. Every run counts against the tenant's (and the key's and agent's)
+/// requests per minute; the answer carries the `x-ratelimit-*` headers of the returned
+/// [`Admitted`]. (The model calls a run makes are metered, not rate limited.)
 pub async fn start(
     state: &AppState,
     auth: &TenantAuth,
     agent: &str,
     req: RunRequest,
-) -> Result<Started, ApiError> {
+) -> Result<(Started, Admitted), ApiError> {
     let scope = auth.require_for_agent(Role::Invoker, agent)?;
     if req.stream && req.asynchronous {
         return Err(ApiError::bad_request(
@@ -88,6 +92,15 @@ pub async fn start(
         auth.require_role(Role::Developer)?;
     }
     let input = input_messages(&req.input)?;
+    // Admission before the store is read, so a flood of runs costs no database work. A
+    // name that is not an agent name names no agent (the answer is a 404 below) and has
+    // no bucket of its own.
+    let policy = policy::effective(state, scope).await?;
+    let ask = Ask {
+        agent: AgentName::parse(agent).ok().map(|_| agent),
+        tokens: None,
+    };
+    let admitted = limits::admit(state, auth, &policy, ask).await?;
     let summary = state.store.get_agent(scope, agent).await?.ok_or_else(|| {
         ApiError::not_found("agent_not_found", format!("no agent named '{agent}'"))
     })?;
@@ -177,7 +190,6 @@ pub async fn start(
         checkpoint: None,
         lease_until_ms: None,
     };
-    let policy = crate::service::policy::effective(state, scope).await?;
     let share = runner::share_of(state, &auth.0.tenant.plan, &policy);
     if req.asynchronous {
         state
@@ -190,7 +202,7 @@ pub async fn start(
         // Live from now on, so a follower of the queued run sees it start.
         state.runner.hub.register(scope, &run.id, Vec::new);
         state.runner.enqueue(scope, share, &run.id);
-        return Ok(Started::Queued(run));
+        return Ok((Started::Queued(run), admitted));
     }
     // A run that starts now needs a slot now: the tenant's concurrency and the node's
     // capacity are checked before anything is stored.
@@ -222,12 +234,12 @@ pub async fn start(
         },
     );
     if req.stream {
-        return Ok(Started::Stream(run, live));
+        return Ok((Started::Stream(run, live), admitted));
     }
     let finished = done.await.map_err(|_| {
         ApiError::unavailable("shutting_down", "the server stopped before the run ended")
     })?;
-    Ok(Started::Done(finished))
+    Ok((Started::Done(finished), admitted))
 }
 
 /// Cancels a run that has not ended: a queued one is never executed, a running one stops at

@@ -1,0 +1,232 @@
+//! Admission by rate limits: requests per minute of the tenant, of the calling key and of
+//! the agent, and tokens per minute of the tenant, each the policy's value capped by the
+//! plan's; the `x-ratelimit-*` headers; and settling a call's token reservation.
+//!
+//! Buckets are checked from the narrowest (key, agent) to the widest (tenant requests,
+//! then tenant tokens), and a check stops at the first refusal: a refused request counts
+//! against the narrower limits it already passed, never against a wider one, so one key
+//! hammering its own limit cannot use up its tenant's.
+//!
+//! Tokens are reserved before the call (the request's estimated input tokens plus its
+//! `max_tokens`) and settled after it with what the call really used: a reservation is
+//! what makes the limit hold under concurrency and across replicas (answers come later
+//! than the next requests), and settling keeps short answers from being charged as long.
+
+use crate::auth::TenantAuth;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::http::{HeaderMap, HeaderValue};
+use berth_core::Policy;
+use berth_meter::{Decision, RateLimiter};
+use std::time::Duration;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// What a request asks of the limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask<'a> {
+    /// The agent the request is for or attributed to (a run's agent, `Berth-Agent`).
+    pub agent: Option<&'a str>,
+    /// Tokens to reserve against tokens per minute (gateway calls only).
+    pub tokens: Option<u64>,
+}
+
+/// An admitted request: its headers, and the token reservation to settle.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    headers: Vec<(&'static str, String)>,
+    reservation: Option<Reservation>,
+}
+
+#[derive(Debug, Clone)]
+struct Reservation {
+    key: String,
+    limit: u64,
+    tokens: u64,
+}
+
+impl Admitted {
+    /// The `x-ratelimit-*` headers of the answer.
+    pub fn add_headers(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(*name, v);
+            }
+        }
+    }
+
+    /// Replaces the reservation by what the call used (given back when less, taken when
+    /// more). Called once; later calls do nothing.
+    pub async fn settle(&mut self, limiter: &dyn RateLimiter, used_tokens: u64) {
+        let Some(r) = self.reservation.take() else {
+            return;
+        };
+        let delta = i64::try_from(used_tokens)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(r.tokens).unwrap_or(i64::MAX));
+        if delta != 0 {
+            limiter.settle(&r.key, r.limit, MINUTE, delta).await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Requests,
+    Tokens,
+}
+
+/// One bucket to check: its key (always naming the tenant), limit and cost, and how a
+/// refusal is reported.
+struct Bucket {
+    key: String,
+    limit: u64,
+    cost: u64,
+    code: &'static str,
+    what: &'static str,
+    unit: Unit,
+}
+
+/// Checks every limit that applies to this request, narrowest first. Returns the headers
+/// to send (and the reservation to settle), or the 429 to answer.
+pub async fn admit(
+    state: &AppState,
+    auth: &TenantAuth,
+    policy: &Policy,
+    ask: Ask<'_>,
+) -> Result<Admitted, ApiError> {
+    let tenant = &auth.0.tenant;
+    // Config validation guarantees the default plan exists; a tenant whose plan was since
+    // removed from the config is held to the default plan's limits.
+    let Some(plan) = state
+        .settings
+        .plans
+        .get(&tenant.plan)
+        .or_else(|| state.settings.plans.get(&state.settings.default_plan))
+    else {
+        return Ok(Admitted::default());
+    };
+    let limits = policy.effective_limits(plan);
+    let mut buckets = Vec::with_capacity(4);
+    if let (Some(limit), Some(key)) = (limits.per_key_requests_per_minute, &auth.0.key) {
+        buckets.push(Bucket {
+            key: format!("rpm:{}:key:{}", tenant.id, key.id),
+            limit: u64::from(limit),
+            cost: 1,
+            code: "key_requests_per_minute",
+            what: "this key",
+            unit: Unit::Requests,
+        });
+    }
+    if let (Some(limit), Some(agent)) = (limits.per_agent_requests_per_minute, ask.agent) {
+        buckets.push(Bucket {
+            key: format!("rpm:{}:agent:{agent}", tenant.id),
+            limit: u64::from(limit),
+            cost: 1,
+            code: "agent_requests_per_minute",
+            what: "this agent",
+            unit: Unit::Requests,
+        });
+    }
+    buckets.push(Bucket {
+        key: format!("rpm:{}", tenant.id),
+        limit: u64::from(
+            limits
+                .requests_per_minute
+                .unwrap_or(plan.requests_per_minute),
+        ),
+        cost: 1,
+        code: "requests_per_minute",
+        what: "this tenant",
+        unit: Unit::Requests,
+    });
+    if let Some(tokens) = ask.tokens {
+        let limit = limits.tokens_per_minute.unwrap_or(plan.tokens_per_minute);
+        buckets.push(Bucket {
+            key: format!("tpm:{}", tenant.id),
+            limit,
+            // A request larger than a whole minute's tokens would never fit: it waits
+            // for a full bucket and takes all of it instead.
+            cost: tokens.clamp(1, limit.max(1)),
+            code: "tokens_per_minute",
+            what: "this tenant",
+            unit: Unit::Tokens,
+        });
+    }
+    // The requests headers describe the tightest request bucket: the one a client must
+    // pace itself by.
+    let mut tightest: Option<Decision> = None;
+    let mut admitted = Admitted::default();
+    for b in buckets {
+        let d = state.limiter.check(&b.key, b.limit, MINUTE, b.cost).await;
+        match b.unit {
+            Unit::Tokens => push_headers(&mut admitted.headers, Unit::Tokens, &d),
+            Unit::Requests => {
+                if !d.allowed || tightest.is_none_or(|t| d.remaining < t.remaining) {
+                    tightest = Some(d);
+                }
+            }
+        }
+        if !d.allowed {
+            if let Some(t) = &tightest {
+                push_headers(&mut admitted.headers, Unit::Requests, t);
+            }
+            return Err(refusal(&b, &d, admitted.headers));
+        }
+        if b.unit == Unit::Tokens {
+            admitted.reservation = Some(Reservation {
+                key: b.key,
+                limit: b.limit,
+                tokens: b.cost,
+            });
+        }
+    }
+    if let Some(t) = &tightest {
+        push_headers(&mut admitted.headers, Unit::Requests, t);
+    }
+    Ok(admitted)
+}
+
+/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, as OpenAI names them.
+fn push_headers(headers: &mut Vec<(&'static str, String)>, unit: Unit, d: &Decision) {
+    let (limit, remaining, reset) = if unit == Unit::Tokens {
+        (
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        )
+    } else {
+        (
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        )
+    };
+    headers.push((limit, d.limit.to_string()));
+    headers.push((remaining, d.remaining.to_string()));
+    headers.push((reset, format!("{:.3}s", d.reset.as_secs_f64())));
+}
+
+fn refusal(b: &Bucket, d: &Decision, headers: Vec<(&'static str, String)>) -> ApiError {
+    let message = match b.unit {
+        Unit::Tokens => format!(
+            "{} may use {} tokens per minute; this request reserves {} and {} are left; retry in {:.1}s",
+            b.what,
+            d.limit,
+            b.cost,
+            d.remaining,
+            d.retry_after.as_secs_f64()
+        ),
+        Unit::Requests => format!(
+            "{} may make {} requests per minute; retry in {:.1}s",
+            b.what,
+            d.limit,
+            d.retry_after.as_secs_f64()
+        ),
+    };
+    let mut err = ApiError::rate_limited(message);
+    err.code = b.code;
+    err.retry_after_secs = Some(d.retry_after.as_secs_f64().ceil().max(1.0) as u64);
+    err.headers = Some(Box::new(headers));
+    err
+}
