@@ -19,6 +19,7 @@ fn plan(requests_per_minute: u32, tokens_per_minute: u64) -> Plan {
         concurrent_runs: 10,
         monthly_budget_usd: None,
         weight: 1,
+        markup_percent: 0.0,
     }
 }
 

@@ -171,14 +171,15 @@ async fn main() {
     }
 
     // The in-memory admission work of one request, single thread.
-    let limiter = berth_meter::Limiter::default();
+    let limiter = berth_meter::MemoryLimiter::default();
     let keys: Vec<String> = (0..10_000).map(|i| format!("rpm:ten_{i}")).collect();
     let n = 2_000_000;
     let limiter_ns = ns_per(n, |i| {
-        std::hint::black_box(limiter.check(
+        std::hint::black_box(limiter.check_now(
             &keys[i % keys.len()],
             1_000_000,
             Duration::from_secs(60),
+            1,
         ));
     });
     let scheduler = Scheduler::<()>::new(1_000_000, 10);
