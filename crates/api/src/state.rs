@@ -50,4 +50,6 @@ pub struct AppState {
     pub limiter: Arc<dyn berth_meter::RateLimiter>,
     /// Run execution: the queue and workers, live runs, tools.
     pub runner: Arc<crate::service::runner::Runner>,
+    /// The WebAssembly engine of component agents.
+    pub components: Arc<berth_component::Engine>,
 }

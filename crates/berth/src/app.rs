@@ -185,7 +185,14 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
             usage.clone(),
         )));
     }
+    // Compiled component code is cached on disk, so a restart does not recompile.
+    let components = berth_component::Engine::new(berth_component::Settings {
+        cache_dir: Some(config.data_dir.join("component-cache")),
+        ..berth_component::Settings::default()
+    })
+    .map_err(|e| StartError::Config(format!("the WebAssembly engine: {}", e.message)))?;
     let state = AppState {
+        components: Arc::new(components),
         gateway: Arc::new(gateway),
         limiter,
         runner: Arc::new(Runner::new(

@@ -109,6 +109,9 @@ pub struct ComponentSpec {
     pub cpu_ms: u64,
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Non-secret variables the component reads through its `config` import.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
 }
 
 fn default_memory_mb() -> u32 {

@@ -70,6 +70,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     run_queue(store.as_ref()).await;
     approvals(store.as_ref()).await;
     budgets(store.as_ref()).await;
+    kv(store.as_ref()).await;
     concurrent_reservations_never_overspend(store.clone()).await;
 }
 
@@ -448,6 +449,34 @@ pub async fn approvals(store: &dyn Store) {
             .status,
         "cancelled"
     );
+}
+
+/// Component key-value data is per tenant and agent.
+pub async fn kv(store: &dyn Store) {
+    let a = new_tenant(store, "kv-a").await;
+    let b = new_tenant(store, "kv-b").await;
+    store.kv_set(&a, "bot", "k", b"one").await.unwrap();
+    store.kv_set(&a, "bot", "k", b"two").await.unwrap();
+    assert_eq!(
+        store.kv_get(&a, "bot", "k").await.unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    assert!(
+        store.kv_get(&a, "other", "k").await.unwrap().is_none(),
+        "another agent"
+    );
+    assert!(
+        store.kv_get(&b, "bot", "k").await.unwrap().is_none(),
+        "another tenant"
+    );
+    store.kv_delete(&b, "bot", "k").await.unwrap();
+    assert!(
+        store.kv_get(&a, "bot", "k").await.unwrap().is_some(),
+        "B deletes nothing of A's"
+    );
+    store.kv_delete(&a, "bot", "k").await.unwrap();
+    assert!(store.kv_get(&a, "bot", "k").await.unwrap().is_none());
+    assert!(store.version_bundle(&a, "bot", 1).await.unwrap().is_none());
 }
 
 fn hard(budget: &str, limit: i64) -> BudgetLimit {

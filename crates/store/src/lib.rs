@@ -267,6 +267,23 @@ pub trait RunStore: Send + Sync {
     async fn run_steps(&self, scope: &TenantScope, run_id: &str) -> Result<Vec<RunStep>>;
 }
 
+/// The key-value store of component agents (scoped to tenant and agent), and the bundles
+/// their code comes from.
+#[async_trait]
+pub trait KvStore: Send + Sync {
+    async fn kv_get(&self, scope: &TenantScope, agent: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    async fn kv_set(&self, scope: &TenantScope, agent: &str, key: &str, value: &[u8])
+    -> Result<()>;
+    async fn kv_delete(&self, scope: &TenantScope, agent: &str, key: &str) -> Result<()>;
+    /// The tar.gz a version was deployed from (`None`: deployed as JSON, or no such version).
+    async fn version_bundle(
+        &self,
+        scope: &TenantScope,
+        agent: &str,
+        version: i64,
+    ) -> Result<Option<Vec<u8>>>;
+}
+
 /// Budget counters with reservations: reserve before a call, settle after it.
 #[async_trait]
 pub trait BudgetStore: Send + Sync {
@@ -321,6 +338,7 @@ pub trait Store:
     + AgentStore
     + RunStore
     + BudgetStore
+    + KvStore
     + Health
 {
 }
@@ -335,6 +353,7 @@ impl<T> Store for T where
         + AgentStore
         + RunStore
         + BudgetStore
+        + KvStore
         + Health
 {
 }

@@ -20,7 +20,7 @@ macro_rules! impl_store {
         use $crate::model::*;
         use $crate::shared::TxKind;
         use $crate::{
-            AgentStore, AuditStore, BudgetStore, KeyStore, PolicyStore, ProviderStore, Result, RunStore, SecretStore,
+            AgentStore, AuditStore, BudgetStore, KeyStore, KvStore, PolicyStore, ProviderStore, Result, RunStore, SecretStore,
             StoreError, TenantRegistry, UsageStore,
         };
 
@@ -215,6 +215,7 @@ macro_rules! impl_store {
                 let mut tx = self.begin(TxKind::OperatorOn(scope.tenant_str()), true).await?;
                 // Children first, explicitly, so nothing depends on cascade behaviour.
                 for table in [
+                    "agent_kv",
                     "usage_rollups",
                     "budget_holds",
                     "budget_counters",
@@ -1518,6 +1519,60 @@ macro_rules! impl_store {
                 rows.iter()
                     .map(|r| Ok(RunStep { seq: r.try_get("seq")?, kind: r.try_get("kind")?, at_ms: r.try_get("at")?, data: r.try_get("data")? }))
                     .collect()
+            }
+        }
+
+        #[async_trait]
+        impl KvStore for $store {
+            async fn kv_get(&self, scope: &TenantScope, agent: &str, key: &str) -> Result<Option<Vec<u8>>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let v: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM agent_kv WHERE tenant_id = $1 AND agent = $2 AND key = $3")
+                    .bind(scope.tenant_str())
+                    .bind(agent)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(v)
+            }
+
+            async fn kv_set(&self, scope: &TenantScope, agent: &str, key: &str, value: &[u8]) -> Result<()> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query("INSERT INTO agent_kv (tenant_id, agent, key, value, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (tenant_id, agent, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
+                    .bind(scope.tenant_str())
+                    .bind(agent)
+                    .bind(key)
+                    .bind(value)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn kv_delete(&self, scope: &TenantScope, agent: &str, key: &str) -> Result<()> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query("DELETE FROM agent_kv WHERE tenant_id = $1 AND agent = $2 AND key = $3")
+                    .bind(scope.tenant_str())
+                    .bind(agent)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn version_bundle(&self, scope: &TenantScope, agent: &str, version: i64) -> Result<Option<Vec<u8>>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let v: Option<Option<Vec<u8>>> = sqlx::query_scalar("SELECT bundle FROM agent_versions WHERE tenant_id = $1 AND agent = $2 AND version = $3")
+                    .bind(scope.tenant_str())
+                    .bind(agent)
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(v.flatten())
             }
         }
 

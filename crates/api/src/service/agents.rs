@@ -41,6 +41,8 @@ pub async fn deploy(
     let (manifest, digest, bundle_bytes) = match source {
         Source::Bundle(gz) => {
             let b = bundle::unpack(name.as_str(), gz)?;
+            // A component must compile now: a broken one is refused at deploy, not at run.
+            crate::service::components::compile_from_bundle(state, &b.manifest, &b.files)?;
             (b.manifest, b.digest, Some(gz))
         }
         Source::Manifest(value) => {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod billing;
 pub mod budgets;
 pub mod bundle;
+pub mod components;
 pub mod keys;
 pub mod limits;
 pub mod llm;

@@ -6,7 +6,7 @@
 
 use crate::dto::RunDto;
 use crate::error::ApiError;
-use crate::service::{budgets, policy};
+use crate::service::{budgets, components, policy};
 use crate::state::AppState;
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
@@ -424,6 +424,9 @@ async fn execute(
             return finish(state, scope, run, &[], &[], live).await;
         }
     };
+    if manifest.component.is_some() {
+        return execute_component(state, scope, run, manifest, tenant, policy, begin, live).await;
+    }
     let spec = RunSpec {
         scope,
         meta: CallMeta {
@@ -504,6 +507,126 @@ async fn execute(
     run.finished_at_ms = Some(now_ms());
     let messages: Vec<String> = outcome.new_messages.iter().map(stored).collect();
     finish(state, scope, run, &outcome.steps, &messages, live).await
+}
+
+/// Runs a component agent: its imports are served by [`components::ServerHost`] for this
+/// run's tenant; its CPU time is metered as compute.
+#[allow(clippy::too_many_arguments)] // one run's whole context, passed once
+async fn execute_component(
+    state: &AppState,
+    scope: &TenantScope,
+    mut run: RunRecord,
+    manifest: &Manifest,
+    tenant: &RunTenant,
+    policy: Arc<berth_core::Policy>,
+    begin: Begin,
+    live: &Arc<LiveRun>,
+) -> RunRecord {
+    let (history, input) = match begin {
+        Begin::Fresh { history, input } => (history, input),
+        // Components never pause, so they have no checkpoint to resume from.
+        Begin::Resume { checkpoint, .. } => (Vec::new(), checkpoint.new_messages),
+    };
+    let text: Vec<String> = input.iter().map(Message::text_content).collect();
+    let text = text.join("\n");
+    let fail = |mut run: RunRecord, kind: &str, code: &str, message: String| {
+        run.status = "failed".to_owned();
+        run.error = Some(json!({"type": kind, "code": code, "message": message}).to_string());
+        run.finished_at_ms = Some(now_ms());
+        run
+    };
+    let loaded = match components::load(state, scope, &run.agent, run.version, manifest).await {
+        Ok(l) => l,
+        Err(e) => {
+            let run = fail(run, "invalid_request", "component_unavailable", e.message);
+            return finish(state, scope, run, &[], &[], live).await;
+        }
+    };
+    let Some((limits, grants)) = components::ServerHost::limits_and_grants(manifest) else {
+        let run = fail(
+            run,
+            "internal",
+            "component_unavailable",
+            "the manifest has no component".into(),
+        );
+        return finish(state, scope, run, &[], &[], live).await;
+    };
+    let host = Arc::new(components::ServerHost::new(
+        state.clone(),
+        scope.clone(),
+        Arc::new(manifest.clone()),
+        policy.clone(),
+        components::call_meta(state, &tenant.plan, &policy, &run),
+        run.id.clone(),
+        tenant.name.clone(),
+        run.version,
+        history,
+        live.clone(),
+    ));
+    let outcome = tokio::select! {
+        biased;
+        _ = live.cancel.cancelled() => None,
+        r = loaded.run(&text, &limits, &grants, host.clone()) => Some(r),
+    };
+    let (mut steps, mut usage) = host.take();
+    let mut messages: Vec<String> = input.iter().map(stored).collect();
+    match outcome {
+        None => {
+            run.status = "cancelled".to_owned();
+            run.finished_at_ms = Some(now_ms());
+        }
+        Some(Ok(out)) => {
+            usage.compute_ms = out.compute_ms;
+            messages.push(stored(&Message::text(
+                MsgRole::Assistant,
+                out.output.clone(),
+            )));
+            run.status = "succeeded".to_owned();
+            run.output = Some(out.output);
+            run.finished_at_ms = Some(now_ms());
+        }
+        Some(Err(e)) => {
+            usage.compute_ms = e.compute_ms;
+            let code = e.code.as_str();
+            let kind = match code {
+                "timeout" => "timeout",
+                "cpu_limit" | "memory_limit" => "limit_exceeded",
+                "invalid" | "busy" => "unavailable",
+                _ => "agent_error",
+            };
+            steps.push(RunStep {
+                seq: steps.len() as i64 + 1,
+                kind: "error".to_owned(),
+                at_ms: now_ms(),
+                data: json!({"code": code, "message": e.message}).to_string(),
+            });
+            run = fail(run, kind, code, e.message);
+        }
+    }
+    if usage.compute_ms > 0 {
+        state
+            .usage
+            .record(
+                scope,
+                UsageEvent {
+                    id: format!("evt_compute_{}", run.id),
+                    at_ms: now_ms(),
+                    kind: "compute".to_owned(),
+                    key_id: run.key_id.clone(),
+                    agent: Some(run.agent.clone()),
+                    provider: Some("component".to_owned()),
+                    latency_ms: i64::try_from(usage.compute_ms).unwrap_or(i64::MAX),
+                    status: run.status.clone(),
+                    run_id: Some(run.id.clone()),
+                    agent_version: Some(run.version),
+                    ..UsageEvent::default()
+                },
+            )
+            .await;
+    }
+    run.usage = usage.to_json().to_string();
+    record_tool_calls(state, scope, &run, &steps).await;
+    finish(state, scope, run, &steps, &messages, live).await
 }
 
 /// Meters the tool calls among `steps` (one `tool` usage event each, named by the step, so

@@ -145,12 +145,6 @@ pub async fn start(
         })?;
     let manifest: Manifest =
         serde_json::from_str(&record.manifest).map_err(|e| ApiError::internal(&e))?;
-    if manifest.component.is_some() {
-        return Err(ApiError::bad_request(
-            "not_supported",
-            "component agents cannot run on this server yet",
-        ));
-    }
     let (thread_id, history) = match thread {
         ThreadChoice::None => (None, Vec::new()),
         ThreadChoice::New => {

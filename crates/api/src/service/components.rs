@@ -1,0 +1,393 @@
+//! Component agents on the server: compiled at deploy, run by the worker like manifest
+//! agents, with every import served for the run's tenant through the same paths as the
+//! built-in loop: model calls through the gateway (metered, budgeted, attributed), tools
+//! through the tool set behind both allow-lists, key-value data in the store, HTTP through
+//! the egress guard. Each import becomes a trace step.
+
+use crate::error::ApiError;
+use crate::service::budgets;
+use crate::state::AppState;
+use async_trait::async_trait;
+use berth_component::{
+    AgentHost, Grants, HostError, HttpError, HttpRequest, HttpResponse, Limits, LogLevel,
+};
+use berth_core::clock::now_ms;
+use berth_core::{Manifest, Policy, TenantScope};
+use berth_gateway::{CallMeta, GatewayError};
+use berth_llm::{ChatRequest, ChatResponse, Message, ToolDef};
+use berth_runtime::tools::{ToolCallCtx, ToolError, ToolHost, needs_approval, tool_allowed};
+use berth_runtime::{LiveRun, RunEvent, RunUsage};
+use berth_store::RunStep;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The component file of a bundle, compiled (a deploy refuses a component that does not
+/// compile, naming `component.path`).
+pub fn compile_from_bundle(
+    state: &AppState,
+    manifest: &Manifest,
+    files: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, ApiError> {
+    let Some(c) = &manifest.component else {
+        return Ok(Vec::new());
+    };
+    let bytes = files.get(&c.path).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_component",
+            "component.path",
+            format!("the bundle has no file '{}'", c.path),
+        )
+    })?;
+    state.components.compile(bytes).map_err(|e| {
+        ApiError::invalid(
+            "invalid_component",
+            "component.path",
+            format!("{}: {}", c.path, e.message),
+        )
+    })
+}
+
+/// Loads the component of a deployed version (compiled once per process; wasmtime's code
+/// cache makes a restart cheap).
+pub async fn load(
+    state: &AppState,
+    scope: &TenantScope,
+    agent: &str,
+    version: i64,
+    manifest: &Manifest,
+) -> Result<berth_component::Loaded, ApiError> {
+    let gz = state
+        .store
+        .version_bundle(scope, agent, version)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "bundle_not_found",
+                "this version has no bundle with its component",
+            )
+        })?;
+    let bundle = crate::service::bundle::unpack(agent, &gz)?;
+    let artifact = compile_from_bundle(state, manifest, &bundle.files)?;
+    state
+        .components
+        .load(&artifact)
+        .map_err(|e| ApiError::invalid("invalid_component", "component.path", e.message))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serves one run's imports.
+pub struct ServerHost {
+    pub state: AppState,
+    pub scope: TenantScope,
+    pub manifest: Arc<Manifest>,
+    pub policy: Arc<Policy>,
+    pub meta: CallMeta,
+    pub run_id: String,
+    pub tenant_name: String,
+    pub version: i64,
+    pub history: Vec<Message>,
+    pub live: Arc<LiveRun>,
+    steps: Mutex<Vec<RunStep>>,
+    next_seq: Mutex<i64>,
+    usage: Mutex<RunUsage>,
+}
+
+impl ServerHost {
+    #[allow(clippy::too_many_arguments)] // one run's context, given once
+    pub fn new(
+        state: AppState,
+        scope: TenantScope,
+        manifest: Arc<Manifest>,
+        policy: Arc<Policy>,
+        meta: CallMeta,
+        run_id: String,
+        tenant_name: String,
+        version: i64,
+        history: Vec<Message>,
+        live: Arc<LiveRun>,
+    ) -> Self {
+        ServerHost {
+            state,
+            scope,
+            manifest,
+            policy,
+            meta,
+            run_id,
+            tenant_name,
+            version,
+            history,
+            live,
+            steps: Mutex::new(Vec::new()),
+            next_seq: Mutex::new(1),
+            usage: Mutex::new(RunUsage::default()),
+        }
+    }
+
+    fn step(&self, kind: &str, data: Value) {
+        let mut seq = lock(&self.next_seq);
+        lock(&self.steps).push(RunStep {
+            seq: *seq,
+            kind: kind.to_owned(),
+            at_ms: now_ms(),
+            data: data.to_string(),
+        });
+        *seq += 1;
+    }
+
+    /// The steps and usage of the run so far.
+    pub fn take(&self) -> (Vec<RunStep>, RunUsage) {
+        (std::mem::take(&mut *lock(&self.steps)), *lock(&self.usage))
+    }
+
+    /// The limits and grants of the run, from its manifest.
+    pub fn limits_and_grants(manifest: &Manifest) -> Option<(Limits, Grants)> {
+        Some((
+            Limits::from_manifest(manifest)?,
+            Grants::from_manifest(manifest),
+        ))
+    }
+}
+
+fn gateway_error(e: &GatewayError) -> HostError {
+    match e {
+        GatewayError::BudgetExceeded { .. } => HostError::new("budget_exceeded", e.to_string()),
+        GatewayError::Route(_) => HostError::denied(e.to_string()),
+        _ => HostError::failed(e.to_string()),
+    }
+}
+
+#[async_trait]
+impl AgentHost for ServerHost {
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, HostError> {
+        let route = berth_gateway::plan(&self.policy, &request.model, &self.meta.tags)
+            .map_err(|e| gateway_error(&e.into()))?;
+        let started = Instant::now();
+        let answer = self
+            .state
+            .gateway
+            .chat(&self.scope, &self.meta, &request, &route)
+            .await
+            .map_err(|e| gateway_error(&e))?;
+        {
+            let mut u = lock(&self.usage);
+            u.llm_calls += 1;
+            u.input_tokens += answer.usage.input_tokens;
+            u.output_tokens += answer.usage.output_tokens;
+            u.cost_nano += answer.cost.0;
+            self.live.set_usage(u.to_json());
+        }
+        let text = answer.response.text();
+        if !text.is_empty() {
+            self.live
+                .emit(RunEvent::new("message.delta", json!({"text": text})));
+        }
+        self.step(
+            "llm_call",
+            json!({"model": answer.model, "provider": answer.provider,
+                   "request": {"system": request.system, "messages": request.messages},
+                   "response": answer.response.content, "input_tokens": answer.usage.input_tokens,
+                   "output_tokens": answer.usage.output_tokens, "cost_usd": answer.cost.as_usd(),
+                   "latency_ms": started.elapsed().as_millis() as u64}),
+        );
+        Ok(answer.response)
+    }
+
+    async fn list_tools(&self) -> Vec<ToolDef> {
+        self.state
+            .runner
+            .tools
+            .list(&self.scope)
+            .await
+            .into_iter()
+            .filter(|t| tool_allowed(&self.manifest, &self.policy, &t.name))
+            .collect()
+    }
+
+    async fn call_tool(&self, name: &str, arguments: &str) -> Result<String, HostError> {
+        if !tool_allowed(&self.manifest, &self.policy, name) {
+            return Err(HostError::denied(format!(
+                "tool '{name}' is not available to this agent"
+            )));
+        }
+        // A component cannot be paused mid-call, so a tool that waits for a human is
+        // refused with a code the agent can act on.
+        if needs_approval(&self.manifest, &self.policy, name) {
+            return Err(HostError::new(
+                "approval_required",
+                format!(
+                    "tool '{name}' needs a human approval, which component agents cannot wait for"
+                ),
+            ));
+        }
+        let args: Value =
+            serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()));
+        self.live.emit(RunEvent::new(
+            "tool.call",
+            json!({"tool": name, "arguments": args}),
+        ));
+        let started = Instant::now();
+        let ctx = ToolCallCtx {
+            scope: &self.scope,
+            agent: &self.manifest.name,
+            run_id: &self.run_id,
+            key_id: self.meta.key_id.as_deref(),
+        };
+        let result = self.state.runner.tools.call(&ctx, name, arguments).await;
+        let mut data = json!({"tool": name, "arguments": args, "latency_ms": started.elapsed().as_millis() as u64, "executed": true});
+        let out = match result {
+            Ok(text) => {
+                data["result"] = json!(text);
+                Ok(text)
+            }
+            Err(ToolError::NotFound(n)) => {
+                data["error"] = json!(format!("no tool named '{n}'"));
+                data["executed"] = json!(false);
+                Err(HostError::new("not_found", format!("no tool named '{n}'")))
+            }
+            Err(ToolError::Failed(m)) => {
+                data["error"] = json!(m);
+                Err(HostError::failed(m))
+            }
+        };
+        lock(&self.usage).tool_calls += u64::from(data["executed"] == true);
+        self.live.emit(RunEvent::new("tool.result", data.clone()));
+        self.step("tool_call", data);
+        out
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.state
+            .store
+            .kv_get(&self.scope, &self.manifest.name, key)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "kv read failed");
+                HostError::failed("the key-value store is unavailable")
+            })
+    }
+
+    async fn kv_set(&self, key: &str, value: Vec<u8>) -> Result<(), HostError> {
+        self.state
+            .store
+            .kv_set(&self.scope, &self.manifest.name, key, &value)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "kv write failed");
+                HostError::failed("the key-value store is unavailable")
+            })
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<(), HostError> {
+        self.state
+            .store
+            .kv_delete(&self.scope, &self.manifest.name, key)
+            .await
+            .map_err(|_| HostError::failed("the key-value store is unavailable"))
+    }
+
+    async fn history(&self) -> Vec<Message> {
+        let keep = usize::try_from(self.manifest.memory.history).unwrap_or(usize::MAX);
+        self.history[self.history.len().saturating_sub(keep)..].to_vec()
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        let data = json!({"level": level, "message": message});
+        self.live.emit(RunEvent::new("log", data.clone()));
+        self.step("log", data);
+    }
+
+    async fn http(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        // The egress guard refuses private, loopback and metadata addresses, also after DNS
+        // resolution; `allowed_hosts` was checked by the host function already.
+        self.state
+            .egress
+            .check_url(request.url.as_str())
+            .map_err(|e| HttpError::Denied(e.to_string()))?;
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| HttpError::Failed("bad method".into()))?;
+        let client = self.state.egress.client(Duration::from_secs(30));
+        let mut req = client
+            .request(method, request.url.as_str())
+            .body(request.body);
+        for (k, v) in &request.headers {
+            req = req.header(k, v);
+        }
+        let started = Instant::now();
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() && e.to_string().contains("egress") {
+                HttpError::Denied("the destination is not allowed".into())
+            } else {
+                HttpError::Failed(e.to_string())
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| HttpError::Failed(e.to_string()))?
+            .to_vec();
+        self.step(
+            "http",
+            json!({"method": request.method, "url": request.url.as_str(), "status": status,
+                   "bytes": body.len(), "latency_ms": started.elapsed().as_millis() as u64}),
+        );
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn config(&self, key: &str) -> Option<String> {
+        let c = self.manifest.component.as_ref()?;
+        if let Some(v) = c.config.get(key) {
+            return Some(v.clone());
+        }
+        match key {
+            "system" if !self.manifest.prompt.system.is_empty() => Some(
+                self.manifest
+                    .prompt
+                    .system
+                    .replace("{{tenant.name}}", &self.tenant_name)
+                    .replace("{{agent.name}}", &self.manifest.name)
+                    .replace("{{agent.version}}", &self.version.to_string()),
+            ),
+            "agent.name" => Some(self.manifest.name.clone()),
+            "agent.version" => Some(self.version.to_string()),
+            "tenant.name" => Some(self.tenant_name.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The budgets of a component run's model calls (as the built-in loop's).
+pub fn call_meta(
+    state: &AppState,
+    plan: &str,
+    policy: &Policy,
+    run: &berth_store::RunRecord,
+) -> CallMeta {
+    CallMeta {
+        key_id: run.key_id.clone(),
+        agent: Some(run.agent.clone()),
+        tags: Vec::new(),
+        run_id: Some(run.id.clone()),
+        agent_version: Some(run.version),
+        budgets: budgets::for_tenant(state, plan, policy, Some(&run.agent), run.key_id.as_deref()),
+    }
+}

@@ -1,0 +1,203 @@
+//! End-to-end tests of component agents: the example Rust component (`examples/rust-agent`,
+//! built for wasm32-wasip2) deployed as a bundle and run through the API, its imports served
+//! by the platform (model calls through the gateway, tools, key-value data, thread, log,
+//! HTTP through the egress guard), metered as compute; and the hostile component's limit
+//! breaches failing only their own run with a precise code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use berth_testkit::{Backend, TestServer};
+use serde_json::{Value, json};
+
+/// Deploys `wasm` as `agent.wasm` with `manifest` (TOML) from a packed directory, as
+/// `berth deploy` does.
+async fn deploy(
+    server: &TestServer,
+    key: &str,
+    name: &str,
+    manifest: &str,
+    wasm: &[u8],
+) -> berth_testkit::Answer {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent.toml"), manifest).unwrap();
+    std::fs::write(dir.path().join("agent.wasm"), wasm).unwrap();
+    let packed = berth::pack::pack(dir.path()).unwrap();
+    let resp = server
+        .http
+        .post(format!("{}/v1/agents/{name}/versions", server.url))
+        .bearer_auth(key)
+        .header("content-type", "application/gzip")
+        .body(packed.bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    berth_testkit::Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+async fn run(server: &TestServer, key: &str, agent: &str, input: &str) -> Value {
+    let r = server
+        .call(
+            "POST",
+            &format!("/v1/agents/{agent}/runs"),
+            Some(key),
+            Some(json!({"input": input, "thread": "new"})),
+        )
+        .await;
+    assert!(r.status == 200, "{:?}", r.body);
+    r.body
+}
+
+/// A status page on 127.0.0.1 for the component's HTTP import.
+async fn status_page() -> String {
+    let app = axum::Router::new().route("/status", axum::routing::get(|| async { "all good" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test]
+async fn a_rust_component_agent_runs_through_the_platform() {
+    let wasm = berth_testkit::wasm::example("rust-agent");
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.egress.allow_private = vec!["127.0.0.0/8".into()]
+    })
+    .await;
+    let t = server.create_tenant("wasm").await;
+    let (_, key) = server.create_key(&t, "admin").await;
+    let base = status_page().await;
+    let manifest = format!(
+        "name = \"helper\"\n[model]\nname = \"mock/tools\"\n[prompt]\nsystem = \"You help {{{{tenant.name}}}}.\"\n\
+         [tools]\nuse = [\"mock__echo\"]\n[component]\npath = \"agent.wasm\"\nmemory_mb = 64\ncpu_ms = 2000\n\
+         allowed_hosts = [\"{base}\"]\n[component.config]\nstatus_url = \"{base}/status\"\n"
+    );
+    let d = deploy(&server, &key, "helper", &manifest, &wasm).await;
+    assert_eq!(d.status, 201, "{:?}", d.body);
+
+    let first = run(&server, &key, "helper", "please call mock__echo").await;
+    assert_eq!(first["status"], "succeeded", "{first:?}");
+    let out = first["output"].as_str().unwrap();
+    assert!(
+        out.starts_with("tool results: {\"echo\":{}}"),
+        "the model saw the tool's result: {out}"
+    );
+    assert!(
+        out.ends_with("[runs: 1; tools: mock__echo; status: 200 all good]"),
+        "{out}"
+    );
+    assert_eq!(first["usage"]["llm_calls"], 2);
+    assert_eq!(first["usage"]["tool_calls"], 1);
+    assert!(first["usage"]["compute_ms"].as_u64().unwrap() > 0);
+    // Its key-value data outlives the run.
+    let second = run(&server, &key, "helper", "just talk").await;
+    assert!(
+        second["output"].as_str().unwrap().contains("[runs: 2;"),
+        "{second:?}"
+    );
+
+    // Every import is a trace step: log, model calls (with the system prompt from the
+    // manifest), the tool call, the HTTP request.
+    let id = first["id"].as_str().unwrap();
+    let trace = server.get(&format!("/v1/runs/{id}/trace"), &key).await;
+    let steps = trace.body["data"].as_array().unwrap();
+    let kinds: Vec<&str> = steps.iter().map(|s| s["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["log", "llm_call", "tool_call", "llm_call", "http"],
+        "{steps:?}"
+    );
+    assert_eq!(steps[0]["message"], "run number 1");
+    assert_eq!(steps[1]["request"]["system"], "You help wasm.");
+    assert_eq!(steps[4]["status"], 200);
+    // Model calls were metered like any gateway call, attributed to the agent, and the
+    // component's CPU time as compute.
+    let usage = server.get("/v1/usage?group_by=agent", &key).await;
+    let row = usage.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["agent"] == "helper")
+        .unwrap()
+        .clone();
+    assert_eq!(row["llm_calls"], 3);
+    assert_eq!(row["runs"], 2);
+    assert!(row["compute_ms"].as_i64().unwrap() > 0, "{row}");
+
+    // The egress guard stands behind `allowed_hosts`: allowed by the manifest, refused by
+    // the platform (a private address this server may not reach).
+    let server2 = TestServer::start().await;
+    let t2 = server2.create_tenant("guarded").await;
+    let (_, key2) = server2.create_key(&t2, "admin").await;
+    let d = deploy(&server2, &key2, "helper", &manifest, &wasm).await;
+    assert_eq!(d.status, 201);
+    let guarded = run(&server2, &key2, "helper", "hello").await;
+    assert!(
+        guarded["output"]
+            .as_str()
+            .unwrap()
+            .contains("status: unavailable (denied)"),
+        "{guarded:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_components_fail_alone_with_a_precise_code() {
+    let wasm = berth_testkit::wasm::example("hostile-agent");
+    let server = TestServer::start().await;
+    let t = server.create_tenant("hostile").await;
+    let (_, key) = server.create_key(&t, "admin").await;
+    let manifest = "name = \"hostile\"\n[model]\nname = \"mock/echo\"\n[limits]\ntimeout = \"10s\"\n\
+                    [component]\npath = \"agent.wasm\"\nmemory_mb = 16\ncpu_ms = 100\nallowed_hosts = [\"https://api.example.com\"]\n";
+    let d = deploy(&server, &key, "hostile", manifest, &wasm).await;
+    assert_eq!(d.status, 201, "{:?}", d.body);
+    for (input, code) in [
+        ("loop", "cpu_limit"),
+        ("bomb", "memory_limit"),
+        ("recurse", "trap"),
+        ("panic", "trap"),
+    ] {
+        let r = run(&server, &key, "hostile", input).await;
+        assert_eq!(
+            (r["status"].as_str(), r["error"]["code"].as_str()),
+            (Some("failed"), Some(code)),
+            "{input}: {r:?}"
+        );
+        // The neighbour run right after is unaffected.
+        let ok = run(&server, &key, "hostile", "echo:still here").await;
+        assert_eq!(ok["output"], "still here");
+    }
+    let denied = run(&server, &key, "hostile", "http:http://10.0.0.1/").await;
+    assert!(
+        denied["output"].as_str().unwrap().starts_with("denied"),
+        "{denied:?}"
+    );
+    let r = run(&server, &key, "hostile", "loop").await;
+    let trace = server
+        .get(
+            &format!("/v1/runs/{}/trace", r["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        trace.body["data"].as_array().unwrap().last().unwrap()["code"],
+        "cpu_limit"
+    );
+
+    // A bundle whose component does not compile is refused at deploy, naming the field.
+    let bad = deploy(
+        &server,
+        &key,
+        "broken",
+        &manifest.replace("hostile", "broken"),
+        b"not wasm",
+    )
+    .await;
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
+    assert_eq!(bad.body["error"]["param"], "component.path");
+}
