@@ -50,6 +50,7 @@ pub struct AppState {
     pub limiter: Arc<dyn berth_meter::RateLimiter>,
     /// Run execution: the queue and workers, live runs, tools.
     pub runner: Arc<crate::service::runner::Runner>,
-    /// The WebAssembly engine of component agents.
+    /// The WebAssembly engine of component agents, and their compiled code.
     pub components: Arc<berth_component::Engine>,
+    pub artifacts: Arc<crate::service::components::Artifacts>,
 }

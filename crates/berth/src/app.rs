@@ -193,6 +193,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     .map_err(|e| StartError::Config(format!("the WebAssembly engine: {}", e.message)))?;
     let state = AppState {
         components: Arc::new(components),
+        artifacts: Arc::default(),
         gateway: Arc::new(gateway),
         limiter,
         runner: Arc::new(Runner::new(

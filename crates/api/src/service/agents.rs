@@ -42,7 +42,7 @@ pub async fn deploy(
         Source::Bundle(gz) => {
             let b = bundle::unpack(name.as_str(), gz)?;
             // A component must compile now: a broken one is refused at deploy, not at run.
-            crate::service::components::compile_from_bundle(state, &b.manifest, &b.files)?;
+            crate::service::components::compile_from_bundle(state, &b.manifest, &b.files).await?;
             (b.manifest, b.digest, Some(gz))
         }
         Source::Manifest(value) => {

@@ -22,9 +22,10 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// The component file of a bundle, compiled (a deploy refuses a component that does not
-/// compile, naming `component.path`).
-pub fn compile_from_bundle(
+/// The component file of a bundle, compiled off the async threads (an interpreter-sized
+/// component takes seconds); a deploy refuses a component that does not compile, naming
+/// `component.path`.
+pub async fn compile_from_bundle(
     state: &AppState,
     manifest: &Manifest,
     files: &std::collections::BTreeMap<String, Vec<u8>>,
@@ -32,24 +33,36 @@ pub fn compile_from_bundle(
     let Some(c) = &manifest.component else {
         return Ok(Vec::new());
     };
-    let bytes = files.get(&c.path).ok_or_else(|| {
+    let bytes = files.get(&c.path).cloned().ok_or_else(|| {
         ApiError::invalid(
             "invalid_component",
             "component.path",
             format!("the bundle has no file '{}'", c.path),
         )
     })?;
-    state.components.compile(bytes).map_err(|e| {
-        ApiError::invalid(
-            "invalid_component",
-            "component.path",
-            format!("{}: {}", c.path, e.message),
-        )
-    })
+    let engine = state.components.clone();
+    let path = c.path.clone();
+    tokio::task::spawn_blocking(move || engine.compile(&bytes))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| {
+            ApiError::invalid(
+                "invalid_component",
+                "component.path",
+                format!("{path}: {}", e.message),
+            )
+        })
 }
 
-/// Loads the component of a deployed version (compiled once per process; wasmtime's code
-/// cache makes a restart cheap).
+/// The compiled code of deployed versions, by version digest (versions are immutable, so
+/// an entry never goes stale).
+#[derive(Default)]
+pub struct Artifacts {
+    by_digest: Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
+}
+
+/// Loads the component of a deployed version: from memory when this process has run it
+/// before, else from its bundle (and wasmtime's code cache makes that cheap after a restart).
 pub async fn load(
     state: &AppState,
     scope: &TenantScope,
@@ -57,21 +70,41 @@ pub async fn load(
     version: i64,
     manifest: &Manifest,
 ) -> Result<berth_component::Loaded, ApiError> {
-    let gz = state
+    let v = state
         .store
-        .version_bundle(scope, agent, version)
+        .get_version(scope, agent, version)
         .await?
         .ok_or_else(|| {
             ApiError::not_found(
-                "bundle_not_found",
-                "this version has no bundle with its component",
+                "version_not_found",
+                format!("agent '{agent}' has no version {version}"),
             )
         })?;
-    let bundle = crate::service::bundle::unpack(agent, &gz)?;
-    let artifact = compile_from_bundle(state, manifest, &bundle.files)?;
-    state
-        .components
-        .load(&artifact)
+    let key = format!("{}|{}", scope.tenant_str(), v.digest);
+    let cached = lock(&state.artifacts.by_digest).get(&key).cloned();
+    let artifact = match cached {
+        Some(a) => a,
+        None => {
+            let gz = state
+                .store
+                .version_bundle(scope, agent, version)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "bundle_not_found",
+                        "this version has no bundle with its component",
+                    )
+                })?;
+            let bundle = crate::service::bundle::unpack(agent, &gz)?;
+            let a = Arc::new(compile_from_bundle(state, manifest, &bundle.files).await?);
+            lock(&state.artifacts.by_digest).insert(key, a.clone());
+            a
+        }
+    };
+    let engine = state.components.clone();
+    tokio::task::spawn_blocking(move || engine.load(&artifact))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
         .map_err(|e| ApiError::invalid("invalid_component", "component.path", e.message))
 }
 
