@@ -391,6 +391,20 @@ async fn alerts_reach_signed_webhooks_and_the_audit_log_and_invoices_add_up() {
         .clone();
     assert_eq!(b["state"], "exceeded");
     assert!(summary["cost_usd"].as_f64().unwrap() > 0.0);
+    assert_eq!(summary["stored_bytes"], 0, "nothing deployed yet");
+    let d = server
+        .call(
+            "POST",
+            "/v1/agents/bot/versions",
+            Some(&key),
+            Some(json!({"manifest": {"name": "bot", "model": {"name": "mock/echo"}}})),
+        )
+        .await;
+    assert_eq!(d.status, 201);
+    let stored = server.get("/v1/usage/summary", &key).await.body["stored_bytes"]
+        .as_i64()
+        .unwrap();
+    assert!(stored > 0, "the deployed manifest is stored");
     assert!(
         summary["projected_cost_usd"].as_f64().unwrap() >= summary["cost_usd"].as_f64().unwrap()
     );

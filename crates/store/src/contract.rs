@@ -477,6 +477,10 @@ pub async fn kv(store: &dyn Store) {
     store.kv_delete(&a, "bot", "k").await.unwrap();
     assert!(store.kv_get(&a, "bot", "k").await.unwrap().is_none());
     assert!(store.version_bundle(&a, "bot", 1).await.unwrap().is_none());
+    let before = store.stored_bytes(&a).await.unwrap();
+    store.kv_set(&a, "bot", "big", &[7u8; 1000]).await.unwrap();
+    assert_eq!(store.stored_bytes(&a).await.unwrap(), before + 1000);
+    assert_eq!(store.stored_bytes(&b).await.unwrap(), 0, "B stores nothing");
 }
 
 fn hard(budget: &str, limit: i64) -> BudgetLimit {

@@ -275,6 +275,9 @@ pub trait KvStore: Send + Sync {
     async fn kv_set(&self, scope: &TenantScope, agent: &str, key: &str, value: &[u8])
     -> Result<()>;
     async fn kv_delete(&self, scope: &TenantScope, agent: &str, key: &str) -> Result<()>;
+    /// Bytes the tenant keeps stored: bundles, key-value data, thread messages and traces
+    /// (the `stored bytes` meter).
+    async fn stored_bytes(&self, scope: &TenantScope) -> Result<i64>;
     /// The tar.gz a version was deployed from (`None`: deployed as JSON, or no such version).
     async fn version_bundle(
         &self,

@@ -1563,6 +1563,23 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn stored_bytes(&self, scope: &TenantScope) -> Result<i64> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let mut total = 0i64;
+                for (table, col) in [("agent_versions", "bundle"), ("agent_versions", "manifest"), ("agent_kv", "value"),
+                                     ("thread_messages", "message"), ("run_steps", "data")] {
+                    let n: i64 = sqlx::query_scalar(&format!(
+                        "SELECT CAST(COALESCE(SUM(octet_length({col})), 0) AS BIGINT) FROM {table} WHERE tenant_id = $1"
+                    ))
+                    .bind(scope.tenant_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    total += n;
+                }
+                tx.commit().await?;
+                Ok(total)
+            }
+
             async fn version_bundle(&self, scope: &TenantScope, agent: &str, version: i64) -> Result<Option<Vec<u8>>> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
                 let v: Option<Option<Vec<u8>>> = sqlx::query_scalar("SELECT bundle FROM agent_versions WHERE tenant_id = $1 AND agent = $2 AND version = $3")

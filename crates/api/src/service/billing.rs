@@ -62,9 +62,10 @@ pub async fn summary(
         None => Vec::new(),
     };
     let budget_states = budgets::states(state, scope, &all).await?;
+    let stored_bytes = state.store.stored_bytes(scope).await?;
     Ok(
         json!({"period": month, "cost_usd": cost.as_usd(), "projected_cost_usd": projected.as_usd(),
-              "budgets": budget_states}),
+              "stored_bytes": stored_bytes, "budgets": budget_states}),
     )
 }
 
@@ -151,6 +152,22 @@ pub async fn invoice(
                 amount: NanoUsd(0),
             });
         }
+    }
+    // Stored bytes are a level, not a flow: the invoice shows what is stored now.
+    let stored = state.store.stored_bytes(scope).await?;
+    if stored > 0 {
+        lines.push(Line {
+            meter: "storage",
+            provider: None,
+            model: None,
+            quantity: stored,
+            unit: "bytes",
+            input_tokens: 0,
+            output_tokens: 0,
+            price_input: None,
+            price_output: None,
+            amount: NanoUsd(0),
+        });
     }
     if other != 0 {
         // Priced usage that belongs to no model (none is recorded today): its own line, so
