@@ -382,8 +382,9 @@ pub fn launch(state: &AppState, l: Launch) -> oneshot::Receiver<RunRecord> {
     let (tx, rx) = oneshot::channel();
     let s = state.clone();
     state.tasks.spawn(async move {
-        // The slot is the run's until this execution ends.
-        let _permit = l.permit;
+        // The slot is the run's until this execution ends, and free before its answer
+        // leaves, so the caller's next run finds it free.
+        let permit = l.permit;
         let done = execute(
             &s,
             &l.scope,
@@ -395,6 +396,7 @@ pub fn launch(state: &AppState, l: Launch) -> oneshot::Receiver<RunRecord> {
             &l.live,
         )
         .await;
+        drop(permit);
         let _ = tx.send(done);
     });
     rx
