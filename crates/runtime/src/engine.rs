@@ -119,6 +119,8 @@ pub struct Outcome {
     /// Set when the run waits for approval.
     pub checkpoint: Option<Checkpoint>,
     pub approvals: Vec<ApprovalRecord>,
+    /// Data-loss rule hits: (where, detectors, action), for the audit log.
+    pub dlp_hits: Vec<(String, Vec<String>, String)>,
 }
 
 /// What one run needs to know.
@@ -133,6 +135,8 @@ pub struct RunSpec<'a> {
     pub key_id: Option<&'a str>,
     /// How long an approval waits for a decision before it expires.
     pub approval_timeout: Duration,
+    /// The tenant's data-loss rules, if its policy has any.
+    pub dlp: Option<&'a crate::dlp::Dlp>,
 }
 
 fn render_prompt(template: &str, spec: &RunSpec<'_>) -> String {
@@ -149,6 +153,7 @@ struct Exec<'a> {
     cp: Checkpoint,
     steps: Vec<RunStep>,
     started: Instant,
+    dlp_hits: Vec<(String, Vec<String>, String)>,
 }
 
 enum Stop {
@@ -157,6 +162,33 @@ enum Stop {
 }
 
 impl Exec<'_> {
+    /// Applies the data-loss rules for `on` (`tool_args`, `tool_results`, `llm_output`);
+    /// a hit is traced and kept for the audit log, by detector name only.
+    fn dlp(&mut self, on: &str, text: &str) -> crate::dlp::Verdict {
+        use crate::dlp::Verdict;
+        let Some(dlp) = self.spec.dlp else {
+            return Verdict::Clean(text.to_owned());
+        };
+        let action = match on {
+            "tool_args" => dlp.on_tool_args,
+            "tool_results" => dlp.on_tool_results,
+            _ => dlp.on_llm_output,
+        };
+        let verdict = dlp.apply(text, action);
+        let (detectors, what) = match &verdict {
+            Verdict::Clean(_) => return verdict,
+            Verdict::Redacted { detectors, .. } => (detectors.clone(), "redact"),
+            Verdict::Blocked { detectors } => (detectors.clone(), "block"),
+        };
+        self.step(
+            "dlp",
+            json!({"on": on, "detectors": detectors, "action": what}),
+        );
+        self.dlp_hits
+            .push((on.to_owned(), detectors, what.to_owned()));
+        verdict
+    }
+
     fn step(&mut self, kind: &str, data: Value) {
         self.steps.push(RunStep {
             seq: self.cp.next_seq,
@@ -182,6 +214,7 @@ impl Exec<'_> {
             new_messages: self.cp.new_messages,
             checkpoint: None,
             approvals: Vec::new(),
+            dlp_hits: self.dlp_hits,
         }
     }
 
@@ -250,6 +283,7 @@ pub async fn run_builtin(
         cp,
         steps: Vec::new(),
         started: Instant::now(),
+        dlp_hits: Vec::new(),
     };
     let timeout = parse_duration(&m.limits.timeout).unwrap_or(Duration::from_secs(60));
     let max_cost = m.limits.max_cost_usd.map(NanoUsd::from_usd);
@@ -269,6 +303,9 @@ pub async fn run_builtin(
             .collect()
     };
     let mut decisions = decisions;
+    let screened = spec
+        .dlp
+        .is_some_and(|d| d.on_llm_output != berth_core::policy::DlpAction::Allow);
     loop {
         // Answer the current turn's calls, or pause if one of them waits for a human.
         if !ex.cp.pending.is_empty() {
@@ -304,7 +341,7 @@ pub async fn run_builtin(
         let turn = tokio::select! {
             biased;
             _ = live.cancel.cancelled() => return ex.stop(Stop::Cancelled),
-            r = tokio::time::timeout(remaining, model_turn(gateway, spec, &req, &route, live)) => r,
+            r = tokio::time::timeout(remaining, model_turn(gateway, spec, &req, &route, live, screened)) => r,
         };
         let turn = match turn {
             Err(_) => {
@@ -329,8 +366,25 @@ pub async fn run_builtin(
         ex.cp.usage.llm_calls += 1;
         add_usage(&mut ex.cp.usage, &turn);
         live.set_usage(ex.cp.usage.to_json());
+        let mut content = turn.response.content.clone();
+        for part in &mut content {
+            if let Part::Text(t) = part {
+                match ex.dlp("llm_output", t) {
+                    crate::dlp::Verdict::Clean(_) => {}
+                    crate::dlp::Verdict::Redacted { text, .. } => *t = text,
+                    crate::dlp::Verdict::Blocked { detectors } => {
+                        let msg = format!(
+                            "the model's answer was blocked by the data-loss rules ({})",
+                            detectors.join(", ")
+                        );
+                        return ex.stop(Stop::Failed("permission", "dlp_blocked", msg));
+                    }
+                }
+            }
+        }
         let request_messages = serde_json::to_value(&req.messages).unwrap_or(Value::Null);
-        let response = serde_json::to_value(&turn.response.content).unwrap_or(Value::Null);
+        // The trace keeps the answer as the rules let it through.
+        let response = serde_json::to_value(&content).unwrap_or(Value::Null);
         ex.step(
             "llm_call",
             json!({"model": turn.model, "provider": turn.provider, "request": {"system": req.system, "messages": request_messages},
@@ -338,9 +392,21 @@ pub async fn run_builtin(
                    "output_tokens": turn.response.usage.map(|u| u.output_tokens).unwrap_or(0),
                    "cost_usd": turn.cost.as_usd(), "latency_ms": call_started.elapsed().as_millis() as u64}),
         );
+        if screened {
+            let text: String = content
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Text(t) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if !text.is_empty() {
+                live.emit(RunEvent::new("message.delta", json!({"text": text})));
+            }
+        }
         let reply = Message {
             role: Role::Assistant,
-            content: turn.response.content.clone(),
+            content: content.clone(),
         };
         if !reply.content.is_empty() {
             ex.cp.messages.push(reply.clone());
@@ -374,7 +440,13 @@ pub async fn run_builtin(
             })
             .collect();
         if calls.is_empty() {
-            let text = turn.response.text();
+            let text: String = content
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Text(t) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect();
             return ex.finish(Status::Succeeded, Some(text), None);
         }
         ex.cp.pending = calls;
@@ -420,6 +492,7 @@ async fn model_turn(
     req: &ChatRequest,
     route: &Route,
     live: &LiveRun,
+    screened: bool,
 ) -> Result<Turn, (GatewayError, Option<Turn>)> {
     let answer = gateway
         .chat_stream(spec.scope, &spec.meta, req, route)
@@ -439,7 +512,10 @@ async fn model_turn(
                 break;
             }
             Ok(StreamEvent::TextDelta { text: t }) => {
-                live.emit(RunEvent::new("message.delta", json!({"text": t})));
+                // Screened output is shown once it has been checked, not as it comes.
+                if !screened {
+                    live.emit(RunEvent::new("message.delta", json!({"text": t})));
+                }
                 text.push_str(&t);
             }
             Ok(StreamEvent::ToolCallStart { index, id, name }) => {
@@ -500,7 +576,7 @@ async fn answer_calls(
     decisions: &mut HashMap<String, Decision>,
 ) -> Result<bool, Stop> {
     let spec = ex.spec;
-    while let Some(call) = ex.cp.pending.first().cloned() {
+    while let Some(mut call) = ex.cp.pending.first().cloned() {
         let callable = offered.iter().any(|t| t.name == call.name);
         if callable && needs_approval(spec.manifest, spec.policy, &call.name) {
             match &call.approval_id {
@@ -526,7 +602,7 @@ async fn answer_calls(
                             };
                             let message =
                                 format!("the call to '{}' was not approved: {why}", call.name);
-                            record_result(ex, &call, Err(message), 0, false);
+                            record_result(ex, &call, Err(message), 0, false, false);
                             continue;
                         }
                     }
@@ -534,12 +610,25 @@ async fn answer_calls(
             }
         }
         let started = Instant::now();
+        let mut executed = false;
         let result = if !callable {
             Err(format!(
                 "tool '{}' is not available to this agent",
                 call.name
             ))
         } else {
+            // The rules on arguments run first, so that what the trace and the events show
+            // is what the tool would get (redacted), or nothing of it (blocked).
+            let allowed_args = match ex.dlp("tool_args", &call.arguments) {
+                crate::dlp::Verdict::Clean(a) | crate::dlp::Verdict::Redacted { text: a, .. } => {
+                    call.arguments = a;
+                    true
+                }
+                crate::dlp::Verdict::Blocked { .. } => {
+                    call.arguments = "\"[BLOCKED]\"".to_owned();
+                    false
+                }
+            };
             ex.live.emit(RunEvent::new(
                 "tool.call",
                 tool_call_event(&call_data(&call)),
@@ -555,20 +644,41 @@ async fn answer_calls(
             let Some(remaining) = timeout.checked_sub(ex.elapsed()) else {
                 return Err(ex.timeout_stop());
             };
-            tokio::select! {
-                biased;
-                _ = ex.live.cancel.cancelled() => return Err(Stop::Cancelled),
-                r = tokio::time::timeout(remaining, tools.call(&ctx, &call.name, &call.arguments)) => match r {
-                    Err(_) => return Err(ex.timeout_stop()),
-                    Ok(Ok(text)) => Ok(text),
-                    Ok(Err(ToolError::NotFound(n))) => Err(format!("tool '{n}' is not available to this agent")),
-                    Ok(Err(ToolError::Failed(m))) => Err(m),
+            executed = allowed_args;
+            let arguments = allowed_args.then(|| call.arguments.clone());
+            match arguments {
+                None => Err(format!(
+                    "the call to '{}' was blocked by the data-loss rules: its arguments hold protected data",
+                    call.name
+                )),
+                Some(arguments) => {
+                    let answer = tokio::select! {
+                        biased;
+                        _ = ex.live.cancel.cancelled() => return Err(Stop::Cancelled),
+                        r = tokio::time::timeout(remaining, tools.call(&ctx, &call.name, &arguments)) => match r {
+                            Err(_) => return Err(ex.timeout_stop()),
+                            Ok(Ok(text)) => Ok(text),
+                            Ok(Err(ToolError::NotFound(n))) => Err(format!("tool '{n}' is not available to this agent")),
+                            Ok(Err(ToolError::Failed(m))) => Err(m),
+                        }
+                    };
+                    match answer {
+                        Ok(text) => match ex.dlp("tool_results", &text) {
+                            crate::dlp::Verdict::Clean(t)
+                            | crate::dlp::Verdict::Redacted { text: t, .. } => Ok(t),
+                            crate::dlp::Verdict::Blocked { .. } => Err(format!(
+                                "the result of '{}' was withheld by the data-loss rules",
+                                call.name
+                            )),
+                        },
+                        Err(e) => Err(e),
+                    }
                 }
             }
         };
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        record_result(ex, &call, result, ms, callable);
-        if callable {
+        record_result(ex, &call, result, ms, callable, executed);
+        if executed {
             ex.cp.usage.tool_calls += 1;
         }
     }
@@ -597,11 +707,12 @@ fn record_result(
     result: Result<String, String>,
     ms: u64,
     announced: bool,
+    executed: bool,
 ) {
     let mut data = call_data(call);
     data["latency_ms"] = json!(ms);
     // Only a call that reached its tool is metered as a tool call.
-    data["executed"] = json!(announced);
+    data["executed"] = json!(executed);
     if !announced {
         ex.live
             .emit(RunEvent::new("tool.call", tool_call_event(&data)));
@@ -673,5 +784,6 @@ fn pause(mut ex: Exec<'_>) -> Outcome {
         new_messages: Vec::new(),
         checkpoint: Some(ex.cp),
         approvals,
+        dlp_hits: ex.dlp_hits,
     }
 }

@@ -2,6 +2,7 @@
 //! (model turns through the gateway, tool calls through one tool interface, approvals,
 //! limits on steps, time and cost, every step traced), and the live runs of this process.
 
+pub mod dlp;
 pub mod engine;
 pub mod events;
 pub mod scheduler;

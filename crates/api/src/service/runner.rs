@@ -429,6 +429,11 @@ async fn execute(
     if manifest.component.is_some() {
         return execute_component(state, scope, run, manifest, tenant, policy, begin, live).await;
     }
+    // Compiled per run: a policy's detectors are a handful of regexes.
+    let dlp = policy
+        .dlp
+        .as_ref()
+        .map(berth_runtime::dlp::Dlp::from_policy);
     let spec = RunSpec {
         scope,
         meta: CallMeta {
@@ -452,11 +457,24 @@ async fn execute(
         run_id: &run.id,
         key_id: run.key_id.as_deref(),
         approval_timeout: state.runner.settings.approval_timeout,
+        dlp: dlp.as_ref(),
     };
     let tools: &ToolSet = &state.runner.tools;
     let outcome = run_builtin(&state.gateway, tools, &spec, live, begin, next_seq).await;
     run.usage = outcome.usage.to_json().to_string();
     record_tool_calls(state, scope, &run, &outcome.steps).await;
+    // Each data-loss hit is audited by detector, never with the data.
+    for (on, detectors, action) in &outcome.dlp_hits {
+        let entry = NewEntry::new(
+            "system",
+            "dlp.hit",
+            &run.id,
+            json!({"agent": run.agent, "on": on, "detectors": detectors, "action": action}),
+        );
+        if let Err(e) = state.store.append_audit(scope, &entry).await {
+            tracing::error!(error = %e, "data-loss hit not audited");
+        }
+    }
     if outcome.status == Status::WaitingApproval {
         run.status = "waiting_approval".to_owned();
         run.checkpoint = outcome

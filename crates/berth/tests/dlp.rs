@@ -1,0 +1,213 @@
+//! End-to-end tests of data-loss rules in runs: personal data in the model's answer is
+//! redacted everywhere it shows (output, events, thread, trace), tool arguments holding it
+//! are blocked before the tool is called, tool results are redacted before the model sees
+//! them, and every hit is audited by detector name without the data.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use base64::Engine;
+use berth::config::ProviderConfig;
+use berth_testkit::mock_llm::MockUpstream;
+use berth_testkit::{Backend, TestServer};
+use serde_json::{Value, json};
+
+const SSN: &str = "123-45-6789";
+const EMAIL: &str = "jane.doe@example.com";
+const CARD: &str = "4111 1111 1111 1111";
+
+async fn setup() -> (MockUpstream, TestServer, String) {
+    let mock = MockUpstream::start().await;
+    let url = mock.url.clone();
+    let server = TestServer::start_with(Backend::Sqlite, move |c| {
+        c.providers = vec![ProviderConfig {
+            name: "up".into(),
+            kind: "openai".into(),
+            base_url: Some(url),
+            api_key_env: None,
+            timeout: Some("30s".into()),
+            api_key: Some("sk-dlp-test".into()),
+        }];
+    })
+    .await;
+    let t = server.create_tenant("careful").await;
+    let (_, key) = server.create_key(&t, "admin").await;
+    (mock, server, key)
+}
+
+async fn policy(server: &TestServer, key: &str, args: &str, results: &str, output: &str) {
+    let r = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(key),
+            Some(json!({"dlp": {"detect": ["email", "us_ssn", "credit_card", "secret_token"],
+                                "on_tool_args": args, "on_tool_results": results, "on_llm_output": output}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+async fn deploy(server: &TestServer, key: &str, name: &str, model: &str) {
+    let r = server
+        .call(
+            "POST",
+            &format!("/v1/agents/{name}/versions"),
+            Some(key),
+            Some(json!({"manifest": {"name": name, "model": {"name": model}, "tools": {"use": ["mock__echo"]}}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+}
+
+fn args_model(args: Value) -> String {
+    format!(
+        "up/tools-args-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(args.to_string())
+    )
+}
+
+#[tokio::test]
+async fn model_output_is_redacted_everywhere_and_hits_are_audited_without_the_data() {
+    let (_mock, server, key) = setup().await;
+    policy(&server, &key, "allow", "allow", "redact").await;
+    deploy(&server, &key, "echo", "mock/echo").await;
+    let input = format!("my ssn is {SSN}, mail {EMAIL}");
+    let r = server
+        .call(
+            "POST",
+            "/v1/agents/echo/runs",
+            Some(&key),
+            Some(json!({"input": input, "thread": "new"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["output"],
+        "my ssn is [REDACTED:us_ssn], mail [REDACTED:email]"
+    );
+    let id = r.body["id"].as_str().unwrap();
+    let raw = server
+        .http
+        .get(format!("{}/v1/runs/{id}/events", server.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        raw.contains("[REDACTED:us_ssn]") && !raw.contains(SSN),
+        "{raw}"
+    );
+    let thread = server
+        .get(
+            &format!("/v1/threads/{}", r.body["thread"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        thread.body["messages"][1]["content"],
+        "my ssn is [REDACTED:us_ssn], mail [REDACTED:email]"
+    );
+    let trace = server.get(&format!("/v1/runs/{id}/trace"), &key).await;
+    let dlp = trace.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["type"] == "dlp")
+        .unwrap()
+        .clone();
+    assert_eq!(dlp["on"], "llm_output");
+    assert_eq!(dlp["detectors"], json!(["email", "us_ssn"]));
+    let audit = server
+        .get("/v1/audit?limit=500", &key)
+        .await
+        .body
+        .to_string();
+    assert!(
+        audit.contains("dlp.hit") && audit.contains("us_ssn"),
+        "{audit}"
+    );
+    assert!(
+        !audit.contains(SSN) && !audit.contains(EMAIL),
+        "the audit log never holds the data"
+    );
+
+    // Blocking model output fails the run with a clear code.
+    policy(&server, &key, "allow", "allow", "block").await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/agents/echo/runs",
+            Some(&key),
+            Some(json!({"input": input})),
+        )
+        .await;
+    assert_eq!(r.body["status"], "failed");
+    assert_eq!(r.body["error"]["code"], "dlp_blocked");
+    assert!(!r.body.to_string().contains(SSN));
+}
+
+#[tokio::test]
+async fn tool_arguments_are_blocked_and_tool_results_redacted() {
+    let (_mock, server, key) = setup().await;
+    // Arguments holding an email: the tool is never called.
+    policy(&server, &key, "block", "allow", "allow").await;
+    deploy(&server, &key, "mailer", &args_model(json!({"to": EMAIL}))).await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/agents/mailer/runs",
+            Some(&key),
+            Some(json!({"input": "send it"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["usage"]["tool_calls"], 0,
+        "the tool was not called: {:?}",
+        r.body
+    );
+    let trace = server
+        .get(
+            &format!("/v1/runs/{}/trace", r.body["id"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    let call = trace.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["type"] == "tool_call")
+        .unwrap()
+        .clone();
+    assert!(
+        call["error"]
+            .as_str()
+            .unwrap()
+            .contains("blocked by the data-loss rules"),
+        "{call}"
+    );
+    assert_eq!(
+        call["arguments"], "[BLOCKED]",
+        "the trace shows nothing of the blocked arguments"
+    );
+
+    // A card number in the tool's result is redacted before the model sees it.
+    policy(&server, &key, "allow", "redact", "allow").await;
+    deploy(&server, &key, "payer", &args_model(json!({"card": CARD}))).await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/agents/payer/runs",
+            Some(&key),
+            Some(json!({"input": "pay"})),
+        )
+        .await;
+    assert_eq!(r.body["usage"]["tool_calls"], 1);
+    let out = r.body["output"].as_str().unwrap();
+    assert!(
+        out.contains("[REDACTED:credit_card]") && !out.contains(CARD),
+        "{out}"
+    );
+}

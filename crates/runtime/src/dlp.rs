@@ -1,0 +1,356 @@
+//! Data-loss rules: detectors for personal data and secrets in text that leaves or enters
+//! an agent (tool arguments, tool results, model output), and what the policy does with a
+//! hit: `block`, `redact` (each match becomes `[REDACTED:<detector>]`) or `allow`.
+//!
+//! Detectors check more than a pattern where a checksum exists (credit cards by Luhn, IBANs
+//! by mod-97, US SSNs by the ranges never issued), so numbers that merely look alike are not
+//! flagged. A hit is reported by detector name and position, never by its value.
+
+use berth_core::policy::{DlpAction, DlpPolicy};
+use regex::Regex;
+use std::sync::OnceLock;
+
+/// One match of a detector in a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub detector: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// What applying the rules to a text gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing found, or the action is `allow`: the text as it was.
+    Clean(String),
+    /// Matches replaced by `[REDACTED:<detector>]`.
+    Redacted {
+        text: String,
+        detectors: Vec<String>,
+    },
+    /// The text must not pass.
+    Blocked { detectors: Vec<String> },
+}
+
+struct Detector {
+    name: String,
+    re: Regex,
+    check: fn(&str) -> bool,
+}
+
+/// The detectors of one tenant's policy, compiled.
+pub struct Dlp {
+    detectors: Vec<Detector>,
+    pub on_tool_args: DlpAction,
+    pub on_tool_results: DlpAction,
+    pub on_llm_output: DlpAction,
+}
+
+fn any(_: &str) -> bool {
+    true
+}
+
+fn digits(s: &str) -> Vec<u32> {
+    s.chars().filter_map(|c| c.to_digit(10)).collect()
+}
+
+/// The Luhn checksum of a card number's digits.
+pub fn luhn(s: &str) -> bool {
+    let d = digits(s);
+    if !(13..=19).contains(&d.len()) {
+        return false;
+    }
+    let sum: u32 = d
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &x)| {
+            if i % 2 == 1 {
+                if x * 2 > 9 { x * 2 - 9 } else { x * 2 }
+            } else {
+                x
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// The ISO 13616 checksum: move the first four characters to the end, letters to numbers,
+/// and the whole number modulo 97 is 1.
+pub fn iban_ok(s: &str) -> bool {
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let (head, tail) = compact.split_at(4);
+    let mut rem: u64 = 0;
+    for c in tail.chars().chain(head.chars()) {
+        let v = match c {
+            '0'..='9' => u64::from(c as u8 - b'0'),
+            'A'..='Z' => u64::from(c as u8 - b'A') + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+/// An SSN that could have been issued: area not 000, 666 or 9xx; group not 00; serial not
+/// 0000.
+fn ssn_ok(s: &str) -> bool {
+    let d = digits(s);
+    if d.len() != 9 {
+        return false;
+    }
+    let area = d[0] * 100 + d[1] * 10 + d[2];
+    let group = d[3] * 10 + d[4];
+    let serial = d[5] * 1000 + d[6] * 100 + d[7] * 10 + d[8];
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+}
+
+fn phone_ok(s: &str) -> bool {
+    (10..=15).contains(&digits(s).len())
+}
+
+/// Shannon entropy of a token in bits per character.
+pub fn entropy(s: &str) -> f64 {
+    let mut counts = std::collections::HashMap::new();
+    for c in s.chars() {
+        *counts.entry(c).or_insert(0u32) += 1;
+    }
+    let n = s.chars().count() as f64;
+    counts
+        .values()
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// A known key shape, or a long random-looking token (high entropy, letters and digits).
+fn secret_ok(s: &str) -> bool {
+    static KNOWN: OnceLock<Option<Regex>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        Regex::new(r"^(sk-[A-Za-z0-9_-]{16,}|sk-ant-[A-Za-z0-9_-]{16,}|bk_[A-Za-z0-9]{20,}|bop_[A-Za-z0-9_]{16,}|ghp_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|AKIA[0-9A-Z]{16}|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35})$").ok()
+    });
+    if known.as_ref().is_some_and(|re| re.is_match(s)) {
+        return true;
+    }
+    let has_digit = s.chars().any(|c| c.is_ascii_digit());
+    let has_alpha = s.chars().any(|c| c.is_ascii_alphabetic());
+    s.len() >= 32 && has_digit && has_alpha && entropy(s) >= 4.0
+}
+
+/// A built-in detector: its pattern and the check a match must pass.
+type Builtin = (&'static str, fn(&str) -> bool);
+
+fn builtin(name: &str) -> Option<Builtin> {
+    Some(match name {
+        "email" => (
+            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+            any,
+        ),
+        "phone" => (r"\+?\(?\d[\d ().-]{8,18}\d", phone_ok),
+        "credit_card" => (r"\b\d(?:[ -]?\d){12,18}\b", luhn),
+        "iban" => (r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", iban_ok),
+        "us_ssn" => (r"\b\d{3}-\d{2}-\d{4}\b", ssn_ok),
+        "secret_token" => (r"[A-Za-z0-9][A-Za-z0-9_\-+/=]{15,}", secret_ok),
+        _ => return None,
+    })
+}
+
+impl Dlp {
+    /// The rules of a policy (validated when the policy was written; a detector that still
+    /// does not compile is skipped, never a reason to let everything through unlabelled).
+    pub fn from_policy(p: &DlpPolicy) -> Dlp {
+        let mut detectors = Vec::new();
+        for name in &p.detect {
+            if let Some((pattern, check)) = builtin(name)
+                && let Ok(re) = Regex::new(pattern)
+            {
+                detectors.push(Detector {
+                    name: name.clone(),
+                    re,
+                    check,
+                });
+            }
+        }
+        for c in &p.custom {
+            if let Ok(re) = Regex::new(&c.regex) {
+                detectors.push(Detector {
+                    name: c.name.clone(),
+                    re,
+                    check: any,
+                });
+            }
+        }
+        Dlp {
+            detectors,
+            on_tool_args: p.on_tool_args,
+            on_tool_results: p.on_tool_results,
+            on_llm_output: p.on_llm_output,
+        }
+    }
+
+    /// Every match, the earliest first; overlapping matches keep the first (and longest).
+    pub fn scan(&self, text: &str) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = Vec::new();
+        for d in &self.detectors {
+            for m in d.re.find_iter(text) {
+                if (d.check)(m.as_str()) {
+                    hits.push(Hit {
+                        detector: d.name.clone(),
+                        start: m.start(),
+                        end: m.end(),
+                    });
+                }
+            }
+        }
+        hits.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        let mut kept: Vec<Hit> = Vec::new();
+        for h in hits {
+            if kept.last().is_none_or(|k| h.start >= k.end) {
+                kept.push(h);
+            }
+        }
+        kept
+    }
+
+    /// Applies `action` to `text`.
+    pub fn apply(&self, text: &str, action: DlpAction) -> Verdict {
+        if action == DlpAction::Allow {
+            return Verdict::Clean(text.to_owned());
+        }
+        let hits = self.scan(text);
+        if hits.is_empty() {
+            return Verdict::Clean(text.to_owned());
+        }
+        let mut detectors: Vec<String> = hits.iter().map(|h| h.detector.clone()).collect();
+        detectors.sort();
+        detectors.dedup();
+        if action == DlpAction::Block {
+            return Verdict::Blocked { detectors };
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for h in &hits {
+            out.push_str(&text[at..h.start]);
+            out.push_str(&format!("[REDACTED:{}]", h.detector));
+            at = h.end;
+        }
+        out.push_str(&text[at..]);
+        Verdict::Redacted {
+            text: out,
+            detectors,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::policy::CustomDetector;
+
+    fn dlp(detect: &[&str]) -> Dlp {
+        Dlp::from_policy(&DlpPolicy {
+            detect: detect.iter().map(|s| s.to_string()).collect(),
+            custom: vec![CustomDetector {
+                name: "ticket".into(),
+                regex: "TCK-[0-9]{6}".into(),
+            }],
+            on_tool_args: DlpAction::Block,
+            on_tool_results: DlpAction::Redact,
+            on_llm_output: DlpAction::Redact,
+        })
+    }
+
+    fn found(d: &Dlp, text: &str) -> Vec<String> {
+        d.scan(text).into_iter().map(|h| h.detector).collect()
+    }
+
+    #[test]
+    fn detectors_find_what_they_should_and_not_look_alikes() {
+        let d = dlp(&[
+            "email",
+            "phone",
+            "credit_card",
+            "iban",
+            "us_ssn",
+            "secret_token",
+        ]);
+        assert_eq!(found(&d, "mail jane.doe@example.co.uk now"), ["email"]);
+        assert_eq!(found(&d, "card 4111 1111 1111 1111 ok"), ["credit_card"]);
+        assert!(
+            found(&d, "order 4111 1111 1111 1112")
+                .iter()
+                .all(|x| x != "credit_card"),
+            "fails Luhn"
+        );
+        assert_eq!(
+            found(&d, "pay to DE89 3704 0044 0532 0130 00 please"),
+            ["iban"]
+        );
+        assert!(
+            found(&d, "ref DE89 3704 0044 0532 0130 01")
+                .iter()
+                .all(|x| x != "iban"),
+            "bad checksum"
+        );
+        assert_eq!(found(&d, "ssn 123-45-6789"), ["us_ssn"]);
+        assert!(found(&d, "ssn 666-45-6789").is_empty(), "never issued");
+        assert_eq!(found(&d, "call +1 (415) 555-0100 today"), ["phone"]);
+        assert_eq!(
+            found(&d, "key sk-live-0123456789abcdefABCD here"),
+            ["secret_token"]
+        );
+        assert_eq!(found(&d, "AKIAIOSFODNN7EXAMPLE"), ["secret_token"]);
+        assert_eq!(
+            found(&d, "token 9fQ2xL7pZ3vK8mN1bR6tW4yH0cJ5dG2s"),
+            ["secret_token"]
+        );
+        assert!(
+            found(&d, "the_quick_brown_fox_jumps_over_it").is_empty(),
+            "low entropy words"
+        );
+        assert_eq!(found(&d, "see TCK-123456"), ["ticket"]);
+        assert!(found(&d, "nothing to see here, 42 apples").is_empty());
+    }
+
+    #[test]
+    fn actions_block_redact_or_allow() {
+        let d = dlp(&["email", "us_ssn"]);
+        let text = "write to a@b.io about 123-45-6789";
+        assert_eq!(
+            d.apply(text, DlpAction::Redact),
+            Verdict::Redacted {
+                text: "write to [REDACTED:email] about [REDACTED:us_ssn]".into(),
+                detectors: vec!["email".into(), "us_ssn".into()]
+            }
+        );
+        assert_eq!(
+            d.apply(text, DlpAction::Block),
+            Verdict::Blocked {
+                detectors: vec!["email".into(), "us_ssn".into()]
+            }
+        );
+        assert_eq!(d.apply(text, DlpAction::Allow), Verdict::Clean(text.into()));
+        assert_eq!(
+            d.apply("clean", DlpAction::Block),
+            Verdict::Clean("clean".into())
+        );
+    }
+
+    #[test]
+    fn checksums() {
+        assert!(luhn("4012888888881881"));
+        assert!(!luhn("4012888888881882"));
+        assert!(iban_ok("GB82 WEST 1234 5698 7654 32"));
+        assert!(!iban_ok("GB82 WEST 1234 5698 7654 33"));
+        assert!(entropy("aaaa") < 0.1);
+    }
+}
