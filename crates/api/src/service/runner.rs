@@ -248,6 +248,14 @@ async fn execute_queued(
         seed.extend(events_from_steps(&stored_steps));
         seed
     });
+    // A cancel that landed between the claim and this point found no execution to stop
+    // (and may have ended the live run this one replaced): the store says so.
+    if let Some(stored) = state.store.get_run(scope, run_id).await?
+        && stored.status == "cancelled"
+    {
+        end_live(state, scope, stored, &live);
+        return Ok(());
+    }
     if live.is_empty() {
         live.emit(RunEvent::new(
             "run.started",
