@@ -338,6 +338,27 @@ impl TenantAuth {
         self.require_role(role)
     }
 
+    /// Whether this credential sees what belongs to `agent` (a key restricted to one agent
+    /// sees only that agent's runs, threads and approvals; others are answered as missing).
+    pub fn sees_agent(&self, agent: &str) -> bool {
+        self.0
+            .scope
+            .principal()
+            .agent_restriction()
+            .is_none_or(|only| only == agent)
+    }
+
+    /// The agent a list is filtered to for this credential: the one asked for, narrowed to
+    /// the key's own agent; `None` when a restricted key asks for another agent's list
+    /// (which is then empty).
+    pub fn agent_filter(&self, asked: Option<String>) -> Option<Option<String>> {
+        match self.0.scope.principal().agent_restriction() {
+            None => Some(asked),
+            Some(only) if asked.as_deref().is_none_or(|a| a == only) => Some(Some(only.to_owned())),
+            Some(_) => None,
+        }
+    }
+
     /// Requires `role`, allowing agent-restricted keys (for endpoints open to every key,
     /// and later for endpoints about the key's own agent).
     pub fn require_role(&self, role: Role) -> Result<&TenantScope, ApiError> {

@@ -442,6 +442,27 @@ async fn tenant(server: &TestServer, name: &str) -> Tenant {
     t
 }
 
+/// Starts a run of agent "support". Runs resumed in the background by earlier approval
+/// decisions may still hold the tenant's two run slots (plan free): a 429 is waited out,
+/// not mistaken for an answer.
+async fn start_run(server: &TestServer, token: &str, body: Value) -> berth_testkit::Answer {
+    for _ in 0..50 {
+        let r = server
+            .call(
+                "POST",
+                "/v1/agents/support/runs",
+                Some(token),
+                Some(body.clone()),
+            )
+            .await;
+        if r.status != 429 {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the tenant's run slots never freed up");
+}
+
 /// A fresh resource of `param`'s kind inside `tenant`, so destructive calls have a target.
 async fn fresh(server: &TestServer, tenant: &Tenant, param: Param) -> String {
     fresh_as(server, tenant, param, tenant.token("admin")).await
@@ -469,14 +490,7 @@ async fn fresh_as(server: &TestServer, tenant: &Tenant, param: Param, starter: &
                     Some(support_body()),
                 )
                 .await;
-            let r = server
-                .call(
-                    "POST",
-                    "/v1/agents/support/runs",
-                    Some(starter),
-                    Some(json!({"input": "please call mock__echo"})),
-                )
-                .await;
+            let r = start_run(server, starter, json!({"input": "please call mock__echo"})).await;
             assert_eq!(r.status, 202, "{:?}", r.body);
             assert_eq!(r.body["status"], "waiting_approval");
             let run = r.body["id"].as_str().unwrap();
@@ -494,14 +508,7 @@ async fn fresh_as(server: &TestServer, tenant: &Tenant, param: Param, starter: &
                     Some(support_body()),
                 )
                 .await;
-            let r = server
-                .call(
-                    "POST",
-                    "/v1/agents/support/runs",
-                    Some(starter),
-                    Some(json!({"input": "hi", "thread": "new"})),
-                )
-                .await;
+            let r = start_run(server, starter, json!({"input": "hi", "thread": "new"})).await;
             assert_eq!(r.status, 200, "{:?}", r.body);
             let field = if param == Param::RunId {
                 "id"

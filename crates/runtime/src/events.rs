@@ -163,14 +163,6 @@ impl RunHub {
             .map(|((t, r), live)| (t.clone(), r.clone(), live.clone()))
             .collect()
     }
-
-    pub fn len(&self) -> usize {
-        lock(&self.runs).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The events a run's stored steps stand for, as a live run would have emitted them (a

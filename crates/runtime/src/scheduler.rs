@@ -232,11 +232,6 @@ impl<J: Send + 'static> Scheduler<J> {
         let s = self.lock();
         (s.running, s.queued)
     }
-
-    /// Runs `tenant` executes on this node now.
-    pub fn running_of(&self, tenant: &str) -> u32 {
-        self.lock().tenants.get(tenant).map_or(0, |t| t.running)
-    }
 }
 
 #[cfg(test)]

@@ -33,15 +33,13 @@ pub async fn list(
         )
         .with_param("status"));
     }
-    if let Some(only) = auth.0.scope.principal().agent_restriction() {
-        if filter.agent.as_deref().is_some_and(|a| a != only) {
-            return Ok(Page {
-                items: vec![],
-                next_cursor: None,
-            });
-        }
-        filter.agent = Some(only.to_owned());
-    }
+    let Some(agent) = auth.agent_filter(filter.agent.take()) else {
+        return Ok(Page {
+            items: vec![],
+            next_cursor: None,
+        });
+    };
+    filter.agent = agent;
     Ok(state.store.list_approvals(scope, &filter, page).await?)
 }
 
@@ -56,9 +54,7 @@ pub async fn get(
         .get_approval(scope, id)
         .await?
         .ok_or_else(|| approval_not_found(id))?;
-    if let Some(only) = auth.0.scope.principal().agent_restriction()
-        && a.agent != only
-    {
+    if !auth.sees_agent(&a.agent) {
         return Err(approval_not_found(id));
     }
     Ok(a)

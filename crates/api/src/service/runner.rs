@@ -13,6 +13,7 @@ use berth_core::clock::now_ms;
 use berth_core::{Manifest, TenantId, TenantScope};
 use berth_gateway::CallMeta;
 use berth_llm::{Message, Role as MsgRole};
+use berth_runtime::dlp::Dlp;
 use berth_runtime::scheduler::{Permit, Refused, Scheduler, Share};
 use berth_runtime::{
     Begin, Checkpoint, Decision, LiveRun, RunEvent, RunHub, RunSpec, Status, ToolSet,
@@ -52,6 +53,8 @@ impl Default for RunSettings {
         }
     }
 }
+
+type DlpEntry = (Arc<berth_core::Policy>, Arc<Dlp>);
 
 /// A queued run waiting for a worker.
 pub struct Job {
@@ -112,6 +115,9 @@ pub struct Runner {
     pub scheduler: Arc<Scheduler<Job>>,
     /// Runs in the queue and not yet taken, so the sweeper does not queue them twice.
     waiting: std::sync::Mutex<HashSet<(TenantId, String)>>,
+    /// Each tenant's data-loss rules, compiled once per policy (the policy cache hands out
+    /// the same `Arc` until the policy changes or its entry is refreshed).
+    dlp: std::sync::Mutex<HashMap<TenantId, DlpEntry>>,
     /// Cancelled when the server begins to stop: event streams end, workers stop taking
     /// runs (those already executing finish, see [`Runner::drain`]).
     pub closing: CancellationToken,
@@ -125,6 +131,7 @@ impl Runner {
             scheduler: Scheduler::new(settings.max_concurrent, settings.max_queued_per_tenant),
             settings,
             waiting: std::sync::Mutex::default(),
+            dlp: std::sync::Mutex::default(),
             closing: CancellationToken::new(),
         }
     }
@@ -165,9 +172,21 @@ impl Runner {
         }
     }
 
-    /// Runs waiting in this node's queue.
-    pub fn queued(&self) -> usize {
-        self.waiting.lock().map(|w| w.len()).unwrap_or(0)
+    /// The compiled data-loss rules of `policy` (`None` when it has none).
+    fn dlp_for(&self, scope: &TenantScope, policy: &Arc<berth_core::Policy>) -> Option<Arc<Dlp>> {
+        let rules = policy.dlp.as_ref()?;
+        let mut cache = self
+            .dlp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((p, d)) = cache.get(scope.tenant())
+            && Arc::ptr_eq(p, policy)
+        {
+            return Some(d.clone());
+        }
+        let d = Arc::new(Dlp::from_policy(rules));
+        cache.insert(scope.tenant().clone(), (policy.clone(), d.clone()));
+        Some(d)
     }
 
     fn lease_until(&self) -> i64 {
@@ -437,11 +456,7 @@ async fn execute(
     if manifest.component.is_some() {
         return execute_component(state, scope, run, manifest, tenant, policy, begin, live).await;
     }
-    // Compiled per run: a policy's detectors are a handful of regexes.
-    let dlp = policy
-        .dlp
-        .as_ref()
-        .map(berth_runtime::dlp::Dlp::from_policy);
+    let dlp = state.runner.dlp_for(scope, &policy);
     let spec = RunSpec {
         scope,
         meta: CallMeta {
@@ -465,7 +480,7 @@ async fn execute(
         run_id: &run.id,
         key_id: run.key_id.as_deref(),
         approval_timeout: state.runner.settings.approval_timeout,
-        dlp: dlp.as_ref(),
+        dlp: dlp.as_deref(),
     };
     let tools: &ToolSet = &state.runner.tools;
     let outcome = run_builtin(&state.gateway, tools, &spec, live, begin, next_seq).await;

@@ -329,9 +329,7 @@ pub async fn get(state: &AppState, auth: &TenantAuth, id: &str) -> Result<RunRec
         .get_run(scope, id)
         .await?
         .ok_or_else(|| run_not_found(id))?;
-    if let Some(only) = auth.0.scope.principal().agent_restriction()
-        && run.agent != only
-    {
+    if !auth.sees_agent(&run.agent) {
         return Err(run_not_found(id));
     }
     Ok(run)
@@ -344,15 +342,13 @@ pub async fn list(
     page: &PageRequest,
 ) -> Result<Page<RunRecord>, ApiError> {
     let scope: &TenantScope = auth.require_role(Role::Viewer)?;
-    if let Some(only) = auth.0.scope.principal().agent_restriction() {
-        if filter.agent.as_deref().is_some_and(|a| a != only) {
-            return Ok(Page {
-                items: vec![],
-                next_cursor: None,
-            });
-        }
-        filter.agent = Some(only.to_owned());
-    }
+    let Some(agent) = auth.agent_filter(filter.agent.take()) else {
+        return Ok(Page {
+            items: vec![],
+            next_cursor: None,
+        });
+    };
+    filter.agent = agent;
     Ok(state.store.list_runs(scope, &filter, page).await?)
 }
 
@@ -374,9 +370,7 @@ pub async fn thread(
     let t = state.store.get_thread(scope, id).await?.ok_or_else(|| {
         ApiError::not_found("thread_not_found", format!("no thread with id '{id}'"))
     })?;
-    if let Some(only) = auth.0.scope.principal().agent_restriction()
-        && t.agent != only
-    {
+    if !auth.sees_agent(&t.agent) {
         return Err(ApiError::not_found(
             "thread_not_found",
             format!("no thread with id '{id}'"),
