@@ -537,12 +537,15 @@ pub struct RunListParams {
 #[derive(Serialize, ToSchema)]
 pub struct ApprovalDto {
     pub id: String,
-    pub run: String,
+    /// The paused run; `null` for a call made through `/mcp` (its caller repeats the call
+    /// once it is approved).
+    pub run: Option<String>,
     pub agent: String,
     pub tool: String,
     #[schema(value_type = Object)]
     pub arguments: serde_json::Value,
-    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
+    /// `pending`, `approved`, `denied`, `expired`, `cancelled`, or `used` (an approved `/mcp`
+    /// call that was made).
     pub status: String,
     pub reason: Option<String>,
     pub decided_by: Option<String>,

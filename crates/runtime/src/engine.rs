@@ -753,7 +753,7 @@ fn pause(mut ex: Exec<'_>) -> Outcome {
         call.approval_id = Some(id.clone());
         let a = ApprovalRecord {
             id: id.clone(),
-            run_id: spec.run_id.to_owned(),
+            run_id: Some(spec.run_id.to_owned()),
             agent: spec.manifest.name.clone(),
             tool: call.name.clone(),
             call_id: call.call_id.clone(),

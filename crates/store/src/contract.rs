@@ -71,6 +71,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     approvals(store.as_ref()).await;
     budgets(store.as_ref()).await;
     kv(store.as_ref()).await;
+    mcp_servers(store.as_ref()).await;
+    call_approvals(store.as_ref()).await;
     concurrent_reservations_never_overspend(store.clone()).await;
 }
 
@@ -310,7 +312,7 @@ pub async fn run_queue(store: &dyn Store) {
 fn approval(id: &str, run: &str, expires_at_ms: i64) -> ApprovalRecord {
     ApprovalRecord {
         id: id.into(),
-        run_id: run.into(),
+        run_id: Some(run.into()),
         agent: "bot".into(),
         tool: "crm__refund".into(),
         call_id: format!("call_{id}"),
@@ -1407,4 +1409,187 @@ impl PgTestDb {
             .await;
         }
     }
+}
+
+/// The MCP registry: replace by name, checks update status and tools, per tenant only.
+pub async fn mcp_servers(store: &dyn Store) {
+    let a = new_tenant(store, "mcp-a").await;
+    let b = new_tenant(store, "mcp-b").await;
+    let server = McpServerRecord {
+        name: "crm".into(),
+        url: "https://crm.example.com/mcp".into(),
+        headers: r#"{"Authorization":{"secret":"CRM_TOKEN","prefix":"Bearer "}}"#.into(),
+        tools: r#"[{"name":"lookup"}]"#.into(),
+        status: "healthy".into(),
+        protocol_version: Some("2025-11-25".into()),
+        last_error: None,
+        checked_at_ms: Some(now_ms()),
+        created_at_ms: now_ms(),
+        updated_at_ms: now_ms(),
+    };
+    store
+        .put_mcp_server(&a, &server, &audit("mcp_server.put"))
+        .await
+        .unwrap();
+    let mut moved = server.clone();
+    moved.url = "https://crm2.example.com/mcp".into();
+    store
+        .put_mcp_server(&a, &moved, &audit("mcp_server.put"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_mcp_servers(&a).await.unwrap(),
+        vec![moved.clone()]
+    );
+    assert!(store.list_mcp_servers(&b).await.unwrap().is_empty());
+    assert!(store.get_mcp_server(&b, "crm").await.unwrap().is_none());
+
+    // A failed check keeps the tools it could not list; a later one replaces them.
+    let down = McpServerCheck {
+        status: "unreachable".into(),
+        tools: None,
+        protocol_version: None,
+        last_error: Some("connection refused".into()),
+        checked_at_ms: now_ms() + 1,
+    };
+    assert!(store.record_mcp_check(&a, "crm", &down).await.unwrap());
+    assert!(!store.record_mcp_check(&b, "crm", &down).await.unwrap());
+    let got = store.get_mcp_server(&a, "crm").await.unwrap().unwrap();
+    assert_eq!(got.status, "unreachable");
+    assert_eq!(got.tools, moved.tools);
+    assert_eq!(got.protocol_version.as_deref(), Some("2025-11-25"));
+    assert_eq!(got.last_error.as_deref(), Some("connection refused"));
+    let up = McpServerCheck {
+        status: "healthy".into(),
+        tools: Some(r#"[{"name":"lookup"},{"name":"refund"}]"#.into()),
+        protocol_version: Some("2026-07-28".into()),
+        last_error: None,
+        checked_at_ms: now_ms() + 2,
+    };
+    assert!(store.record_mcp_check(&a, "crm", &up).await.unwrap());
+    let got = store.get_mcp_server(&a, "crm").await.unwrap().unwrap();
+    assert_eq!(got.tools, r#"[{"name":"lookup"},{"name":"refund"}]"#);
+    assert_eq!(got.protocol_version.as_deref(), Some("2026-07-28"));
+    assert_eq!(got.last_error, None);
+
+    assert!(
+        !store
+            .delete_mcp_server(&b, "crm", &audit("mcp_server.delete"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_mcp_server(&a, "crm", &audit("mcp_server.delete"))
+            .await
+            .unwrap()
+    );
+    assert!(store.list_mcp_servers(&a).await.unwrap().is_empty());
+    assert!(!store.record_mcp_check(&a, "crm", &up).await.unwrap());
+}
+
+/// An approval of an `/mcp` call: no run, decided like any other, used once, by its key,
+/// for exactly its tool and arguments.
+pub async fn call_approvals(store: &dyn Store) {
+    let a = new_tenant(store, "call-approvals-a").await;
+    let b = new_tenant(store, "call-approvals-b").await;
+    let mut call = approval("apr_mcp1", "unused", now_ms() + 60_000);
+    call.run_id = None;
+    call.arguments = r#"{"amount":10}"#.into();
+    store
+        .create_call_approval(&a, &call, &audit("approval.request"))
+        .await
+        .unwrap();
+    let args = r#"{"amount":10}"#;
+    let try_use =
+        |scope, key, tool, args| store.use_call_approval(scope, key, tool, args, now_ms());
+    // Pending: not usable yet.
+    assert!(
+        try_use(&a, Some("key_1"), "crm__refund", args)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let decided = store
+        .decide_approval(
+            &a,
+            "apr_mcp1",
+            "approved",
+            None,
+            "admin",
+            &audit("approval.approve"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(decided.run_id, None);
+    assert!(
+        try_use(&b, Some("key_1"), "crm__refund", args)
+            .await
+            .unwrap()
+            .is_none(),
+        "other tenant"
+    );
+    assert!(
+        try_use(&a, Some("key_2"), "crm__refund", args)
+            .await
+            .unwrap()
+            .is_none(),
+        "other key"
+    );
+    assert!(
+        try_use(&a, Some("key_1"), "crm__delete", args)
+            .await
+            .unwrap()
+            .is_none(),
+        "other tool"
+    );
+    assert!(
+        try_use(&a, Some("key_1"), "crm__refund", r#"{"amount":99}"#)
+            .await
+            .unwrap()
+            .is_none(),
+        "other arguments"
+    );
+    let used = try_use(&a, Some("key_1"), "crm__refund", args)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (used.id.as_str(), used.status.as_str()),
+        ("apr_mcp1", "used")
+    );
+    assert!(
+        try_use(&a, Some("key_1"), "crm__refund", args)
+            .await
+            .unwrap()
+            .is_none(),
+        "used once"
+    );
+
+    // An approved call approval past its expiry is not usable.
+    let mut late = approval("apr_mcp2", "unused", now_ms() - 1);
+    late.run_id = None;
+    store
+        .create_call_approval(&a, &late, &audit("approval.request"))
+        .await
+        .unwrap();
+    store
+        .decide_approval(
+            &a,
+            "apr_mcp2",
+            "approved",
+            None,
+            "admin",
+            &audit("approval.approve"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        try_use(&a, Some("key_1"), "crm__refund", "{}")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

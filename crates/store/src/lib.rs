@@ -129,6 +129,37 @@ pub trait ProviderStore: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// The tenant's MCP servers (the registry of the tool layer).
+#[async_trait]
+pub trait McpServerStore: Send + Sync {
+    /// Registers a server, or replaces one of the same name.
+    async fn put_mcp_server(
+        &self,
+        scope: &TenantScope,
+        server: &McpServerRecord,
+        audit: &NewEntry,
+    ) -> Result<()>;
+    async fn get_mcp_server(
+        &self,
+        scope: &TenantScope,
+        name: &str,
+    ) -> Result<Option<McpServerRecord>>;
+    async fn list_mcp_servers(&self, scope: &TenantScope) -> Result<Vec<McpServerRecord>>;
+    /// Records a check; `false` when the server is gone (deleted meanwhile).
+    async fn record_mcp_check(
+        &self,
+        scope: &TenantScope,
+        name: &str,
+        check: &McpServerCheck,
+    ) -> Result<bool>;
+    async fn delete_mcp_server(
+        &self,
+        scope: &TenantScope,
+        name: &str,
+        audit: &NewEntry,
+    ) -> Result<bool>;
+}
+
 /// Billable usage events; inserting an event whose id exists is a no-op.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
@@ -257,6 +288,23 @@ pub trait RunStore: Send + Sync {
         scope: &TenantScope,
         now_ms: i64,
     ) -> Result<Vec<ApprovalRecord>>;
+    /// Records the approval a call through `/mcp` waits for (it belongs to no run).
+    async fn create_call_approval(
+        &self,
+        scope: &TenantScope,
+        approval: &ApprovalRecord,
+        audit: &NewEntry,
+    ) -> Result<()>;
+    /// Uses up an approved, unexpired `/mcp` approval of this key for exactly this tool and
+    /// these arguments (it becomes `used`), so one approval allows one call.
+    async fn use_call_approval(
+        &self,
+        scope: &TenantScope,
+        key_id: Option<&str>,
+        tool: &str,
+        arguments: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApprovalRecord>>;
     async fn get_run(&self, scope: &TenantScope, id: &str) -> Result<Option<RunRecord>>;
     async fn list_runs(
         &self,
@@ -337,6 +385,7 @@ pub trait Store:
     + AuditStore
     + PolicyStore
     + ProviderStore
+    + McpServerStore
     + UsageStore
     + AgentStore
     + RunStore
@@ -352,6 +401,8 @@ impl<T> Store for T where
         + AuditStore
         + PolicyStore
         + ProviderStore
+        + McpServerStore
+        + McpServerStore
         + UsageStore
         + AgentStore
         + RunStore

@@ -345,7 +345,9 @@ impl RunRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalRecord {
     pub id: String,
-    pub run_id: String,
+    /// The paused run; `None` for a call made through the tenant's `/mcp` endpoint, which the
+    /// caller repeats once it is approved.
+    pub run_id: Option<String>,
     pub agent: String,
     pub tool: String,
     /// The model's id of the call this approval gates.
@@ -354,7 +356,8 @@ pub struct ApprovalRecord {
     pub arguments: String,
     /// The key that started the run (an invoker may decide its own runs' approvals).
     pub key_id: Option<String>,
-    /// `pending`, `approved`, `denied`, `expired` or `cancelled`.
+    /// `pending`, `approved`, `denied`, `expired` or `cancelled`; `used` for an approved
+    /// `/mcp` call that has been made.
     pub status: String,
     pub reason: Option<String>,
     pub decided_by: Option<String>,
@@ -422,4 +425,34 @@ pub struct Settled {
     pub budget: String,
     pub spent_before_nano: i64,
     pub spent_after_nano: i64,
+}
+
+/// A tenant's MCP server as registered, with what its last discovery and health check found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpServerRecord {
+    pub name: String,
+    pub url: String,
+    /// Request headers from vault secrets (JSON object `{"Header": {"secret", "prefix"}}`):
+    /// secret names only, never values.
+    pub headers: String,
+    /// The tools last discovered (JSON array of MCP tool objects, names as the server gave them).
+    pub tools: String,
+    /// `healthy`, `unreachable` or `unknown` (registered, not yet checked).
+    pub status: String,
+    pub protocol_version: Option<String>,
+    pub last_error: Option<String>,
+    pub checked_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What one discovery or health check of an MCP server found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpServerCheck {
+    pub status: String,
+    /// New tools (JSON array) when the check listed them; `None` keeps the stored ones.
+    pub tools: Option<String>,
+    pub protocol_version: Option<String>,
+    pub last_error: Option<String>,
+    pub checked_at_ms: i64,
 }

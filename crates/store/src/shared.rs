@@ -20,7 +20,7 @@ macro_rules! impl_store {
         use $crate::model::*;
         use $crate::shared::TxKind;
         use $crate::{
-            AgentStore, AuditStore, BudgetStore, KeyStore, KvStore, PolicyStore, ProviderStore, Result, RunStore, SecretStore,
+            AgentStore, AuditStore, BudgetStore, KeyStore, KvStore, McpServerStore, PolicyStore, ProviderStore, Result, RunStore, SecretStore,
             StoreError, TenantRegistry, UsageStore,
         };
 
@@ -229,6 +229,7 @@ macro_rules! impl_store {
                     "agents",
                     "usage_events",
                     "providers",
+                    "mcp_servers",
                     "policies",
                     "key_index",
                     "audit_log",
@@ -586,6 +587,108 @@ macro_rules! impl_store {
                 append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
                 tx.commit().await?;
                 Ok(StoredPolicy { revision, document: document.to_owned(), updated_at_ms: now })
+            }
+        }
+
+        fn mcp_server_from_row(r: &<$db as sqlx::Database>::Row) -> Result<McpServerRecord> {
+            Ok(McpServerRecord {
+                name: r.try_get("name")?,
+                url: r.try_get("url")?,
+                headers: r.try_get("headers")?,
+                tools: r.try_get("tools")?,
+                status: r.try_get("status")?,
+                protocol_version: r.try_get("protocol_version")?,
+                last_error: r.try_get("last_error")?,
+                checked_at_ms: r.try_get("checked_at")?,
+                created_at_ms: r.try_get("created_at")?,
+                updated_at_ms: r.try_get("updated_at")?,
+            })
+        }
+
+        const MCP_SERVER_COLS: &str = "name, url, headers, tools, status, protocol_version, last_error, checked_at, created_at, updated_at";
+
+        #[async_trait]
+        impl McpServerStore for $store {
+            async fn put_mcp_server(&self, scope: &TenantScope, m: &McpServerRecord, audit: &NewEntry) -> Result<()> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                sqlx::query(&format!(
+                    "INSERT INTO mcp_servers (tenant_id, {MCP_SERVER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     ON CONFLICT (tenant_id, name) DO UPDATE SET url = excluded.url, headers = excluded.headers, \
+                     tools = excluded.tools, status = excluded.status, protocol_version = excluded.protocol_version, \
+                     last_error = excluded.last_error, checked_at = excluded.checked_at, updated_at = excluded.updated_at"
+                ))
+                .bind(scope.tenant_str())
+                .bind(&m.name)
+                .bind(&m.url)
+                .bind(&m.headers)
+                .bind(&m.tools)
+                .bind(&m.status)
+                .bind(m.protocol_version.as_deref())
+                .bind(m.last_error.as_deref())
+                .bind(m.checked_at_ms)
+                .bind(m.created_at_ms)
+                .bind(m.updated_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_mcp_server(&self, scope: &TenantScope, name: &str) -> Result<Option<McpServerRecord>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let row = sqlx::query(&format!("SELECT {MCP_SERVER_COLS} FROM mcp_servers WHERE tenant_id = $1 AND name = $2"))
+                    .bind(scope.tenant_str())
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row.as_ref().map(mcp_server_from_row).transpose()
+            }
+
+            async fn list_mcp_servers(&self, scope: &TenantScope) -> Result<Vec<McpServerRecord>> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
+                let rows = sqlx::query(&format!("SELECT {MCP_SERVER_COLS} FROM mcp_servers WHERE tenant_id = $1 ORDER BY name"))
+                    .bind(scope.tenant_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows.iter().map(mcp_server_from_row).collect()
+            }
+
+            async fn record_mcp_check(&self, scope: &TenantScope, name: &str, c: &McpServerCheck) -> Result<bool> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let done = sqlx::query(
+                    "UPDATE mcp_servers SET status = $1, tools = COALESCE($2, tools), \
+                     protocol_version = COALESCE($3, protocol_version), last_error = $4, checked_at = $5 \
+                     WHERE tenant_id = $6 AND name = $7",
+                )
+                .bind(&c.status)
+                .bind(c.tools.as_deref())
+                .bind(c.protocol_version.as_deref())
+                .bind(c.last_error.as_deref())
+                .bind(c.checked_at_ms)
+                .bind(scope.tenant_str())
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_mcp_server(&self, scope: &TenantScope, name: &str, audit: &NewEntry) -> Result<bool> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let done = sqlx::query("DELETE FROM mcp_servers WHERE tenant_id = $1 AND name = $2")
+                    .bind(scope.tenant_str())
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                Ok(true)
             }
         }
 
@@ -1115,6 +1218,27 @@ macro_rules! impl_store {
             })
         }
 
+        async fn insert_approval(tx: &mut Tx, tenant: &str, a: &ApprovalRecord) -> Result<()> {
+            sqlx::query(&format!("INSERT INTO approvals (tenant_id, {APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
+                .bind(tenant)
+                .bind(&a.id)
+                .bind(a.run_id.as_deref())
+                .bind(&a.agent)
+                .bind(&a.tool)
+                .bind(&a.call_id)
+                .bind(&a.arguments)
+                .bind(a.key_id.as_deref())
+                .bind(&a.status)
+                .bind(a.reason.as_deref())
+                .bind(a.decided_by.as_deref())
+                .bind(a.created_at_ms)
+                .bind(a.expires_at_ms)
+                .bind(a.decided_at_ms)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
         async fn insert_steps(tx: &mut Tx, tenant: &str, run_id: &str, steps: &[RunStep]) -> Result<()> {
             for s in steps {
                 sqlx::query("INSERT INTO run_steps (tenant_id, run_id, seq, kind, at, data) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -1313,23 +1437,7 @@ macro_rules! impl_store {
                 }
                 insert_steps(&mut tx, tenant, &r.id, steps).await?;
                 for a in approvals {
-                    sqlx::query(&format!("INSERT INTO approvals (tenant_id, {APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
-                        .bind(tenant)
-                        .bind(&a.id)
-                        .bind(&a.run_id)
-                        .bind(&a.agent)
-                        .bind(&a.tool)
-                        .bind(&a.call_id)
-                        .bind(&a.arguments)
-                        .bind(a.key_id.as_deref())
-                        .bind(&a.status)
-                        .bind(a.reason.as_deref())
-                        .bind(a.decided_by.as_deref())
-                        .bind(a.created_at_ms)
-                        .bind(a.expires_at_ms)
-                        .bind(a.decided_at_ms)
-                        .execute(&mut *tx)
-                        .await?;
+                    insert_approval(&mut tx, tenant, a).await?;
                 }
                 tx.commit().await?;
                 Ok(true)
@@ -1446,17 +1554,19 @@ macro_rules! impl_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 let approval = approval_from_row(&row)?;
-                let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE tenant_id = $1 AND run_id = $2 AND status = 'pending'")
-                    .bind(tenant)
-                    .bind(&approval.run_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if pending == 0 {
-                    sqlx::query("UPDATE runs SET status = 'queued' WHERE tenant_id = $1 AND id = $2 AND status = 'waiting_approval'")
+                if let Some(run_id) = approval.run_id.as_deref() {
+                    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE tenant_id = $1 AND run_id = $2 AND status = 'pending'")
                         .bind(tenant)
-                        .bind(&approval.run_id)
-                        .execute(&mut *tx)
+                        .bind(run_id)
+                        .fetch_one(&mut *tx)
                         .await?;
+                    if pending == 0 {
+                        sqlx::query("UPDATE runs SET status = 'queued' WHERE tenant_id = $1 AND id = $2 AND status = 'waiting_approval'")
+                            .bind(tenant)
+                            .bind(run_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
                 append_in_tx(&mut tx, tenant, audit).await?;
                 tx.commit().await?;
@@ -1472,6 +1582,51 @@ macro_rules! impl_store {
                     .await?;
                 tx.commit().await?;
                 rows.iter().map(approval_from_row).collect()
+            }
+
+            async fn create_call_approval(&self, scope: &TenantScope, a: &ApprovalRecord, audit: &NewEntry) -> Result<()> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                insert_approval(&mut tx, tenant, a).await?;
+                append_in_tx(&mut tx, tenant, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn use_call_approval(&self, scope: &TenantScope, key_id: Option<&str>, tool: &str, arguments: &str, now: i64) -> Result<Option<ApprovalRecord>> {
+                let tenant = scope.tenant_str();
+                let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                let id: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM approvals WHERE tenant_id = $1 AND run_id IS NULL AND status = 'approved' \
+                     AND tool = $2 AND arguments = $3 AND expires_at >= $4 \
+                     AND ((key_id IS NULL AND $5 IS NULL) OR key_id = $5) ORDER BY created_at LIMIT 1",
+                )
+                .bind(tenant)
+                .bind(tool)
+                .bind(arguments)
+                .bind(now)
+                .bind(key_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(id) = id else {
+                    return Ok(None);
+                };
+                // The status guard makes two concurrent uses of one approval end with one winner.
+                let done = sqlx::query("UPDATE approvals SET status = 'used' WHERE tenant_id = $1 AND id = $2 AND status = 'approved'")
+                    .bind(tenant)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                let row = sqlx::query(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE tenant_id = $1 AND id = $2"))
+                    .bind(tenant)
+                    .bind(&id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(approval_from_row(&row)?))
             }
 
             async fn get_run(&self, scope: &TenantScope, id: &str) -> Result<Option<RunRecord>> {

@@ -24,12 +24,12 @@ pub async fn list(
     if let Some(s) = filter.status.as_deref()
         && !matches!(
             s,
-            "pending" | "approved" | "denied" | "expired" | "cancelled"
+            "pending" | "approved" | "denied" | "expired" | "cancelled" | "used"
         )
     {
         return Err(ApiError::bad_request(
             "invalid_status",
-            "status is one of pending, approved, denied, expired, cancelled",
+            "status is one of pending, approved, denied, expired, cancelled, used",
         )
         .with_param("status"));
     }
@@ -126,8 +126,11 @@ pub async fn decide(
         })?;
     // The store queued the run again if it waits for nothing else; a claim decides who
     // resumes it, so queueing it here too is harmless.
-    let policy = crate::service::policy::effective(state, scope).await?;
-    let share = crate::service::runner::share_of(state, &auth.0.tenant.plan, &policy);
-    state.runner.enqueue(scope, share, &decided.run_id);
+    // An approval of an `/mcp` call has no run: the caller makes the call again.
+    if let Some(run_id) = decided.run_id.as_deref() {
+        let policy = crate::service::policy::effective(state, scope).await?;
+        let share = crate::service::runner::share_of(state, &auth.0.tenant.plan, &policy);
+        state.runner.enqueue(scope, share, run_id);
+    }
     Ok(decided)
 }

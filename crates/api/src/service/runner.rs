@@ -912,8 +912,9 @@ pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
                     )
                     .await?
                     .is_some()
+                    && let Some(run_id) = a.run_id.as_deref()
                 {
-                    state.runner.enqueue(&scope, share, &a.run_id);
+                    state.runner.enqueue(&scope, share, run_id);
                 }
             }
             state.store.release_expired_holds(&scope, now_ms()).await?;
