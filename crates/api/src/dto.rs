@@ -3,6 +3,7 @@
 use berth_core::clock::rfc3339;
 use berth_store::{ApiKey, SecretMeta, Tenant};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// A page of a list: `{"data": [...], "next_cursor": ...}`.
@@ -590,4 +591,105 @@ pub struct DecideApproval {
     /// `approve` or `deny`.
     pub decision: String,
     pub reason: Option<String>,
+}
+
+/// A request header filled from a vault secret: the value sent is `prefix` + the secret.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRefDto {
+    pub secret: String,
+    #[serde(default)]
+    pub prefix: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterMcpServer {
+    /// Lowercase letters, digits and `-`; tools are named `NAME__tool`.
+    pub name: String,
+    /// The server's Streamable HTTP endpoint; it must pass the egress guard.
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderRefDto>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ToolDto {
+    /// `server__tool`.
+    pub name: String,
+    pub server: String,
+    pub description: Option<String>,
+    #[schema(value_type = Object)]
+    pub input_schema: serde_json::Value,
+    /// The server's hints (`destructiveHint`, `readOnlyHint`, …), shown as given; Berth
+    /// never uses them for policy.
+    #[schema(value_type = Option<Object>)]
+    pub annotations: Option<serde_json::Value>,
+}
+
+impl From<&berth_tools::ToolEntry> for ToolDto {
+    fn from(t: &berth_tools::ToolEntry) -> Self {
+        ToolDto {
+            name: t.name.clone(),
+            server: t.server.clone(),
+            description: t.description.clone(),
+            input_schema: t.input_schema.clone(),
+            annotations: t.annotations.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct McpServerDto {
+    pub name: String,
+    pub url: String,
+    /// Header names and the secrets they are filled from (never the values).
+    pub headers: BTreeMap<String, HeaderRefDto>,
+    /// `healthy` or `unreachable` (as of `checked_at`).
+    pub status: String,
+    pub tool_count: usize,
+    pub checked_at: Option<String>,
+    /// The MCP revision the server speaks (`2025-11-25`, `2026-07-28`, …).
+    pub protocol_version: Option<String>,
+    /// Why the last check failed, or which tools were left out.
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The server's tools (on register and refresh).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<ToolDto>>,
+}
+
+impl McpServerDto {
+    pub fn new(r: &berth_store::McpServerRecord, tools: Option<&[berth_tools::ToolEntry]>) -> Self {
+        let headers: BTreeMap<String, berth_tools::HeaderRef> =
+            serde_json::from_str(&r.headers).unwrap_or_default();
+        let tool_count = serde_json::from_str::<Vec<serde_json::Value>>(&r.tools)
+            .map(|t| t.len())
+            .unwrap_or(0);
+        McpServerDto {
+            name: r.name.clone(),
+            url: r.url.clone(),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        HeaderRefDto {
+                            secret: v.secret,
+                            prefix: v.prefix,
+                        },
+                    )
+                })
+                .collect(),
+            status: r.status.clone(),
+            tool_count,
+            checked_at: r.checked_at_ms.map(rfc3339),
+            protocol_version: r.protocol_version.clone(),
+            last_error: r.last_error.clone(),
+            created_at: rfc3339(r.created_at_ms),
+            updated_at: rfc3339(r.updated_at_ms),
+            tools: tools.map(|t| t.iter().map(ToolDto::from).collect()),
+        }
+    }
 }

@@ -127,6 +127,11 @@ impl ApiError {
         )
     }
 
+    /// 502: an upstream the tenant named (an MCP server) could not be used.
+    pub fn bad_gateway(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "upstream", code, message)
+    }
+
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

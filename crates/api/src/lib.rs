@@ -10,6 +10,7 @@ pub mod dto;
 pub mod error;
 mod extract;
 pub mod jwt;
+mod mcp;
 mod routes;
 pub mod service;
 mod sse;
@@ -33,6 +34,9 @@ pub async fn serve(
     let tasks = state.tasks.clone();
     let stop_background = state.shutdown.clone();
     service::runner::start(&state);
+    let mcp = state.mcp.clone();
+    let stop = state.shutdown.clone();
+    state.tasks.spawn(mcp.run_health_checks(stop));
     let runner = state.runner.clone();
     let closing = runner.closing.clone();
     let app = router(state);

@@ -53,4 +53,6 @@ pub struct AppState {
     /// The WebAssembly engine of component agents, and their compiled code.
     pub components: Arc<berth_component::Engine>,
     pub artifacts: Arc<crate::service::components::Artifacts>,
+    /// Each tenant's MCP servers, their tools and the connections to them.
+    pub mcp: Arc<berth_tools::McpRegistry>,
 }

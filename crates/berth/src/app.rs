@@ -191,17 +191,31 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         ..berth_component::Settings::default()
     })
     .map_err(|e| StartError::Config(format!("the WebAssembly engine: {}", e.message)))?;
+    // Every tool host sits behind one gate (per-tool rate limits, the audit of each call);
+    // the tenant's MCP servers come first, the built-in servers' names are reserved.
+    let policies: Arc<berth_api::service::policy::PolicyCache> = Arc::default();
+    let mcp = berth_tools::McpRegistry::new(
+        store.clone(),
+        vault.clone(),
+        egress.clone(),
+        config.mcp.settings(),
+    );
+    tool_hosts.push(mcp.clone());
+    let tools = berth_api::service::tools::ToolGate::new(
+        ToolSet::new(tool_hosts),
+        store.clone(),
+        policies.clone(),
+        limiter.clone(),
+    );
     let state = AppState {
+        mcp,
         components: Arc::new(components),
         artifacts: Arc::default(),
         gateway: Arc::new(gateway),
         limiter,
-        runner: Arc::new(Runner::new(
-            config.runs.settings(),
-            ToolSet::new(tool_hosts),
-        )),
+        runner: Arc::new(Runner::new(config.runs.settings(), Arc::new(tools))),
         usage,
-        policies: Arc::default(),
+        policies,
         egress,
         prices,
         platform_providers: Arc::new(platform_providers),

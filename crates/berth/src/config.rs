@@ -54,6 +54,8 @@ pub struct Config {
     #[serde(default)]
     pub sandbox: SandboxConfig,
     #[serde(default)]
+    pub mcp: McpConfig,
+    #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
@@ -164,6 +166,76 @@ impl RunsConfig {
             approval_timeout: parse_duration(&self.approval_timeout).unwrap_or(d.approval_timeout),
             max_concurrent: self.max_concurrent,
             max_queued_per_tenant: self.max_queued_per_tenant,
+        }
+    }
+}
+
+/// `[mcp]`: how Berth talks to tenants' MCP servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// Connecting (and the protocol handshake) to a server.
+    #[serde(default = "default_mcp_connect_timeout")]
+    pub connect_timeout: String,
+    /// One tool call or tool listing; a server slower than this fails the call.
+    #[serde(default = "default_mcp_call_timeout")]
+    pub call_timeout: String,
+    /// How often every registered server is checked (and its tools listed again).
+    #[serde(default = "default_mcp_health_interval")]
+    pub health_interval: String,
+    /// Largest tool result handed to a model or an `/mcp` client.
+    #[serde(default = "default_mcp_max_result_kb")]
+    pub max_result_kb: usize,
+    /// Tools kept per server (the rest are left out and named in `last_error`).
+    #[serde(default = "default_mcp_max_tools")]
+    pub max_tools_per_server: usize,
+}
+
+fn default_mcp_connect_timeout() -> String {
+    "10s".to_owned()
+}
+fn default_mcp_call_timeout() -> String {
+    "30s".to_owned()
+}
+fn default_mcp_health_interval() -> String {
+    "30s".to_owned()
+}
+fn default_mcp_max_result_kb() -> usize {
+    1024
+}
+fn default_mcp_max_tools() -> usize {
+    256
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            connect_timeout: default_mcp_connect_timeout(),
+            call_timeout: default_mcp_call_timeout(),
+            health_interval: default_mcp_health_interval(),
+            max_result_kb: default_mcp_max_result_kb(),
+            max_tools_per_server: default_mcp_max_tools(),
+        }
+    }
+}
+
+impl McpConfig {
+    /// The settings the registry takes (durations were validated at load).
+    pub fn settings(&self) -> berth_tools::RegistryConfig {
+        let d = |v: &str, fallback: u64| {
+            parse_duration(v).unwrap_or(std::time::Duration::from_secs(fallback))
+        };
+        let max_result_bytes = self.max_result_kb.saturating_mul(1024);
+        berth_tools::RegistryConfig {
+            limits: berth_tools::UpstreamLimits {
+                connect_timeout: d(&self.connect_timeout, 10),
+                call_timeout: d(&self.call_timeout, 30),
+                // The JSON-RPC envelope around a result is allowed some room beyond it.
+                max_response_bytes: max_result_bytes.saturating_mul(2).max(64 * 1024),
+            },
+            health_interval: d(&self.health_interval, 30),
+            max_tools_per_server: self.max_tools_per_server,
+            max_result_bytes,
         }
     }
 }
@@ -588,6 +660,9 @@ impl Config {
         for (key, value) in [
             ("runs.lease", &self.runs.lease),
             ("runs.approval_timeout", &self.runs.approval_timeout),
+            ("mcp.connect_timeout", &self.mcp.connect_timeout),
+            ("mcp.call_timeout", &self.mcp.call_timeout),
+            ("mcp.health_interval", &self.mcp.health_interval),
         ] {
             if parse_duration(value).is_none_or(|d| d < std::time::Duration::from_millis(100)) {
                 return Err(value_error(
@@ -595,6 +670,18 @@ impl Config {
                     format!("{value:?} is not a duration like \"30s\" (at least 100ms)"),
                 ));
             }
+        }
+        if !(1..=65_536).contains(&self.mcp.max_result_kb) {
+            return Err(value_error(
+                "mcp.max_result_kb",
+                "must be between 1 and 65536",
+            ));
+        }
+        if !(1..=10_000).contains(&self.mcp.max_tools_per_server) {
+            return Err(value_error(
+                "mcp.max_tools_per_server",
+                "must be between 1 and 10000",
+            ));
         }
         if self.sandbox.enabled {
             self.sandbox.settings()?;

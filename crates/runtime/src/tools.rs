@@ -84,16 +84,21 @@ impl ToolHost for ToolSet {
 /// and the tenant policy's `tools.allow` (for this agent, or `*`) allows it. A policy with no
 /// `tools.allow` at all leaves the choice to the manifest.
 pub fn tool_allowed(manifest: &Manifest, policy: &Policy, tool: &str) -> bool {
-    if !manifest.tools.use_.iter().any(|p| glob_match(p, tool)) {
-        return false;
-    }
+    manifest.tools.use_.iter().any(|p| glob_match(p, tool))
+        && policy_allows(policy, &manifest.name, tool)
+}
+
+/// The policy half of [`tool_allowed`]: `tools.allow` for `agent` or `*` names the tool (a
+/// policy without `tools.allow` allows every tool). Calls through `/mcp`, which have no
+/// manifest, are decided by this alone.
+pub fn policy_allows(policy: &Policy, agent: &str, tool: &str) -> bool {
     let allow = &policy.tools.allow;
     if allow.is_empty() {
         return true;
     }
-    [manifest.name.as_str(), "*"]
+    [agent, "*"]
         .iter()
-        .filter_map(|agent| allow.get(*agent))
+        .filter_map(|a| allow.get(*a))
         .flatten()
         .any(|p| glob_match(p, tool))
 }

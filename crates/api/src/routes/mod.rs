@@ -12,6 +12,7 @@ mod providers;
 mod runs;
 mod secrets;
 mod tenants;
+mod tools;
 mod usage;
 
 use crate::context;
@@ -88,6 +89,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::trace))
         .routes(routes!(runs::events))
         .routes(routes!(runs::cancel))
+        .routes(routes!(tools::register, tools::list))
+        .routes(routes!(tools::delete))
+        .routes(routes!(tools::refresh))
+        .routes(routes!(tools::usable))
+        .routes(routes!(tools::endpoint))
         .routes(routes!(approvals::list))
         .routes(routes!(approvals::decide))
         .routes(routes!(runs::get_thread, runs::delete_thread))

@@ -15,7 +15,7 @@ use berth_core::clock::now_ms;
 use berth_core::{Manifest, Policy, TenantScope};
 use berth_gateway::{CallMeta, GatewayError};
 use berth_llm::{ChatRequest, ChatResponse, Message, ToolDef};
-use berth_runtime::tools::{ToolCallCtx, ToolError, ToolHost, needs_approval, tool_allowed};
+use berth_runtime::tools::{ToolCallCtx, ToolError, needs_approval, tool_allowed};
 use berth_runtime::{LiveRun, RunEvent, RunUsage};
 use berth_store::RunStep;
 use serde_json::{Value, json};

@@ -19,4 +19,5 @@ pub mod runner;
 pub mod runs;
 pub mod secrets;
 pub mod tenants;
+pub mod tools;
 pub mod usage;

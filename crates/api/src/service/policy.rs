@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use berth_audit::NewEntry;
 use berth_core::{Policy, TenantId, TenantScope};
-use berth_store::StoredPolicy;
+use berth_store::{Store, StoredPolicy};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -41,18 +41,28 @@ impl PolicyCache {
 
 /// The tenant's policy (the empty policy when it has none).
 pub async fn effective(state: &AppState, scope: &TenantScope) -> Result<Arc<Policy>, ApiError> {
-    if let Some(p) = state.policies.get(scope.tenant()) {
-        return Ok(p);
-    }
-    let policy = match state.store.get_policy(scope).await? {
-        Some(stored) => {
-            serde_json::from_str::<Policy>(&stored.document).map_err(|e| ApiError::internal(&e))?
+    state.policies.load(state.store.as_ref(), scope).await
+}
+
+impl PolicyCache {
+    /// The tenant's policy from the cache, or read from the store and cached.
+    pub async fn load(
+        &self,
+        store: &dyn Store,
+        scope: &TenantScope,
+    ) -> Result<Arc<Policy>, ApiError> {
+        if let Some(p) = self.get(scope.tenant()) {
+            return Ok(p);
         }
-        None => Policy::default(),
-    };
-    let policy = Arc::new(policy);
-    state.policies.put(scope.tenant(), policy.clone());
-    Ok(policy)
+        let policy = match store.get_policy(scope).await? {
+            Some(stored) => serde_json::from_str::<Policy>(&stored.document)
+                .map_err(|e| ApiError::internal(&e))?,
+            None => Policy::default(),
+        };
+        let policy = Arc::new(policy);
+        self.put(scope.tenant(), policy.clone());
+        Ok(policy)
+    }
 }
 
 pub async fn get(state: &AppState, scope: &TenantScope) -> Result<Option<StoredPolicy>, ApiError> {

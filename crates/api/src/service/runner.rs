@@ -16,7 +16,7 @@ use berth_llm::{Message, Role as MsgRole};
 use berth_runtime::dlp::Dlp;
 use berth_runtime::scheduler::{Permit, Refused, Scheduler, Share};
 use berth_runtime::{
-    Begin, Checkpoint, Decision, LiveRun, RunEvent, RunHub, RunSpec, Status, ToolSet,
+    Begin, Checkpoint, Decision, LiveRun, RunEvent, RunHub, RunSpec, Status, ToolHost,
     events_from_steps, run_builtin,
 };
 use berth_store::{ApprovalFilter, PageRequest, RunRecord, RunStep, UsageEvent};
@@ -109,7 +109,8 @@ pub fn refused(r: Refused, share: Share) -> ApiError {
 /// The run machinery of this node.
 pub struct Runner {
     pub hub: RunHub,
-    pub tools: ToolSet,
+    /// Every tool host behind the gate of `service::tools` (rate limits, audit).
+    pub tools: Arc<dyn ToolHost>,
     pub settings: RunSettings,
     /// Who runs next, and how many at once (see `berth_runtime::scheduler`).
     pub scheduler: Arc<Scheduler<Job>>,
@@ -124,7 +125,7 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(settings: RunSettings, tools: ToolSet) -> Self {
+    pub fn new(settings: RunSettings, tools: Arc<dyn ToolHost>) -> Self {
         Runner {
             hub: RunHub::default(),
             tools,
@@ -173,7 +174,11 @@ impl Runner {
     }
 
     /// The compiled data-loss rules of `policy` (`None` when it has none).
-    fn dlp_for(&self, scope: &TenantScope, policy: &Arc<berth_core::Policy>) -> Option<Arc<Dlp>> {
+    pub fn dlp_for(
+        &self,
+        scope: &TenantScope,
+        policy: &Arc<berth_core::Policy>,
+    ) -> Option<Arc<Dlp>> {
         let rules = policy.dlp.as_ref()?;
         let mut cache = self
             .dlp
@@ -482,7 +487,7 @@ async fn execute(
         approval_timeout: state.runner.settings.approval_timeout,
         dlp: dlp.as_deref(),
     };
-    let tools: &ToolSet = &state.runner.tools;
+    let tools: &dyn ToolHost = state.runner.tools.as_ref();
     let outcome = run_builtin(&state.gateway, tools, &spec, live, begin, next_seq).await;
     run.usage = outcome.usage.to_json().to_string();
     record_tool_calls(state, scope, &run, &outcome.steps).await;

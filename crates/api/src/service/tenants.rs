@@ -127,6 +127,7 @@ pub async fn delete(state: &AppState, id: &TenantId) -> Result<(), ApiError> {
         })?;
     state.auth.evict_tenant(id);
     state.vault.forget_tenant(id);
+    state.mcp.forget_tenant(id);
     tracing::info!(tenant = %id, "tenant deleted");
     Ok(())
 }

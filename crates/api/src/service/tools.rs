@@ -1,0 +1,402 @@
+//! Tools as a tenant sees them: the gate every tool call passes (per-tool rate limits and
+//! the audit record), the MCP server registry, the tenant's tool list, and calls made by
+//! external MCP clients through `/mcp` (policy, approval, data-loss rules, then the gate).
+
+use crate::auth::TenantAuth;
+use crate::error::ApiError;
+use crate::service::policy::PolicyCache;
+use crate::state::AppState;
+use async_trait::async_trait;
+use berth_audit::NewEntry;
+use berth_core::clock::now_ms;
+use berth_core::pattern::glob_match;
+use berth_core::{Id, IdKind};
+use berth_core::{Policy, Role, TenantScope};
+use berth_llm::ToolDef;
+use berth_meter::RateLimiter;
+use berth_runtime::dlp::Verdict;
+use berth_runtime::tools::{ToolCallCtx, ToolError, ToolHost, ToolSet, policy_allows};
+use berth_store::{ApprovalRecord, McpServerRecord, Store};
+use berth_tools::{HeaderRef, Registered, RegistryError, ToolEntry};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Every tool call, from a run, a component or `/mcp`, passes here: the tenant's per-tool
+/// rate limits first, then the call, then one audit entry (tenant, agent, run, tool,
+/// argument digest, outcome, latency) in the tenant's hash chain.
+pub struct ToolGate {
+    inner: ToolSet,
+    store: Arc<dyn Store>,
+    policies: Arc<PolicyCache>,
+    limiter: Arc<dyn RateLimiter>,
+}
+
+impl ToolGate {
+    pub fn new(
+        inner: ToolSet,
+        store: Arc<dyn Store>,
+        policies: Arc<PolicyCache>,
+        limiter: Arc<dyn RateLimiter>,
+    ) -> ToolGate {
+        ToolGate {
+            inner,
+            store,
+            policies,
+            limiter,
+        }
+    }
+
+    /// `Err` with the model-facing message when a `tools.rate_limits` rule refuses the
+    /// call. Each tool matching a rule has its own bucket of `per_minute` calls per tenant.
+    async fn rate_limit(
+        &self,
+        scope: &TenantScope,
+        policy: &Policy,
+        tool: &str,
+    ) -> Result<(), String> {
+        let Some(rule) = policy
+            .tools
+            .rate_limits
+            .iter()
+            .find(|r| glob_match(&r.tool, tool))
+        else {
+            return Ok(());
+        };
+        let key = format!("tool:{}:{tool}", scope.tenant());
+        let d = self
+            .limiter
+            .check(&key, u64::from(rule.per_minute), Duration::from_secs(60), 1)
+            .await;
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "rate limited: '{tool}' may be called {} times per minute; retry in {:.1}s",
+                rule.per_minute,
+                d.retry_after.as_secs_f64()
+            ))
+        }
+    }
+}
+
+pub fn digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+#[async_trait]
+impl ToolHost for ToolGate {
+    async fn list(&self, scope: &TenantScope) -> Vec<ToolDef> {
+        self.inner.list(scope).await
+    }
+
+    async fn call(
+        &self,
+        ctx: &ToolCallCtx<'_>,
+        name: &str,
+        arguments: &str,
+    ) -> Result<String, ToolError> {
+        let started = Instant::now();
+        let policy = match self.policies.load(self.store.as_ref(), ctx.scope).await {
+            Ok(p) => p,
+            Err(_) => return Err(ToolError::Failed("the tenant policy is unavailable".into())),
+        };
+        let result = match self.rate_limit(ctx.scope, &policy, name).await {
+            Err(message) => Err((ToolError::Failed(message), "rate_limited")),
+            Ok(()) => match self.inner.call(ctx, name, arguments).await {
+                Ok(text) => Ok(text),
+                Err(e @ ToolError::NotFound(_)) => Err((e, "not_found")),
+                Err(e @ ToolError::Failed(_)) => Err((e, "error")),
+            },
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err((_, o)) => o,
+        };
+        let actor = ctx
+            .key_id
+            .map_or_else(|| format!("agent:{}", ctx.agent), |k| format!("key:{k}"));
+        let entry = NewEntry::new(
+            actor,
+            "tool.call",
+            name,
+            json!({"agent": ctx.agent, "run": (!ctx.run_id.is_empty()).then_some(ctx.run_id),
+                   "args_sha256": digest(arguments), "outcome": outcome,
+                   "latency_ms": started.elapsed().as_secs_f64() * 1000.0}),
+        );
+        if let Err(e) = self.store.append_audit(ctx.scope, &entry).await {
+            tracing::error!(error = %e, tool = name, "could not audit a tool call");
+        }
+        result.map_err(|(e, _)| e)
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        match e {
+            RegistryError::Invalid(field, message) => {
+                ApiError::invalid("invalid_mcp_server", field, message)
+            }
+            RegistryError::Egress(e) => ApiError::invalid(
+                "egress_denied",
+                "url",
+                format!("the URL is not allowed: {e}"),
+            ),
+            RegistryError::MissingSecret(name) => ApiError::invalid(
+                "secret_not_found",
+                "headers",
+                format!("the secret '{name}' does not exist; store it with PUT /v1/secrets/{name}"),
+            ),
+            RegistryError::NotFound(name) => ApiError::not_found(
+                "mcp_server_not_found",
+                format!("no MCP server named '{name}'"),
+            ),
+            e @ RegistryError::Unreachable { .. } => {
+                ApiError::bad_gateway("mcp_server_unreachable", e.to_string())
+            }
+            RegistryError::Store(e) => e.into(),
+            RegistryError::Vault(e) => ApiError::internal(&e),
+        }
+    }
+}
+
+/// A registration as the API receives it.
+pub struct NewServer {
+    pub name: String,
+    pub url: String,
+    pub headers: BTreeMap<String, HeaderRef>,
+}
+
+pub async fn register(
+    state: &AppState,
+    auth: &TenantAuth,
+    new: NewServer,
+) -> Result<Registered, ApiError> {
+    let scope = auth.require(Role::Developer)?;
+    let actor = scope.principal().actor();
+    Ok(state
+        .mcp
+        .register(scope, &new.name, &new.url, new.headers, &actor)
+        .await?)
+}
+
+pub async fn servers(
+    state: &AppState,
+    auth: &TenantAuth,
+) -> Result<Vec<McpServerRecord>, ApiError> {
+    let scope = auth.require(Role::Viewer)?;
+    Ok(state.mcp.servers(scope).await?)
+}
+
+pub async fn refresh(
+    state: &AppState,
+    auth: &TenantAuth,
+    name: &str,
+) -> Result<Registered, ApiError> {
+    let scope = auth.require(Role::Developer)?;
+    Ok(state.mcp.refresh(scope, name).await?)
+}
+
+pub async fn remove(state: &AppState, auth: &TenantAuth, name: &str) -> Result<(), ApiError> {
+    let scope = auth.require(Role::Developer)?;
+    let actor = scope.principal().actor();
+    if state.mcp.remove(scope, name, &actor).await? {
+        Ok(())
+    } else {
+        Err(RegistryError::NotFound(name.to_owned()).into())
+    }
+}
+
+/// The agent a call through `/mcp` acts as for policy: the key's agent, or `*`.
+fn mcp_agent(auth: &TenantAuth) -> String {
+    auth.0
+        .scope
+        .principal()
+        .agent_restriction()
+        .unwrap_or("*")
+        .to_owned()
+}
+
+/// Every tool the caller may use: the built-in servers' and the tenant's MCP servers', as
+/// the policy's `tools.allow` allows for the caller's agent (or `*`).
+pub async fn usable(state: &AppState, auth: &TenantAuth) -> Result<Vec<ToolEntry>, ApiError> {
+    let scope = auth.require_role(Role::Viewer)?;
+    let policy = crate::service::policy::effective(state, scope).await?;
+    let agent = mcp_agent(auth);
+    let mcp = state.mcp.tools(scope).await?;
+    let mut all: Vec<ToolEntry> = state
+        .runner
+        .tools
+        .list(scope)
+        .await
+        .into_iter()
+        .map(|t| match mcp.iter().find(|m| m.name == t.name) {
+            Some(m) => m.clone(),
+            None => ToolEntry {
+                server: berth_tools::split_name(&t.name)
+                    .map(|(s, _)| s.to_owned())
+                    .unwrap_or_default(),
+                tool: berth_tools::split_name(&t.name)
+                    .map(|(_, n)| n.to_owned())
+                    .unwrap_or_default(),
+                name: t.name,
+                description: t.description,
+                input_schema: t.parameters,
+                annotations: None,
+            },
+        })
+        .filter(|t| policy_allows(&policy, &agent, &t.name))
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
+}
+
+/// What a call through `/mcp` gave.
+pub enum McpCallOutcome {
+    /// The tool's result text.
+    Result(String),
+    /// A tool error (or a refusal the caller can act on), shown as an MCP tool error.
+    ToolError(String),
+}
+
+/// A call by an external MCP client: the same policy, approval and data-loss path as a
+/// run's. A call that needs approval creates one and is refused with its id; once a
+/// reviewer approves it, the same call (same tool, same arguments, same key) goes through
+/// once.
+pub async fn mcp_call(
+    state: &AppState,
+    auth: &TenantAuth,
+    name: &str,
+    arguments: Option<serde_json::Map<String, Value>>,
+) -> Result<McpCallOutcome, ApiError> {
+    let scope = auth.require_role(Role::Invoker)?;
+    let policy = crate::service::policy::effective(state, scope).await?;
+    let agent = mcp_agent(auth);
+    if !policy_allows(&policy, &agent, name) {
+        return Ok(McpCallOutcome::ToolError(format!(
+            "tool '{name}' is not available to this key"
+        )));
+    }
+    let mut args = Value::Object(arguments.unwrap_or_default()).to_string();
+    let dlp = state.runner.dlp_for(scope, &policy);
+    let mut hits = Vec::new();
+    if let Some(d) = &dlp {
+        match d.apply(&args, d.on_tool_args) {
+            Verdict::Clean(t) => args = t,
+            Verdict::Redacted { text, detectors } => {
+                hits.push(("tool_args", detectors, "redact"));
+                args = text;
+            }
+            Verdict::Blocked { detectors } => {
+                audit_dlp(state, scope, name, &[("tool_args", detectors, "block")]).await;
+                return Ok(McpCallOutcome::ToolError(format!(
+                    "the call to '{name}' was blocked by the data-loss rules: its arguments hold protected data"
+                )));
+            }
+        }
+    }
+    let key_id = auth.0.key.as_ref().map(|k| k.id.clone());
+    if policy.tools.approval.iter().any(|p| glob_match(p, name)) {
+        let used = state
+            .store
+            .use_call_approval(scope, key_id.as_deref(), name, &args, now_ms())
+            .await?;
+        if used.is_none() {
+            let id = approval_for_call(state, auth, &agent, name, &args).await?;
+            audit_dlp(state, scope, name, &hits).await;
+            return Ok(McpCallOutcome::ToolError(format!(
+                "the call to '{name}' needs a human approval: approval_id {id}. \
+                 Repeat the same call once it is approved (POST /v1/approvals/{id}/approve)."
+            )));
+        }
+    }
+    let ctx = ToolCallCtx {
+        scope,
+        agent: &agent,
+        run_id: "",
+        key_id: key_id.as_deref(),
+    };
+    let outcome = match state.runner.tools.call(&ctx, name, &args).await {
+        Err(ToolError::NotFound(n)) => McpCallOutcome::ToolError(format!("no tool named '{n}'")),
+        Err(ToolError::Failed(m)) => McpCallOutcome::ToolError(m),
+        Ok(text) => match &dlp {
+            None => McpCallOutcome::Result(text),
+            Some(d) => match d.apply(&text, d.on_tool_results) {
+                Verdict::Clean(t) => McpCallOutcome::Result(t),
+                Verdict::Redacted { text, detectors } => {
+                    hits.push(("tool_results", detectors, "redact"));
+                    McpCallOutcome::Result(text)
+                }
+                Verdict::Blocked { detectors } => {
+                    hits.push(("tool_results", detectors, "block"));
+                    McpCallOutcome::ToolError(format!(
+                        "the result of '{name}' was withheld by the data-loss rules"
+                    ))
+                }
+            },
+        },
+    };
+    audit_dlp(state, scope, name, &hits).await;
+    Ok(outcome)
+}
+
+async fn approval_for_call(
+    state: &AppState,
+    auth: &TenantAuth,
+    agent: &str,
+    tool: &str,
+    args: &str,
+) -> Result<String, ApiError> {
+    let scope = &auth.0.scope;
+    let id = Id::new(IdKind::Approval).into_string();
+    let now = now_ms();
+    let timeout =
+        i64::try_from(state.runner.settings.approval_timeout.as_millis()).unwrap_or(i64::MAX / 2);
+    let approval = ApprovalRecord {
+        id: id.clone(),
+        run_id: None,
+        agent: agent.to_owned(),
+        tool: tool.to_owned(),
+        call_id: format!("mcp_{}", Id::new(IdKind::Approval).into_string()),
+        arguments: args.to_owned(),
+        key_id: auth.0.key.as_ref().map(|k| k.id.clone()),
+        status: "pending".into(),
+        reason: None,
+        decided_by: None,
+        created_at_ms: now,
+        expires_at_ms: now.saturating_add(timeout),
+        decided_at_ms: None,
+    };
+    let entry = NewEntry::new(
+        scope.principal().actor(),
+        "approval.request",
+        &id,
+        json!({"run": null, "via": "mcp", "agent": agent, "tool": tool, "args_sha256": digest(args)}),
+    );
+    state
+        .store
+        .create_call_approval(scope, &approval, &entry)
+        .await?;
+    Ok(id)
+}
+
+async fn audit_dlp(
+    state: &AppState,
+    scope: &TenantScope,
+    tool: &str,
+    hits: &[(&str, Vec<String>, &str)],
+) {
+    for (on, detectors, action) in hits {
+        let entry = NewEntry::new(
+            scope.principal().actor(),
+            "dlp.hit",
+            tool,
+            json!({"via": "mcp", "on": on, "detectors": detectors, "action": action}),
+        );
+        if let Err(e) = state.store.append_audit(scope, &entry).await {
+            tracing::error!(error = %e, "could not audit a data-loss hit");
+        }
+    }
+}
