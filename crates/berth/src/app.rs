@@ -199,6 +199,10 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         vault.clone(),
         egress.clone(),
         config.mcp.settings(),
+        Some({
+            let redactor = redactor.clone();
+            Arc::new(move |secret: &str| redactor.register(secret))
+        }),
     );
     tool_hosts.push(mcp.clone());
     let tools = berth_api::service::tools::ToolGate::new(

@@ -29,6 +29,7 @@ impl Redactor {
     pub fn register(&self, secret: &str) {
         if secret.len() >= 6
             && let Ok(mut v) = self.exact.write()
+            && !v.iter().any(|known| known == secret)
         {
             v.push(secret.to_owned());
         }

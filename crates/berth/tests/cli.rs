@@ -1,7 +1,7 @@
 //! End-to-end tests of the real `berth` binary: `berth serve` as a child process (operator
 //! token, `--demo`, config errors, graceful shutdown on SIGTERM) and the client commands
 //! (login, me, tenants, keys, secrets, audit, deploy, run, runs, logs, policy, providers,
-//! usage) with human and `--json` output, and failures that exit non-zero with the
+//! mcp, tools, usage) with human and `--json` output, and failures that exit non-zero with the
 //! server's message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
@@ -899,9 +899,20 @@ struct Demo {
 
 impl Demo {
     async fn start() -> Demo {
+        Self::start_with_config(None).await
+    }
+
+    /// A demo server with `config` as its berth.toml (if any).
+    async fn start_with_config(config: Option<&str>) -> Demo {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let server = Server::start(&data, &["--demo"], &[]).await;
+        let file = dir.path().join("berth.toml");
+        let mut args = vec!["--demo"];
+        if let Some(text) = config {
+            std::fs::write(&file, text).unwrap();
+            args.extend(["--config", file.to_str().unwrap()]);
+        }
+        let server = Server::start(&data, &args, &[]).await;
         let key = std::fs::read_to_string(data.join("demo-key")).unwrap();
         let home = dir.path().join("home");
         Demo {
@@ -1411,6 +1422,222 @@ async fn policy_and_providers_from_the_cli() {
         "{}",
         again.stderr
     );
+}
+
+/// The line of a table in `text` whose first column is `first`.
+fn row_of<'a>(text: &'a str, first: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn mcp_servers_and_tools_from_the_cli() {
+    use berth_testkit::mock_mcp::{MockMcp, Revision};
+    let mock = MockMcp::start(Revision::Modern).await;
+    // The mock listens on loopback, which the egress guard refuses unless allowed.
+    let demo =
+        Demo::start_with_config(Some("[egress]\nallow_private = [\"127.0.0.0/8\"]\n")).await;
+    demo.cli_stdin(&["secrets", "set", "CRM_TOKEN"], "tok-crm-123\n")
+        .await
+        .ok();
+
+    // Add: the discovered tools as a table; the header is filled from the secret, with
+    // the prefix given after it.
+    let add = demo
+        .cli(&[
+            "mcp",
+            "add",
+            "crm",
+            &mock.url,
+            "--header",
+            "Authorization=secret:CRM_TOKEN",
+            "--prefix",
+            "Bearer ",
+        ])
+        .await;
+    let text = add.ok();
+    assert!(
+        text.starts_with(&format!(
+            "Added MCP server crm ({}, protocol 2026-07-28)",
+            mock.url
+        )),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("NAME") && l.contains("DESCRIPTION")),
+        "{text}"
+    );
+    assert!(
+        row_of(text, "crm__echo").contains("Answers with its arguments as JSON."),
+        "{text}"
+    );
+    assert!(row_of(text, "crm__add").contains("Adds two integers."), "{text}");
+    // The tool with an unusable schema is left out, and the note says so.
+    assert!(!text.contains("crm__broken"), "{text}");
+    assert!(add.stderr.contains("broken"), "{}", add.stderr);
+    assert!(!text.contains("tok-crm-123"), "{text}");
+    let sent: Vec<String> = mock
+        .headers()
+        .iter()
+        .filter_map(|h| h.get("authorization")?.to_str().ok().map(str::to_owned))
+        .collect();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|v| v == "Bearer tok-crm-123"),
+        "{sent:?}"
+    );
+
+    // List: name, url, status, tools, checked_at, protocol.
+    let listed = demo.cli(&["mcp", "list", "--json"]).await.json();
+    let server = &listed["data"][0];
+    assert_eq!(server["name"], "crm");
+    assert_eq!(server["status"], "healthy");
+    assert_eq!(
+        server["headers"]["Authorization"],
+        json!({"secret": "CRM_TOKEN", "prefix": "Bearer "})
+    );
+    let count = server["tool_count"].as_u64().unwrap();
+    assert!(count >= 7, "{server}");
+    let list = demo.cli(&["mcp", "list"]).await;
+    let text = list.ok();
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "URL", "STATUS", "TOOLS", "CHECKED_AT", "PROTOCOL"]
+    );
+    let row: Vec<&str> = row_of(text, "crm").split_whitespace().collect();
+    assert_eq!(row.len(), 6, "{text}");
+    assert_eq!(
+        (row[1], row[2], row[3], row[5]),
+        (mock.url.as_str(), "healthy", count.to_string().as_str(), "2026-07-28"),
+        "{text}"
+    );
+    assert!(row[4].starts_with("20") && row[4].contains('T'), "{text}");
+
+    // Refresh: a tool the server added since shows up.
+    mock.add_tool("later").await;
+    let refresh = demo.cli(&["mcp", "refresh", "crm"]).await;
+    let text = refresh.ok();
+    assert!(text.starts_with("Refreshed MCP server crm"), "{text}");
+    assert!(row_of(text, "crm__later").contains("Added later."), "{text}");
+    let refreshed = demo.cli(&["mcp", "refresh", "crm", "--json"]).await.json();
+    assert_eq!(refreshed["tool_count"].as_u64(), Some(count + 1));
+    assert!(
+        refreshed["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "crm__later"),
+        "{refreshed}"
+    );
+
+    // Tools: the built-in ones and the server's, with the server they come from.
+    let tools = demo.cli(&["tools"]).await;
+    let text = tools.ok();
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "SERVER", "DESCRIPTION"]);
+    let row: Vec<&str> = row_of(text, "crm__add").split_whitespace().collect();
+    assert_eq!(row[..3], ["crm__add", "crm", "Adds"], "{text}");
+    assert!(row_of(text, "mock__echo").contains(" mock "), "{text}");
+    let all = demo.cli(&["tools", "--json"]).await.json();
+    let add_tool = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "crm__add")
+        .unwrap();
+    assert_eq!(add_tool["server"], "crm");
+    assert_eq!(add_tool["input_schema"]["required"], json!(["a", "b"]));
+
+    // `--json` for add too; then remove both.
+    let second = demo
+        .cli(&["mcp", "add", "crm2", &mock.url, "--json"])
+        .await
+        .json();
+    assert_eq!(second["name"], "crm2");
+    assert!(second["headers"].as_object().unwrap().is_empty(), "{second}");
+    assert!(!second["tools"].as_array().unwrap().is_empty(), "{second}");
+    let removed = demo.cli(&["mcp", "remove", "crm"]).await;
+    assert_eq!(removed.ok().trim(), "Removed MCP server crm");
+    let removed = demo.cli(&["mcp", "remove", "crm2", "--json"]).await.json();
+    assert_eq!(removed, json!({"deleted": "crm2"}));
+    let left = demo.cli(&["mcp", "list", "--json"]).await.json();
+    assert_eq!(left["data"], json!([]));
+    let tools = demo.cli(&["tools"]).await;
+    assert!(!tools.ok().contains("crm"), "{}", tools.stdout);
+    let again = demo.cli(&["mcp", "remove", "crm"]).await;
+    assert!(
+        again.fails().contains("no MCP server named 'crm'") && again.stderr.contains("HTTP 404"),
+        "{}",
+        again.stderr
+    );
+    let again = demo.cli(&["mcp", "refresh", "crm"]).await;
+    assert!(again.fails().contains("HTTP 404"), "{}", again.stderr);
+
+    // Header values come from secrets only: a literal is a usage error, sent nowhere and
+    // not echoed; so are a header without '=' and a --prefix before any --header.
+    let requests = mock.headers().len();
+    let bad = demo
+        .cli(&[
+            "mcp",
+            "add",
+            "crm",
+            &mock.url,
+            "--header",
+            "Authorization=Bearer tok-literal-456",
+        ])
+        .await;
+    let err = bad.fails();
+    assert!(
+        err.contains("--header Authorization: the value must be secret:SECRET")
+            && err.contains("literal header values are not accepted"),
+        "{err}"
+    );
+    assert!(!err.contains("tok-literal-456"), "{err}");
+    let bad = demo
+        .cli(&["mcp", "add", "crm", &mock.url, "--header", "Authorization"])
+        .await;
+    assert!(
+        bad.fails().contains("is not HEADER=secret:SECRET"),
+        "{}",
+        bad.stderr
+    );
+    let bad = demo
+        .cli(&[
+            "mcp",
+            "add",
+            "crm",
+            &mock.url,
+            "--prefix",
+            "Bearer ",
+            "--header",
+            "Authorization=secret:CRM_TOKEN",
+        ])
+        .await;
+    assert!(
+        bad.fails().contains("comes before any --header"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(mock.headers().len(), requests, "a refused add reached the server");
+    // A secret that does not exist: the server's reason.
+    let bad = demo
+        .cli(&[
+            "mcp",
+            "add",
+            "crm",
+            &mock.url,
+            "--header",
+            "Authorization=secret:NO_SUCH_SECRET",
+        ])
+        .await;
+    let err = bad.fails();
+    assert!(
+        err.contains("the secret 'NO_SUCH_SECRET' does not exist") && err.contains("HTTP 422"),
+        "{err}"
+    );
+    let left = demo.cli(&["mcp", "list", "--json"]).await.json();
+    assert_eq!(left["data"], json!([]));
 }
 
 /// The first approval id (`apr_…`) in `text`.

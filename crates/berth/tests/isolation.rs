@@ -5,7 +5,8 @@
 //! without adding it here fails the build's tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
-use berth_testkit::{Answer, OPERATOR_TOKEN, TestServer};
+use berth_testkit::mock_mcp::{MockMcp, Revision};
+use berth_testkit::{Answer, Backend, OPERATOR_TOKEN, TestServer, pg_test_database};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -34,6 +35,8 @@ enum Param {
     RunId,
     ThreadId,
     ApprovalId,
+    /// An MCP server registered by the tenant (at the mock of [`mock_mcp_url`]).
+    McpServer,
     /// A month (`YYYY-MM`): not a resource, every tenant has its own.
     Month,
 }
@@ -109,6 +112,61 @@ fn rollback_body(_: &str) -> Value {
 }
 fn secret_body(_: &str) -> Value {
     json!({"value": "isolation-secret-value"})
+}
+
+fn mcp_server_body(_: &str) -> Value {
+    json!({"name": format!("m{}", rand_suffix()), "url": mock_mcp_url()})
+}
+/// A JSON-RPC request to the tenant MCP endpoint (sent with [`MCP_HEADERS`]).
+fn mcp_list_body(_: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
+}
+
+/// The headers a Streamable HTTP MCP client sends with every request to `/mcp`.
+const MCP_HEADERS: [(&str, &str); 2] = [
+    ("accept", "application/json, text/event-stream"),
+    ("mcp-protocol-version", "2025-11-25"),
+];
+
+/// One mock MCP server for the whole test binary, which every tenant's MCP server fixture
+/// points at. It runs on a thread of its own, so it outlives each test's runtime (the body
+/// functions of the table cannot carry a per-test URL).
+fn mock_mcp_url() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mock = MockMcp::start(Revision::Modern).await;
+                tx.send(mock.url.clone()).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+/// A server whose egress guard lets it reach the mock MCP server on loopback.
+async fn start_sqlite() -> TestServer {
+    TestServer::start_with(Backend::Sqlite, |c| {
+        c.egress.allow_private = vec!["127.0.0.0/8".into()];
+    })
+    .await
+}
+
+/// The same on a fresh PostgreSQL database, or `None` without PostgreSQL.
+async fn start_postgres() -> Option<TestServer> {
+    let db = pg_test_database().await?;
+    Some(
+        TestServer::start_with(Backend::Postgres(db), |c| {
+            c.egress.allow_private = vec!["127.0.0.0/8".into()];
+        })
+        .await,
+    )
 }
 
 fn rand_suffix() -> String {
@@ -384,6 +442,48 @@ fn table() -> Vec<Case> {
             ThreadId,
             Option::None,
         ),
+        case(
+            "POST",
+            "/v1/mcp-servers",
+            Tenant("developer"),
+            None,
+            Some(mcp_server_body),
+        ),
+        case(
+            "GET",
+            "/v1/mcp-servers",
+            Tenant("viewer"),
+            None,
+            Option::None,
+        ),
+        case(
+            "DELETE",
+            "/v1/mcp-servers/{name}",
+            Tenant("developer"),
+            McpServer,
+            Option::None,
+        ),
+        case(
+            "POST",
+            "/v1/mcp-servers/{name}/refresh",
+            Tenant("developer"),
+            McpServer,
+            Option::None,
+        ),
+        case(
+            "GET",
+            "/v1/tools",
+            AnyTenantKey("viewer"),
+            None,
+            Option::None,
+        ),
+        case(
+            "POST",
+            "/mcp",
+            AnyTenantKey("invoker"),
+            None,
+            Some(mcp_list_body),
+        ),
     ]
 }
 
@@ -543,6 +643,19 @@ async fn fresh_as(server: &TestServer, tenant: &Tenant, param: Param, starter: &
             assert_eq!(a.status, 200, "{:?}", a.body);
             name
         }
+        Param::McpServer => {
+            let name = format!("m{}", rand_suffix());
+            let a = server
+                .call(
+                    "POST",
+                    "/v1/mcp-servers",
+                    Some(tenant.token("admin")),
+                    Some(json!({"name": name, "url": mock_mcp_url()})),
+                )
+                .await;
+            assert_eq!(a.status, 201, "{:?}", a.body);
+            name
+        }
         Param::SecretName => {
             let name = format!("S{}", rand_suffix());
             let a = server
@@ -580,14 +693,56 @@ fn path_value(template: &str, path: &str) -> String {
 }
 
 async fn call(server: &TestServer, c: &Case, path: &str, token: Option<&str>) -> Answer {
-    server
-        .call(
-            c.method,
-            path,
-            token,
-            c.body.map(|b| b(&path_value(c.path, path))),
-        )
-        .await
+    let body = c.body.map(|b| b(&path_value(c.path, path)));
+    if c.path == "/mcp" {
+        return mcp_call(server, token, body).await;
+    }
+    server.call(c.method, path, token, body).await
+}
+
+/// `POST /mcp` as an MCP client sends it: with [`MCP_HEADERS`].
+async fn mcp_call(server: &TestServer, token: Option<&str>, body: Option<Value>) -> Answer {
+    let mut req = server.http.post(format!("{}/mcp", server.url));
+    for (k, v) in MCP_HEADERS {
+        req = req.header(k, v);
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    Answer {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    }
+}
+
+/// The names of the tools `token` sees: through `/v1/tools` and through `/mcp`'s
+/// `tools/list`, which must agree.
+async fn tool_names(server: &TestServer, token: &str) -> Vec<String> {
+    let names = |list: &Value| -> Vec<String> {
+        let mut n: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let rest = server.get("/v1/tools", token).await;
+    assert_eq!(rest.status, 200, "{:?}", rest.body);
+    let mcp = mcp_call(server, Some(token), Some(mcp_list_body(""))).await;
+    assert_eq!(mcp.status, 200, "{:?}", mcp.body);
+    let (rest, mcp) = (names(&rest.body["data"]), names(&mcp.body["result"]["tools"]));
+    assert_eq!(rest, mcp, "/v1/tools and /mcp tools/list differ");
+    rest
 }
 
 fn assert_error_shape(a: &Answer, what: &str) {
@@ -726,7 +881,15 @@ async fn cross_tenant(server: &TestServer) {
     let b = tenant(server, "cross-b").await;
     // Things of B that must never show up in A's answers.
     let b_secret = fresh(server, &b, Param::SecretName).await;
-    let mut b_markers: Vec<String> = vec![b.id.clone(), b.name.clone(), b_secret.clone()];
+    // Each tenant's own MCP server; its name is in every one of its tools' names.
+    let a_mcp = fresh(server, &a, Param::McpServer).await;
+    let b_mcp = fresh(server, &b, Param::McpServer).await;
+    let mut b_markers: Vec<String> = vec![
+        b.id.clone(),
+        b.name.clone(),
+        b_secret.clone(),
+        b_mcp.clone(),
+    ];
     b_markers.extend(b.keys.iter().map(|k| k.1.clone()));
 
     for c in table() {
@@ -805,6 +968,17 @@ async fn cross_tenant(server: &TestServer) {
                     .await;
                 assert_eq!(p.status, 200, "{what} removed B's provider");
             }
+            Param::McpServer => {
+                let list = server.get("/v1/mcp-servers", b.token("viewer")).await;
+                let mine = list.body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["name"] == target.as_str())
+                    .unwrap_or_else(|| panic!("{what} removed B's MCP server"))
+                    .clone();
+                assert_eq!(mine["status"], "healthy", "{what} changed B's MCP server");
+            }
             Param::SecretName => {
                 let secrets = server.get("/v1/secrets", b.token("admin")).await;
                 assert!(
@@ -816,6 +990,28 @@ async fn cross_tenant(server: &TestServer) {
             }
             _ => {}
         }
+    }
+    // Each tenant sees its own MCP server's tools and never the other's, through
+    // /v1/tools and through its MCP endpoint alike, whatever the role or key.
+    let own = |names: &[String], server: &str| {
+        names
+            .iter()
+            .any(|n| n.starts_with(&format!("{server}__")))
+    };
+    for (me, mine, theirs) in [(&a, &a_mcp, &b_mcp), (&b, &b_mcp, &a_mcp)] {
+        for token in [me.token("invoker"), me.token("admin"), me.restricted.as_str()] {
+            let names = tool_names(server, token).await;
+            assert!(own(&names, mine), "{} misses its own tools: {names:?}", me.name);
+            assert!(
+                !own(&names, theirs),
+                "{} sees the other tenant's tools: {names:?}",
+                me.name
+            );
+        }
+        let servers = server.get("/v1/mcp-servers", me.token("viewer")).await;
+        let text = servers.body.to_string();
+        assert!(text.contains(mine.as_str()), "{text}");
+        assert!(!text.contains(theirs.as_str()), "{} lists {theirs}", me.name);
     }
     // B's audit chain is intact and has no entry made by A.
     let audit = server.get("/v1/audit?limit=500", b.token("admin")).await;
@@ -833,21 +1029,21 @@ async fn cross_tenant(server: &TestServer) {
 
 #[tokio::test]
 async fn roles_and_credentials_on_sqlite() {
-    let server = TestServer::start().await;
+    let server = start_sqlite().await;
     roles_and_credentials(&server).await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn cross_tenant_on_sqlite() {
-    let server = TestServer::start().await;
+    let server = start_sqlite().await;
     cross_tenant(&server).await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn roles_and_credentials_on_postgres() {
-    let Some(server) = TestServer::start_postgres().await else {
+    let Some(server) = start_postgres().await else {
         return;
     };
     roles_and_credentials(&server).await;
@@ -856,7 +1052,7 @@ async fn roles_and_credentials_on_postgres() {
 
 #[tokio::test]
 async fn cross_tenant_on_postgres() {
-    let Some(server) = TestServer::start_postgres().await else {
+    let Some(server) = start_postgres().await else {
         return;
     };
     cross_tenant(&server).await;

@@ -3,6 +3,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test support: failing loudly is the point
 
 pub mod mock_llm;
+pub mod mock_mcp;
 pub mod wasm;
 
 use berth::config::Config;

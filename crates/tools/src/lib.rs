@@ -6,7 +6,7 @@ pub mod registry;
 pub mod upstream;
 
 pub use registry::{
-    HeaderRef, McpRegistry, Registered, RegistryConfig, RegistryError, ToolEntry, split_name,
-    valid_server_name,
+    HeaderRef, LogMask, McpRegistry, Registered, RegistryConfig, RegistryError, ToolEntry,
+    split_name, valid_server_name,
 };
 pub use upstream::{UpstreamError, UpstreamLimits};

@@ -125,7 +125,12 @@ fn scrub(text: &str, secrets: &[String]) -> String {
 
 type ConnKey = (TenantId, String);
 
+/// Told every credential value the registry sends, so the log writer masks it too (a
+/// server's error text, logged by the MCP client, may echo it).
+pub type LogMask = Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct McpRegistry {
+    log_mask: Option<LogMask>,
     store: Arc<dyn Store>,
     vault: Arc<Vault>,
     egress: EgressGuard,
@@ -219,9 +224,11 @@ impl McpRegistry {
         vault: Arc<Vault>,
         egress: EgressGuard,
         config: RegistryConfig,
+        log_mask: Option<LogMask>,
     ) -> Arc<McpRegistry> {
         let (changed_tx, changed_rx) = mpsc::unbounded_channel();
         Arc::new(McpRegistry {
+            log_mask,
             http: egress.client_without_timeout(),
             store,
             vault,
@@ -462,6 +469,9 @@ impl McpRegistry {
                 })?;
             value.set_sensitive(true);
             values.insert(name, value);
+            if let Some(mask) = &self.log_mask {
+                mask(secret.expose());
+            }
             secrets.push(secret.expose().to_owned());
         }
         Ok((values, secrets))

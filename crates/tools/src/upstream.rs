@@ -8,7 +8,10 @@ use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, ContentBlock, Implementation,
     ProtocolVersion, SubscriptionFilter, Tool,
 };
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt, NotificationContext, RunningService};
+use rmcp::service::{
+    ClientInitializeError, ClientLifecycleMode, ClientServiceExt, NotificationContext,
+    RunningService,
+};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, RoleClient};
@@ -40,6 +43,8 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("the server failed the request: {0}")]
     Protocol(String),
+    #[error("the answer is larger than the limit of {0} bytes")]
+    TooLarge(usize),
     /// The connection is gone; the next use opens a new one.
     #[error("the connection to the server closed")]
     Closed,
@@ -57,10 +62,12 @@ impl ClientHandler for Watcher {
     }
 
     fn get_info(&self) -> ClientConfig {
+        // The revision of the `initialize` handshake (the newest one that has it).
         ClientConfig::new(
             ClientCapabilities::default(),
             Implementation::new("berth", env!("CARGO_PKG_VERSION")),
         )
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
 }
 
@@ -101,22 +108,36 @@ impl Upstream {
         config.max_sse_event_size = limits.max_response_bytes;
         // A stateless 2025-11-25 server answers `initialize` without a session id.
         config.allow_stateless = true;
-        let transport = StreamableHttpClientTransport::with_client(http, config);
-        let watcher = Watcher {
+        let watcher = || Watcher {
             changed: changed.clone(),
             who: who.clone(),
         };
-        let lifecycle = ClientLifecycleMode::Auto {
+        let auto = ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: Some(ProtocolVersion::V_2025_11_25),
         };
-        let service = tokio::time::timeout(
-            limits.connect_timeout,
-            watcher.serve_with_lifecycle(transport, lifecycle),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout(limits.connect_timeout))?
-        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + limits.connect_timeout;
+        let attempt = |lifecycle: ClientLifecycleMode| {
+            let transport =
+                StreamableHttpClientTransport::with_client(http.clone(), config.clone());
+            tokio::time::timeout_at(
+                deadline,
+                watcher().serve_with_lifecycle(transport, lifecycle),
+            )
+        };
+        let timed_out = |_| UpstreamError::Timeout(limits.connect_timeout);
+        let service = match attempt(auto).await.map_err(timed_out)? {
+            Ok(s) => s,
+            // A server that knows `server/discover` but none of its revisions negotiates
+            // the older way, with the `initialize` handshake.
+            Err(ClientInitializeError::NoCompatibleProtocolVersion { .. }) => {
+                attempt(ClientLifecycleMode::Initialize)
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(|e| UpstreamError::Connect(e.to_string()))?
+            }
+            Err(e) => return Err(UpstreamError::Connect(e.to_string())),
+        };
         let info = service.peer_info();
         let protocol_version = info
             .as_ref()
@@ -178,7 +199,12 @@ impl Upstream {
         let result = tokio::time::timeout(timeout, self.service.peer().call_tool(params))
             .await
             .map_err(|_| UpstreamError::Timeout(timeout))?
-            .map_err(service_error)?;
+            .map_err(|e| match service_error(e) {
+                UpstreamError::Protocol(m) if m.contains("exceeded the maximum size") => {
+                    UpstreamError::TooLarge(self.limits.max_response_bytes)
+                }
+                other => other,
+            })?;
         let text = result_text(&result.content, result.structured_content.as_ref());
         Ok(if result.is_error == Some(true) {
             Err(text)

@@ -308,7 +308,7 @@ pub async fn mcp_call(
             audit_dlp(state, scope, name, &hits).await;
             return Ok(McpCallOutcome::ToolError(format!(
                 "the call to '{name}' needs a human approval: approval_id {id}. \
-                 Repeat the same call once it is approved (POST /v1/approvals/{id}/approve)."
+                 Repeat the same call once it is approved (POST /v1/approvals/{id} with decision approve)."
             )));
         }
     }
