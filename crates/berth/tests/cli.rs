@@ -1436,8 +1436,7 @@ async fn mcp_servers_and_tools_from_the_cli() {
     use berth_testkit::mock_mcp::{MockMcp, Revision};
     let mock = MockMcp::start(Revision::Modern).await;
     // The mock listens on loopback, which the egress guard refuses unless allowed.
-    let demo =
-        Demo::start_with_config(Some("[egress]\nallow_private = [\"127.0.0.0/8\"]\n")).await;
+    let demo = Demo::start_with_config(Some("[egress]\nallow_private = [\"127.0.0.0/8\"]\n")).await;
     demo.cli_stdin(&["secrets", "set", "CRM_TOKEN"], "tok-crm-123\n")
         .await
         .ok();
@@ -1465,14 +1464,18 @@ async fn mcp_servers_and_tools_from_the_cli() {
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l.starts_with("NAME") && l.contains("DESCRIPTION")),
+        text.lines()
+            .any(|l| l.starts_with("NAME") && l.contains("DESCRIPTION")),
         "{text}"
     );
     assert!(
         row_of(text, "crm__echo").contains("Answers with its arguments as JSON."),
         "{text}"
     );
-    assert!(row_of(text, "crm__add").contains("Adds two integers."), "{text}");
+    assert!(
+        row_of(text, "crm__add").contains("Adds two integers."),
+        "{text}"
+    );
     // The tool with an unusable schema is left out, and the note says so.
     assert!(!text.contains("crm__broken"), "{text}");
     assert!(add.stderr.contains("broken"), "{}", add.stderr);
@@ -1509,7 +1512,12 @@ async fn mcp_servers_and_tools_from_the_cli() {
     assert_eq!(row.len(), 6, "{text}");
     assert_eq!(
         (row[1], row[2], row[3], row[5]),
-        (mock.url.as_str(), "healthy", count.to_string().as_str(), "2026-07-28"),
+        (
+            mock.url.as_str(),
+            "healthy",
+            count.to_string().as_str(),
+            "2026-07-28"
+        ),
         "{text}"
     );
     assert!(row[4].starts_with("20") && row[4].contains('T'), "{text}");
@@ -1519,7 +1527,10 @@ async fn mcp_servers_and_tools_from_the_cli() {
     let refresh = demo.cli(&["mcp", "refresh", "crm"]).await;
     let text = refresh.ok();
     assert!(text.starts_with("Refreshed MCP server crm"), "{text}");
-    assert!(row_of(text, "crm__later").contains("Added later."), "{text}");
+    assert!(
+        row_of(text, "crm__later").contains("Added later."),
+        "{text}"
+    );
     let refreshed = demo.cli(&["mcp", "refresh", "crm", "--json"]).await.json();
     assert_eq!(refreshed["tool_count"].as_u64(), Some(count + 1));
     assert!(
@@ -1555,7 +1566,10 @@ async fn mcp_servers_and_tools_from_the_cli() {
         .await
         .json();
     assert_eq!(second["name"], "crm2");
-    assert!(second["headers"].as_object().unwrap().is_empty(), "{second}");
+    assert!(
+        second["headers"].as_object().unwrap().is_empty(),
+        "{second}"
+    );
     assert!(!second["tools"].as_array().unwrap().is_empty(), "{second}");
     let removed = demo.cli(&["mcp", "remove", "crm"]).await;
     assert_eq!(removed.ok().trim(), "Removed MCP server crm");
@@ -1619,7 +1633,11 @@ async fn mcp_servers_and_tools_from_the_cli() {
         "{}",
         bad.stderr
     );
-    assert_eq!(mock.headers().len(), requests, "a refused add reached the server");
+    assert_eq!(
+        mock.headers().len(),
+        requests,
+        "a refused add reached the server"
+    );
     // A secret that does not exist: the server's reason.
     let bad = demo
         .cli(&[

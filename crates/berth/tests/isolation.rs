@@ -740,7 +740,10 @@ async fn tool_names(server: &TestServer, token: &str) -> Vec<String> {
     assert_eq!(rest.status, 200, "{:?}", rest.body);
     let mcp = mcp_call(server, Some(token), Some(mcp_list_body(""))).await;
     assert_eq!(mcp.status, 200, "{:?}", mcp.body);
-    let (rest, mcp) = (names(&rest.body["data"]), names(&mcp.body["result"]["tools"]));
+    let (rest, mcp) = (
+        names(&rest.body["data"]),
+        names(&mcp.body["result"]["tools"]),
+    );
     assert_eq!(rest, mcp, "/v1/tools and /mcp tools/list differ");
     rest
 }
@@ -994,14 +997,20 @@ async fn cross_tenant(server: &TestServer) {
     // Each tenant sees its own MCP server's tools and never the other's, through
     // /v1/tools and through its MCP endpoint alike, whatever the role or key.
     let own = |names: &[String], server: &str| {
-        names
-            .iter()
-            .any(|n| n.starts_with(&format!("{server}__")))
+        names.iter().any(|n| n.starts_with(&format!("{server}__")))
     };
     for (me, mine, theirs) in [(&a, &a_mcp, &b_mcp), (&b, &b_mcp, &a_mcp)] {
-        for token in [me.token("invoker"), me.token("admin"), me.restricted.as_str()] {
+        for token in [
+            me.token("invoker"),
+            me.token("admin"),
+            me.restricted.as_str(),
+        ] {
             let names = tool_names(server, token).await;
-            assert!(own(&names, mine), "{} misses its own tools: {names:?}", me.name);
+            assert!(
+                own(&names, mine),
+                "{} misses its own tools: {names:?}",
+                me.name
+            );
             assert!(
                 !own(&names, theirs),
                 "{} sees the other tenant's tools: {names:?}",
@@ -1011,7 +1020,11 @@ async fn cross_tenant(server: &TestServer) {
         let servers = server.get("/v1/mcp-servers", me.token("viewer")).await;
         let text = servers.body.to_string();
         assert!(text.contains(mine.as_str()), "{text}");
-        assert!(!text.contains(theirs.as_str()), "{} lists {theirs}", me.name);
+        assert!(
+            !text.contains(theirs.as_str()),
+            "{} lists {theirs}",
+            me.name
+        );
     }
     // B's audit chain is intact and has no entry made by A.
     let audit = server.get("/v1/audit?limit=500", b.token("admin")).await;
