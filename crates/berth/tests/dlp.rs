@@ -211,3 +211,57 @@ async fn tool_arguments_are_blocked_and_tool_results_redacted() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn gateway_answers_outside_runs_are_screened_too() {
+    let (_mock, server, key) = setup().await;
+    policy(&server, &key, "allow", "allow", "redact").await;
+    let ask = |content: String| json!({"model": "mock/echo", "messages": [{"role": "user", "content": content}]});
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&key),
+            Some(ask(format!("mail {EMAIL} now"))),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let text = r.body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("[REDACTED:email]") && !text.contains(EMAIL),
+        "{text}"
+    );
+    let r = server
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(json!({"model": "mock/echo", "max_tokens": 100,
+                        "messages": [{"role": "user", "content": format!("ssn {SSN}")}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(!r.body.to_string().contains(SSN), "{:?}", r.body);
+
+    policy(&server, &key, "allow", "allow", "block").await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&key),
+            Some(ask(format!("card {CARD}"))),
+        )
+        .await;
+    assert_eq!(r.body["error"]["code"], "dlp_blocked", "{:?}", r.body);
+    assert!(!r.body.to_string().contains(CARD));
+    let audit = server.get("/v1/audit?limit=500", &key).await;
+    let hits: Vec<&Value> = audit.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "dlp.hit" && e["details"]["via"] == "gateway")
+        .collect();
+    assert_eq!(hits.len(), 3, "{:?}", audit.body);
+    assert!(!audit.body.to_string().contains(EMAIL));
+    server.stop().await;
+}

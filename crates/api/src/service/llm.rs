@@ -157,6 +157,7 @@ pub async fn chat(
         .await;
     let mut response = answer.response;
     response.model = answer.model.clone();
+    screen_output(state, scope, &policy, &mut response, meta.agent.as_deref()).await?;
     let body = match wire {
         Wire::OpenAi => openai::render_response(&response, now_secs()),
         Wire::Anthropic => anthropic::render_response(&response),
@@ -167,6 +168,57 @@ pub async fn chat(
     h.insert("x-berth-cost-usd", cost_header(answer.cost));
     admitted.add_headers(resp.headers_mut());
     Ok(resp)
+}
+
+/// Applies the policy's `on_llm_output` data-loss rule to a whole answer's text (the call
+/// is metered already: a blocked answer is still paid for, like a run's).
+async fn screen_output(
+    state: &AppState,
+    scope: &berth_core::TenantScope,
+    policy: &std::sync::Arc<berth_core::Policy>,
+    response: &mut berth_llm::ChatResponse,
+    agent: Option<&str>,
+) -> Result<(), ApiError> {
+    use berth_runtime::dlp::Verdict;
+    let Some(dlp) = state.runner.dlp_for(scope, policy) else {
+        return Ok(());
+    };
+    let mut hits: Vec<(Vec<String>, &str)> = Vec::new();
+    let mut blocked = false;
+    for part in &mut response.content {
+        if let berth_llm::Part::Text(text) = part {
+            match dlp.apply(text, dlp.on_llm_output) {
+                Verdict::Clean(_) => {}
+                Verdict::Redacted { text: t, detectors } => {
+                    *text = t;
+                    hits.push((detectors, "redact"));
+                }
+                Verdict::Blocked { detectors } => {
+                    blocked = true;
+                    hits.push((detectors, "block"));
+                }
+            }
+        }
+    }
+    for (detectors, action) in &hits {
+        let entry = berth_audit::NewEntry::new(
+            scope.principal().actor(),
+            "dlp.hit",
+            agent.unwrap_or("gateway"),
+            json!({"via": "gateway", "on": "llm_output", "detectors": detectors, "action": action}),
+        );
+        if let Err(e) = state.store.append_audit(scope, &entry).await {
+            tracing::error!(error = %e, "could not audit a data-loss hit");
+        }
+    }
+    if blocked {
+        return Err(ApiError::invalid(
+            "dlp_blocked",
+            "model",
+            "the model's answer was withheld by the data-loss rules",
+        ));
+    }
+    Ok(())
 }
 
 /// A streamed call's token reservation, settled when the stream ends with what it used.
