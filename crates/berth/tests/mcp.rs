@@ -526,6 +526,9 @@ async fn the_tenant_mcp_endpoint_serves_both_lifecycles_with_approvals_by_id() {
         .find(|w| w.starts_with("apr_"))
         .map(|w| w.trim_end_matches(['.', ',']).to_owned())
         .unwrap_or_else(|| panic!("no approval id in {text}"));
+    // Asking again before anyone decided gives the same approval, not a new one.
+    let again = result_text(&mcp.peer().call_tool(destroy()).await.unwrap());
+    assert!(again.contains(&id), "{again}");
     let approval = |status: &'static str| {
         let server = &server;
         let key = key.clone();

@@ -678,7 +678,7 @@ impl McpRegistry {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
-                    if let Err(e) = self.check_all().await {
+                    if let Err(e) = self.clone().check_all().await {
                         tracing::warn!(error = %e, "MCP health checks failed");
                     }
                 }
@@ -695,7 +695,12 @@ impl McpRegistry {
         }
     }
 
-    async fn check_all(&self) -> Result<(), RegistryError> {
+    /// Checks every server, `CONCURRENT_CHECKS` at a time (an unreachable server costs up
+    /// to `connect_timeout`, which must not hold up everyone else's checks).
+    async fn check_all(self: Arc<Self>) -> Result<(), RegistryError> {
+        const CONCURRENT_CHECKS: usize = 16;
+        let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS));
+        let mut checks = tokio::task::JoinSet::new();
         let mut cursor = None;
         loop {
             let page = self
@@ -708,18 +713,27 @@ impl McpRegistry {
             for tenant in &page.items {
                 let scope = TenantScope::for_system(tenant.id.clone());
                 for record in self.store.list_mcp_servers(&scope).await? {
-                    let check = self.check(&scope, &record).await;
-                    if check.status != record.status {
-                        tracing::info!(tenant = %tenant.id, server = %record.name, status = %check.status, "MCP server status changed");
-                    }
-                    self.store
-                        .record_mcp_check(&scope, &record.name, &check)
-                        .await?;
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let this = self.clone();
+                    let scope = scope.clone();
+                    checks.spawn(async move {
+                        let _slot = slot;
+                        let check = this.check(&scope, &record).await;
+                        if check.status != record.status {
+                            tracing::info!(tenant = %scope.tenant(), server = %record.name, status = %check.status, "MCP server status changed");
+                        }
+                        if let Err(e) = this.store.record_mcp_check(&scope, &record.name, &check).await {
+                            tracing::warn!(error = %e, server = %record.name, "could not record an MCP health check");
+                        }
+                        this.forget_catalog(scope.tenant());
+                    });
                 }
-                self.forget_catalog(&tenant.id);
             }
             cursor = page.next_cursor;
             if cursor.is_none() {
+                while checks.join_next().await.is_some() {}
                 return Ok(());
             }
         }

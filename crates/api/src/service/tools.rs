@@ -304,7 +304,10 @@ pub async fn mcp_call(
             .use_call_approval(scope, key_id.as_deref(), name, &args, now_ms())
             .await?;
         if used.is_none() {
-            let id = approval_for_call(state, auth, &agent, name, &args).await?;
+            let id = match pending_approval(state, auth, &agent, name, &args).await? {
+                Some(id) => id,
+                None => approval_for_call(state, auth, &agent, name, &args).await?,
+            };
             audit_dlp(state, scope, name, &hits).await;
             return Ok(McpCallOutcome::ToolError(format!(
                 "the call to '{name}' needs a human approval: approval_id {id}. \
@@ -340,6 +343,42 @@ pub async fn mcp_call(
     };
     audit_dlp(state, scope, name, &hits).await;
     Ok(outcome)
+}
+
+/// The pending approval of this very call (same key, tool and arguments), so a client that
+/// retries before anyone decided is given the same id, not a new approval each time.
+async fn pending_approval(
+    state: &AppState,
+    auth: &TenantAuth,
+    agent: &str,
+    tool: &str,
+    args: &str,
+) -> Result<Option<String>, ApiError> {
+    let filter = berth_store::ApprovalFilter {
+        status: Some("pending".into()),
+        agent: Some(agent.to_owned()),
+        run_id: None,
+    };
+    let page = berth_store::PageRequest {
+        limit: berth_store::PageRequest::MAX_LIMIT,
+        cursor: None,
+    };
+    let key_id = auth.0.key.as_ref().map(|k| k.id.as_str());
+    let pending = state
+        .store
+        .list_approvals(&auth.0.scope, &filter, &page)
+        .await?;
+    Ok(pending
+        .items
+        .into_iter()
+        .find(|a| {
+            a.run_id.is_none()
+                && a.tool == tool
+                && a.arguments == args
+                && a.key_id.as_deref() == key_id
+                && a.expires_at_ms > now_ms()
+        })
+        .map(|a| a.id))
 }
 
 async fn approval_for_call(
