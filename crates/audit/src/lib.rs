@@ -189,6 +189,29 @@ mod tests {
             .collect()
     }
 
+    /// Details are stored as JSON text and hashed again when verified: every float must read
+    /// back as the number that was hashed (serde_json's `float_roundtrip`).
+    #[test]
+    fn details_with_floats_hash_the_same_after_a_round_trip() {
+        let ne = NewEntry::new(
+            "key:k",
+            "tool.call",
+            "crm__x",
+            json!({"latency": 0.48241100000000003, "usd": 1e-9}),
+        );
+        let stored = serde_json::to_string(&ne.details).unwrap();
+        let back = NewEntry::new(
+            "key:k",
+            "tool.call",
+            "crm__x",
+            serde_json::from_str(&stored).unwrap(),
+        );
+        assert_eq!(
+            entry_hash("ten_a", 1, 5, &ne, GENESIS),
+            entry_hash("ten_a", 1, 5, &back, GENESIS)
+        );
+    }
+
     #[test]
     fn intact_chain_verifies() {
         let c = chain("ten_a", 5);

@@ -357,9 +357,13 @@ async fn an_agent_calls_mcp_tools_with_the_tenant_credential_which_shows_nowhere
     assert_eq!(who["details"]["run"], id);
     assert_eq!(who["details"]["outcome"], "ok");
     assert_eq!(who["details"]["args_sha256"].as_str().unwrap().len(), 64);
-    assert!(who["details"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert!(who["details"]["latency_us"].as_u64().unwrap() > 0);
     let verify = server.get("/v1/audit/verify", &key).await;
-    assert_eq!(verify.status, 200, "{:?}", verify.body);
+    assert_eq!(
+        verify.body["ok"], true,
+        "the chain holds: {:?}",
+        verify.body
+    );
     server.stop().await;
 }
 

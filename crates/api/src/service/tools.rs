@@ -124,7 +124,7 @@ impl ToolHost for ToolGate {
             name,
             json!({"agent": ctx.agent, "run": (!ctx.run_id.is_empty()).then_some(ctx.run_id),
                    "args_sha256": digest(arguments), "outcome": outcome,
-                   "latency_ms": started.elapsed().as_secs_f64() * 1000.0}),
+                   "latency_us": u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)}),
         );
         if let Err(e) = self.store.append_audit(ctx.scope, &entry).await {
             tracing::error!(error = %e, tool = name, "could not audit a tool call");

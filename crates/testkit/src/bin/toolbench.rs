@@ -25,6 +25,10 @@
 //! Usage: toolbench --berth URL --operator-token TOKEN [--calls N] [--warmup N]
 //!                  [--duration SECS] [--concurrency C] [--policies full,nodlp,none]
 //!                  [--payload-bytes B] [--plan NAME] [--mock-port PORT] [--label TEXT]
+//!                  [--berth-pid PID]
+//!
+//! With `--berth-pid` (Berth on this machine) it also reports the CPU time Berth spent per
+//! call through it (user + system, from `/proc/PID/stat`).
 
 use berth_testkit::mock_mcp::{Revision, router};
 use rmcp::RoleClient;
@@ -52,6 +56,7 @@ struct Args {
     plan: String,
     mock_port: u16,
     label: String,
+    berth_pid: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -67,6 +72,7 @@ fn parse_args() -> Result<Args, Error> {
         plan: "pro".to_owned(),
         mock_port: 0,
         label: String::new(),
+        berth_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -89,6 +95,7 @@ fn parse_args() -> Result<Args, Error> {
             "--plan" => a.plan = val,
             "--mock-port" => a.mock_port = val.parse()?,
             "--label" => a.label = val,
+            "--berth-pid" => a.berth_pid = Some(val.parse()?),
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -277,6 +284,35 @@ async fn throughput(
     (all.us.len() as f64 / elapsed, all.sorted())
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_seconds(pid: Option<u32>, ticks: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks)
+}
+
+/// Clock ticks per second of `/proc/PID/stat` (`getconf CLK_TCK`, 100 on Linux).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// µs of Berth CPU per call between two readings, as a table cell.
+fn cpu_cell(before: Option<f64>, after: Option<f64>, calls: usize) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) if calls > 0 => format!("{:.0}", (a - b) * 1e6 / calls as f64),
+        _ => String::new(),
+    }
+}
+
 /// A small JSON client for Berth's management API.
 struct Api {
     http: reqwest::Client,
@@ -378,6 +414,7 @@ async fn main() -> Result<(), Error> {
     let mut tput_rows = Vec::new();
     let mut verdicts = Vec::new();
     let mut via_calls = 0u64;
+    let ticks = clock_ticks();
     for pname in &a.policies {
         api.send(
             reqwest::Method::PUT,
@@ -415,6 +452,7 @@ async fn main() -> Result<(), Error> {
         via_calls += a.warmup as u64;
         let warm_errors = d.errors + b.errors;
         let (mut d, mut b) = (Sample::default(), Sample::default());
+        let cpu_before = cpu_seconds(a.berth_pid, ticks);
         for i in 0..a.calls {
             // Alternate which goes first, so neither always follows the other.
             if i % 2 == 0 {
@@ -426,6 +464,7 @@ async fn main() -> Result<(), Error> {
             }
         }
         via_calls += a.calls as u64;
+        let seq_cpu = cpu_cell(cpu_before, cpu_seconds(a.berth_pid, ticks), a.calls);
         let (d, b) = (d.sorted(), b.sorted());
         let cell = |s: &Sample| {
             PCTS.iter()
@@ -444,21 +483,23 @@ async fn main() -> Result<(), Error> {
             .collect::<Vec<_>>()
             .join(" | ");
         latency_rows.push(format!(
-            "| {pname} | direct (mock MCP server) | {} | {} | {} |",
+            "| {pname} | direct (mock MCP server) | {} | {} | {} | |",
             d.us.len(),
             cell(&d),
             d.errors
         ));
         latency_rows.push(format!(
-            "| {pname} | through Berth `/mcp` | {} | {} | {} |",
+            "| {pname} | through Berth `/mcp` | {} | {} | {} | {seq_cpu} |",
             b.us.len(),
             cell(&b),
             b.errors
         ));
         latency_rows.push(format!(
-            "| {pname} | **added (Berth − direct)** | | {added} | |"
+            "| {pname} | **added (Berth − direct)** | | {added} | | |"
         ));
-        latency_rows.push(format!("| {pname} | ratio Berth / direct | | {ratio} | |"));
+        latency_rows.push(format!(
+            "| {pname} | ratio Berth / direct | | {ratio} | | |"
+        ));
         let added99 = (b.pct(99.0) as f64 - d.pct(99.0) as f64) / 1000.0;
         let added50 = (b.pct(50.0) as f64 - d.pct(50.0) as f64) / 1000.0;
         verdicts.push(format!(
@@ -478,14 +519,16 @@ async fn main() -> Result<(), Error> {
         let (_, w) = throughput(&bc, "bench__echo", &args, &expected, warm).await;
         via_calls += w.us.len() as u64 + w.errors;
         let (drps, ds) = throughput(&dc, "echo", &args, &expected, a.duration).await;
+        let cpu_before = cpu_seconds(a.berth_pid, ticks);
         let (brps, bs) = throughput(&bc, "bench__echo", &args, &expected, a.duration).await;
+        let tput_cpu = cpu_cell(cpu_before, cpu_seconds(a.berth_pid, ticks), bs.us.len());
         via_calls += bs.us.len() as u64 + bs.errors;
-        for (path, rps, s) in [
-            ("direct (mock MCP server)", drps, &ds),
-            ("through Berth `/mcp`", brps, &bs),
+        for (path, rps, s, cpu) in [
+            ("direct (mock MCP server)", drps, &ds, String::new()),
+            ("through Berth `/mcp`", brps, &bs, tput_cpu),
         ] {
             tput_rows.push(format!(
-                "| {pname} | {path} | {rps:.0} | {} | {} | {} | {} |",
+                "| {pname} | {path} | {rps:.0} | {} | {} | {} | {} | {cpu} |",
                 ms(s.pct(50.0) as f64),
                 ms(s.pct(99.0) as f64),
                 ms(s.pct(99.9) as f64),
@@ -493,7 +536,7 @@ async fn main() -> Result<(), Error> {
             ));
         }
         tput_rows.push(format!(
-            "| {pname} | ratio Berth / direct | {:.2} | | | | |",
+            "| {pname} | ratio Berth / direct | {:.2} | | | | | |",
             brps / drps.max(1e-9)
         ));
         for c in dc.into_iter().chain(bc) {
@@ -523,8 +566,8 @@ async fn main() -> Result<(), Error> {
         a.calls, a.warmup
     );
     println!();
-    println!("| policy | path | ok | p50 | p90 | p99 | p99.9 | max | errors |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| policy | path | ok | p50 | p90 | p99 | p99.9 | max | errors | Berth CPU µs/call |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &latency_rows {
         println!("{r}");
     }
@@ -535,8 +578,8 @@ async fn main() -> Result<(), Error> {
         a.duration.as_secs_f64()
     );
     println!();
-    println!("| policy | path | calls/s | p50 | p99 | p99.9 | errors |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("| policy | path | calls/s | p50 | p99 | p99.9 | errors | Berth CPU µs/call |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for r in &tput_rows {
         println!("{r}");
     }
@@ -544,11 +587,19 @@ async fn main() -> Result<(), Error> {
     for v in &verdicts {
         println!("{v}");
     }
+    // Verification stops at the first bad entry; `entries` counts the good ones before it.
+    let ok = audit.get("ok").and_then(Value::as_bool).unwrap_or(false);
     println!(
-        "Audit: chain ok {}, {} entries ({} calls made through Berth, plus the registration).",
-        audit.get("ok").and_then(Value::as_bool).unwrap_or(false),
-        audit.get("entries").and_then(Value::as_u64).unwrap_or(0),
-        via_calls
+        "Audit: {} tool calls made through Berth; `GET /v1/audit/verify`: {}.",
+        via_calls,
+        if ok {
+            format!(
+                "chain ok, {} entries",
+                audit.get("entries").and_then(Value::as_u64).unwrap_or(0)
+            )
+        } else {
+            format!("chain NOT ok: {audit}")
+        }
     );
     Ok(())
 }
