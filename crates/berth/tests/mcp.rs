@@ -448,6 +448,30 @@ async fn policy_decides_which_tools_and_per_tool_rate_limits_apply() {
     let d = mcp.peer().call_tool(denied).await.unwrap();
     assert_eq!(d.is_error, Some(true));
     assert!(result_text(&d).contains("not available"), "{d:?}");
+    // Calls through /mcp are metered per tool like a run's (the recorder writes in
+    // batches): the run's call and the /mcp calls of shop__add.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let usage = server.get("/v1/usage?group_by=model", &key).await;
+        let add = usage.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == "shop__add")
+            .cloned();
+        if add
+            .as_ref()
+            .is_some_and(|r| r["tool_calls"].as_i64() >= Some(3))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shop__add not metered: {:?}",
+            usage.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let audit = server.get("/v1/audit?limit=500", &key).await;
     assert!(
         audit.body["data"]

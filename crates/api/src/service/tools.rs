@@ -321,7 +321,25 @@ pub async fn mcp_call(
         run_id: "",
         key_id: key_id.as_deref(),
     };
-    let outcome = match state.runner.tools.call(&ctx, name, &args).await {
+    let started = Instant::now();
+    let called = state.runner.tools.call(&ctx, name, &args).await;
+    // Metered like a run's tool call (kind `tool`, server as provider, tool as model).
+    if !matches!(called, Err(ToolError::NotFound(_))) {
+        let event = berth_store::UsageEvent {
+            id: Id::new(IdKind::Event).into_string(),
+            at_ms: now_ms(),
+            kind: "tool".to_owned(),
+            key_id: key_id.clone(),
+            agent: (agent != "*").then(|| agent.clone()),
+            provider: berth_tools::split_name(name).map(|(server, _)| server.to_owned()),
+            model: Some(name.to_owned()),
+            latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            status: if called.is_ok() { "ok" } else { "error" }.to_owned(),
+            ..berth_store::UsageEvent::default()
+        };
+        state.usage.record(scope, event).await;
+    }
+    let outcome = match called {
         Err(ToolError::NotFound(n)) => McpCallOutcome::ToolError(format!("no tool named '{n}'")),
         Err(ToolError::Failed(m)) => McpCallOutcome::ToolError(m),
         Ok(text) => match &dlp {
