@@ -472,6 +472,30 @@ async fn policy_decides_which_tools_and_per_tool_rate_limits_apply() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A key restricted to one agent gets what that agent's manifest names, within the policy.
+    let r = server
+        .call(
+            "POST",
+            "/v1/keys",
+            Some(&key),
+            Some(json!({"name": "greedy-only", "role": "invoker", "agent": "greedy"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let only = r.body["key"].as_str().unwrap().to_owned();
+    let mine = tool_names(&server.get("/v1/tools", &only).await.body["data"]);
+    assert_eq!(mine, vec!["shop__add".to_owned()], "manifest ∩ policy");
+    let restricted = mock_mcp::client(&format!("{}/mcp", server.url), &only, false)
+        .await
+        .unwrap();
+    let echo = CallToolRequestParams::new("shop__echo")
+        .with_arguments(json!({"x": 1}).as_object().unwrap().clone());
+    let refused = restricted.peer().call_tool(echo).await.unwrap();
+    assert_eq!(refused.is_error, Some(true));
+    assert!(
+        result_text(&refused).contains("not available"),
+        "{refused:?}"
+    );
     let audit = server.get("/v1/audit?limit=500", &key).await;
     assert!(
         audit.body["data"]

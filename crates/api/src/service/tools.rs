@@ -219,12 +219,57 @@ fn mcp_agent(auth: &TenantAuth) -> String {
         .to_owned()
 }
 
+/// Which tools a caller of `/mcp` (and `GET /v1/tools`) may use: the policy's `tools.allow`
+/// for its agent or `*`; a key restricted to one agent also only what that agent's
+/// manifest names in `tools.use` (in any version that has traffic), as in its runs.
+struct CallerTools {
+    policy: Arc<Policy>,
+    agent: String,
+    manifests: Option<Vec<berth_core::Manifest>>,
+}
+
+impl CallerTools {
+    async fn of(state: &AppState, auth: &TenantAuth) -> Result<CallerTools, ApiError> {
+        let scope = &auth.0.scope;
+        let policy = crate::service::policy::effective(state, scope).await?;
+        let agent = mcp_agent(auth);
+        let manifests = match scope.principal().agent_restriction() {
+            None => None,
+            Some(name) => {
+                let mut found = Vec::new();
+                if let Some(summary) = state.store.get_agent(scope, name).await? {
+                    for entry in summary.traffic.split.iter().filter(|e| e.weight > 0) {
+                        if let Some(v) = state.store.get_version(scope, name, entry.version).await?
+                            && let Ok(m) = serde_json::from_str(&v.manifest)
+                        {
+                            found.push(m);
+                        }
+                    }
+                }
+                Some(found)
+            }
+        };
+        Ok(CallerTools {
+            policy,
+            agent,
+            manifests,
+        })
+    }
+
+    fn allows(&self, tool: &str) -> bool {
+        policy_allows(&self.policy, &self.agent, tool)
+            && self.manifests.as_ref().is_none_or(|ms| {
+                ms.iter()
+                    .any(|m| m.tools.use_.iter().any(|p| glob_match(p, tool)))
+            })
+    }
+}
+
 /// Every tool the caller may use: the built-in servers' and the tenant's MCP servers', as
 /// the policy's `tools.allow` allows for the caller's agent (or `*`).
 pub async fn usable(state: &AppState, auth: &TenantAuth) -> Result<Vec<ToolEntry>, ApiError> {
     let scope = auth.require_role(Role::Viewer)?;
-    let policy = crate::service::policy::effective(state, scope).await?;
-    let agent = mcp_agent(auth);
+    let allowed = CallerTools::of(state, auth).await?;
     let mcp = state.mcp.tools(scope).await?;
     let mut all: Vec<ToolEntry> = state
         .runner
@@ -247,7 +292,7 @@ pub async fn usable(state: &AppState, auth: &TenantAuth) -> Result<Vec<ToolEntry
                 annotations: None,
             },
         })
-        .filter(|t| policy_allows(&policy, &agent, &t.name))
+        .filter(|t| allowed.allows(&t.name))
         .collect();
     all.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(all)
@@ -272,9 +317,9 @@ pub async fn mcp_call(
     arguments: Option<serde_json::Map<String, Value>>,
 ) -> Result<McpCallOutcome, ApiError> {
     let scope = auth.require_role(Role::Invoker)?;
-    let policy = crate::service::policy::effective(state, scope).await?;
-    let agent = mcp_agent(auth);
-    if !policy_allows(&policy, &agent, name) {
+    let allowed = CallerTools::of(state, auth).await?;
+    let (policy, agent) = (allowed.policy.clone(), allowed.agent.clone());
+    if !allowed.allows(name) {
         return Ok(McpCallOutcome::ToolError(format!(
             "tool '{name}' is not available to this key"
         )));
