@@ -115,6 +115,13 @@ impl Conn {
     }
 }
 
+fn unreachable(server: &str, e: &UpstreamError, secrets: &[String]) -> RegistryError {
+    RegistryError::Unreachable {
+        server: server.to_owned(),
+        reason: scrub(&e.to_string(), secrets),
+    }
+}
+
 fn scrub(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_owned();
     for s in secrets.iter().filter(|s| !s.is_empty()) {
@@ -284,24 +291,16 @@ impl McpRegistry {
                 ));
             }
         }
-        let (values, secrets) = self.header_values(scope, &headers).await?;
         let key: ConnKey = (scope.tenant().clone(), name.to_owned());
-        let upstream =
-            self.open(&key, url, values)
-                .await
-                .map_err(|e| RegistryError::Unreachable {
-                    server: name.to_owned(),
-                    reason: scrub(&e.to_string(), &secrets),
-                })?;
-        let listed = upstream
+        let now = now_ms();
+        let conn = self.connect(scope, &key, url, &headers, now).await?;
+        let listed = conn
+            .upstream
             .list_tools()
             .await
-            .map_err(|e| RegistryError::Unreachable {
-                server: name.to_owned(),
-                reason: scrub(&e.to_string(), &secrets),
-            })?;
+            .map_err(|e| unreachable(name, &e, &conn.secrets))?;
         let (tools, skipped) = catalogue(name, &listed, self.config.max_tools_per_server);
-        let now = now_ms();
+        let protocol_version = conn.upstream.protocol_version.clone();
         let created_at_ms = self
             .store
             .get_mcp_server(scope, name)
@@ -313,7 +312,7 @@ impl McpRegistry {
             headers: serde_json::to_string(&headers).unwrap_or_else(|_| "{}".into()),
             tools: tools_json(&listed, &tools),
             status: "healthy".into(),
-            protocol_version: Some(upstream.protocol_version.clone()),
+            protocol_version: Some(protocol_version.clone()),
             last_error: skipped_note(&skipped),
             checked_at_ms: Some(now),
             created_at_ms,
@@ -325,17 +324,10 @@ impl McpRegistry {
             "mcp_server.register",
             name,
             serde_json::json!({"url": url, "headers": header_names, "tools": tools.len(),
-                               "protocol_version": upstream.protocol_version}),
+                               "protocol_version": protocol_version}),
         );
         self.store.put_mcp_server(scope, &record, &entry).await?;
-        self.remember(
-            key,
-            Conn {
-                upstream,
-                updated_at_ms: now,
-                secrets,
-            },
-        );
+        self.remember(key, conn);
         self.forget_catalog(scope.tenant());
         Ok(Registered { record, tools })
     }
@@ -477,24 +469,35 @@ impl McpRegistry {
         Ok((values, secrets))
     }
 
-    async fn open(
+    /// Opens a connection with the tenant's credentials (not yet pooled).
+    async fn connect(
         &self,
+        scope: &TenantScope,
         key: &ConnKey,
         url: &str,
-        headers: HashMap<HeaderName, HeaderValue>,
-    ) -> Result<Upstream, UpstreamError> {
-        Upstream::connect(
+        headers: &BTreeMap<String, HeaderRef>,
+        updated_at_ms: i64,
+    ) -> Result<Conn, RegistryError> {
+        let (values, secrets) = self.header_values(scope, headers).await?;
+        let who = ListChanged {
+            tenant: key.0.clone(),
+            server: key.1.clone(),
+        };
+        let upstream = Upstream::connect(
             self.http.clone(),
             url,
-            headers,
+            values,
             &self.config.limits,
-            ListChanged {
-                tenant: key.0.clone(),
-                server: key.1.clone(),
-            },
+            who,
             self.changed_tx.clone(),
         )
         .await
+        .map_err(|e| unreachable(&key.1, &e, &secrets))?;
+        Ok(Conn {
+            upstream,
+            updated_at_ms,
+            secrets,
+        })
     }
 
     fn remember(&self, key: ConnKey, conn: Conn) -> Arc<Conn> {
@@ -540,22 +543,10 @@ impl McpRegistry {
         if let Some(c) = self.cached_conn(&key, updated) {
             return Ok(c);
         }
-        let (values, secrets) = self.header_values(scope, &server.headers).await?;
-        let upstream = self
-            .open(&key, &server.record.url, values)
-            .await
-            .map_err(|e| RegistryError::Unreachable {
-                server: key.1.clone(),
-                reason: scrub(&e.to_string(), &secrets),
-            })?;
-        Ok(self.remember(
-            key,
-            Conn {
-                upstream,
-                updated_at_ms: updated,
-                secrets,
-            },
-        ))
+        let conn = self
+            .connect(scope, &key, &server.record.url, &server.headers, updated)
+            .await?;
+        Ok(self.remember(key, conn))
     }
 
     /// Calls `server__tool` with JSON-object arguments for the tenant.

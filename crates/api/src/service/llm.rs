@@ -183,7 +183,7 @@ async fn screen_output(
     let Some(dlp) = state.runner.dlp_for(scope, policy) else {
         return Ok(());
     };
-    let mut hits: Vec<(Vec<String>, &str)> = Vec::new();
+    let mut hits: Vec<(&str, Vec<String>, &str)> = Vec::new();
     let mut blocked = false;
     for part in &mut response.content {
         if let berth_llm::Part::Text(text) = part {
@@ -191,26 +191,17 @@ async fn screen_output(
                 Verdict::Clean(_) => {}
                 Verdict::Redacted { text: t, detectors } => {
                     *text = t;
-                    hits.push((detectors, "redact"));
+                    hits.push(("llm_output", detectors, "redact"));
                 }
                 Verdict::Blocked { detectors } => {
                     blocked = true;
-                    hits.push((detectors, "block"));
+                    hits.push(("llm_output", detectors, "block"));
                 }
             }
         }
     }
-    for (detectors, action) in &hits {
-        let entry = berth_audit::NewEntry::new(
-            scope.principal().actor(),
-            "dlp.hit",
-            agent.unwrap_or("gateway"),
-            json!({"via": "gateway", "on": "llm_output", "detectors": detectors, "action": action}),
-        );
-        if let Err(e) = state.store.append_audit(scope, &entry).await {
-            tracing::error!(error = %e, "could not audit a data-loss hit");
-        }
-    }
+    let target = agent.unwrap_or("gateway");
+    crate::service::tools::audit_dlp_via(state, scope, "gateway", target, &hits).await;
     if blocked {
         return Err(ApiError::invalid(
             "dlp_blocked",

@@ -335,7 +335,14 @@ pub async fn mcp_call(
                 args = text;
             }
             Verdict::Blocked { detectors } => {
-                audit_dlp(state, scope, name, &[("tool_args", detectors, "block")]).await;
+                audit_dlp_via(
+                    state,
+                    scope,
+                    "mcp",
+                    name,
+                    &[("tool_args", detectors, "block")],
+                )
+                .await;
                 return Ok(McpCallOutcome::ToolError(format!(
                     "the call to '{name}' was blocked by the data-loss rules: its arguments hold protected data"
                 )));
@@ -353,7 +360,7 @@ pub async fn mcp_call(
                 Some(id) => id,
                 None => approval_for_call(state, auth, &agent, name, &args).await?,
             };
-            audit_dlp(state, scope, name, &hits).await;
+            audit_dlp_via(state, scope, "mcp", name, &hits).await;
             return Ok(McpCallOutcome::ToolError(format!(
                 "the call to '{name}' needs a human approval: approval_id {id}. \
                  Repeat the same call once it is approved (POST /v1/approvals/{id} with decision approve)."
@@ -404,7 +411,7 @@ pub async fn mcp_call(
             },
         },
     };
-    audit_dlp(state, scope, name, &hits).await;
+    audit_dlp_via(state, scope, "mcp", name, &hits).await;
     Ok(outcome)
 }
 
@@ -484,18 +491,21 @@ async fn approval_for_call(
     Ok(id)
 }
 
-async fn audit_dlp(
+/// Audits data-loss hits outside runs (`via` is `mcp` or `gateway`), by detector name,
+/// never with the data.
+pub(crate) async fn audit_dlp_via(
     state: &AppState,
     scope: &TenantScope,
-    tool: &str,
+    via: &str,
+    target: &str,
     hits: &[(&str, Vec<String>, &str)],
 ) {
     for (on, detectors, action) in hits {
         let entry = NewEntry::new(
             scope.principal().actor(),
             "dlp.hit",
-            tool,
-            json!({"via": "mcp", "on": on, "detectors": detectors, "action": action}),
+            target,
+            json!({"via": via, "on": on, "detectors": detectors, "action": action}),
         );
         if let Err(e) = state.store.append_audit(scope, &entry).await {
             tracing::error!(error = %e, "could not audit a data-loss hit");
