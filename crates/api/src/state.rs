@@ -40,6 +40,8 @@ pub struct AppState {
     pub policies: Arc<PolicyCache>,
     pub egress: EgressGuard,
     pub usage: UsageRecorder,
+    /// Write-behind of the audit entries of tool calls; audit reads flush it first.
+    pub audit: berth_store::AuditWriter,
     pub prices: Arc<PriceTable>,
     /// Names of the platform's providers (from config, plus `mock`), reserved for them.
     pub platform_providers: Arc<Vec<String>>,

@@ -10,13 +10,18 @@ use sha2::{Digest, Sha256};
 /// The hash that precedes the first entry of every chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// What a caller supplies to append an entry; the store assigns `seq`, `at` and `hash`.
+/// What a caller supplies to append an entry; the store assigns `seq` and `hash`, and
+/// `at` unless the entry says when it happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEntry {
     pub actor: String,
     pub action: String,
     pub target: String,
     pub details: serde_json::Value,
+    /// When the audited thing happened, for entries written some time after it (the
+    /// write-behind of tool calls); `None` is the time of the write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<i64>,
 }
 
 impl NewEntry {
@@ -31,7 +36,14 @@ impl NewEntry {
             action: action.into(),
             target: target.into(),
             details,
+            at_ms: None,
         }
+    }
+
+    /// The same entry, stamped with the time it happened.
+    pub fn at(mut self, at_ms: i64) -> Self {
+        self.at_ms = Some(at_ms);
+        self
     }
 }
 
@@ -121,6 +133,7 @@ impl<'t> Verifier<'t> {
                 action: e.action.clone(),
                 target: e.target.clone(),
                 details: e.details.clone(),
+                at_ms: None,
             };
             (entry_hash(self.tenant, e.seq, e.at_ms, &fields, &self.prev) != e.hash)
                 .then_some("entry content does not match its hash")

@@ -115,6 +115,8 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     platform_providers.push("mock".to_owned());
     let usage_store: Arc<dyn berth_store::UsageStore> = store.clone();
     let usage = UsageRecorder::start(usage_store, &tasks, shutdown.clone());
+    let audit_store: Arc<dyn berth_store::AuditStore> = store.clone();
+    let audit = berth_store::AuditWriter::start(audit_store, &tasks, shutdown.clone());
     let egress = EgressGuard::new(allow_private);
     let vault = Arc::new(Vault::new(master, store.clone()));
     let prices = Arc::new(prices);
@@ -208,6 +210,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     let tools = berth_api::service::tools::ToolGate::new(
         ToolSet::new(tool_hosts),
         store.clone(),
+        audit.clone(),
         policies.clone(),
         limiter.clone(),
     );
@@ -219,6 +222,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         limiter,
         runner: Arc::new(Runner::new(config.runs.settings(), Arc::new(tools))),
         usage,
+        audit,
         policies,
         egress,
         prices,

@@ -265,3 +265,92 @@ async fn gateway_answers_outside_runs_are_screened_too() {
     assert!(!audit.body.to_string().contains(EMAIL));
     server.stop().await;
 }
+
+/// The text of an SSE answer on either wire, and the whole body.
+async fn streamed(server: &TestServer, key: &str, path: &str, body: Value) -> (String, String) {
+    let resp = server
+        .http
+        .post(format!("{}{path}", server.url))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sse = resp.text().await.unwrap();
+    let text = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .or(v["delta"]["text"].as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    (text, sse)
+}
+
+#[tokio::test]
+async fn streamed_gateway_answers_are_screened_as_they_go() {
+    let (_mock, server, key) = setup().await;
+    // The mock streams word by word: the card number arrives in four pieces, after more
+    // than the screen holds back.
+    let filler = "the quick brown fox jumps over the lazy dog again and again ".repeat(8);
+    let content = format!("{filler}card {CARD} mail {EMAIL} end");
+    let ask = |stream_path: &str| {
+        if stream_path == "/v1/messages" {
+            json!({"model": "mock/echo", "max_tokens": 1000, "stream": true,
+                   "messages": [{"role": "user", "content": content}]})
+        } else {
+            json!({"model": "mock/echo", "stream": true,
+                   "messages": [{"role": "user", "content": content}]})
+        }
+    };
+    policy(&server, &key, "allow", "allow", "redact").await;
+    for path in ["/v1/chat/completions", "/v1/messages"] {
+        let (text, sse) = streamed(&server, &key, path, ask(path)).await;
+        assert!(
+            text.contains("card [REDACTED:credit_card] mail [REDACTED:email] end"),
+            "{path}: {text}"
+        );
+        assert!(text.contains(filler.trim()), "{path}: {text}");
+        assert!(
+            !sse.contains("4111") && !sse.contains(EMAIL),
+            "{path}: {sse}"
+        );
+    }
+
+    policy(&server, &key, "allow", "allow", "block").await;
+    for path in ["/v1/chat/completions", "/v1/messages"] {
+        let (text, sse) = streamed(&server, &key, path, ask(path)).await;
+        assert!(sse.contains("dlp_blocked"), "{path}: {sse}");
+        assert!(
+            !sse.contains("4111") && !sse.contains(EMAIL),
+            "{path}: {sse}"
+        );
+        // What lay far enough before the card was sent before the stream stopped.
+        assert!(text.starts_with("the quick brown fox"), "{path}: {text}");
+        assert!(!text.contains("card"), "{path}: {text}");
+    }
+
+    let audit = server.get("/v1/audit?limit=500", &key).await;
+    let hits: Vec<&Value> = audit.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "dlp.hit" && e["details"]["via"] == "gateway")
+        .collect();
+    let actions: Vec<&str> = hits
+        .iter()
+        .map(|e| e["details"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["redact", "redact", "block", "block"], "{hits:?}");
+    assert_eq!(
+        hits[0]["details"]["detectors"],
+        json!(["credit_card", "email"])
+    );
+    assert!(!audit.body.to_string().contains(EMAIL));
+    server.stop().await;
+}

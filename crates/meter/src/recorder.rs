@@ -131,6 +131,10 @@ async fn write_all(
         loop {
             match store.insert_usage(&scope, &events).await {
                 Ok(_) => break,
+                Err(e) if e.is_missing_tenant() => {
+                    tracing::warn!(tenant = %scope.tenant(), events = events.len(), "usage events of a deleted tenant dropped");
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(tenant = %scope.tenant(), events = events.len(), error = %e, "usage write failed; retrying");
                     tokio::time::sleep(delay).await;

@@ -251,6 +251,109 @@ impl Dlp {
     }
 }
 
+/// What a [`StreamScreen`] lets through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Screened {
+    /// Text to pass on now (possibly empty, possibly redacted).
+    Pass(String),
+    /// The stream must stop: these detectors matched under `block`.
+    Blocked(Vec<String>),
+}
+
+/// Applies one action to text that arrives in pieces (a streamed model answer), with the
+/// same result as applying it to the whole text, for matches up to [`StreamScreen::HOLD`]
+/// bytes long. The newest `HOLD` bytes are held back; older text is passed on once it can
+/// be cut at whitespace outside every match, so no match is ever split between what was
+/// passed on and what is still to come.
+pub struct StreamScreen {
+    dlp: std::sync::Arc<Dlp>,
+    action: DlpAction,
+    held: String,
+    /// Detectors that redacted something so far, sorted, each once.
+    pub redacted: Vec<String>,
+}
+
+impl StreamScreen {
+    /// Bytes held back behind the newest piece: longer than any built-in detector's match.
+    pub const HOLD: usize = 256;
+    /// Held text without whitespace beyond this is passed on whole (a blob, not prose).
+    const MAX_HELD: usize = 16 * 1024;
+
+    pub fn new(dlp: std::sync::Arc<Dlp>, action: DlpAction) -> StreamScreen {
+        StreamScreen {
+            dlp,
+            action,
+            held: String::new(),
+            redacted: Vec::new(),
+        }
+    }
+
+    /// Takes the next piece; answers what may be passed on now.
+    pub fn push(&mut self, piece: &str) -> Screened {
+        self.held.push_str(piece);
+        let cut = self.cut();
+        self.release(cut)
+    }
+
+    /// The end of the text (or a point where text must not wait, such as a tool call
+    /// starting): passes on everything held.
+    pub fn finish(&mut self) -> Screened {
+        self.release(self.held.len())
+    }
+
+    /// How much of the held text can go: at most all but the newest `HOLD` bytes, then back
+    /// to before any match that crosses the cut, then back to just after whitespace.
+    fn cut(&self) -> usize {
+        let len = self.held.len();
+        if len <= Self::HOLD {
+            return 0;
+        }
+        let hits = self.dlp.scan(&self.held);
+        let mut cut = len - Self::HOLD;
+        while !self.held.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        loop {
+            let before = cut;
+            if let Some(h) = hits.iter().find(|h| h.start < cut && cut < h.end) {
+                cut = h.start;
+            }
+            cut = match self.held[..cut]
+                .char_indices()
+                .rev()
+                .find(|(_, c)| c.is_whitespace())
+            {
+                Some((i, c)) => i + c.len_utf8(),
+                None => 0,
+            };
+            if cut == before {
+                break;
+            }
+        }
+        if cut == 0 && len > Self::MAX_HELD {
+            return len;
+        }
+        cut
+    }
+
+    fn release(&mut self, cut: usize) -> Screened {
+        if cut == 0 {
+            return Screened::Pass(String::new());
+        }
+        let out: String = self.held.drain(..cut).collect();
+        match self.dlp.apply(&out, self.action) {
+            Verdict::Clean(text) => Screened::Pass(text),
+            Verdict::Redacted { text, detectors } => {
+                self.redacted.extend(detectors);
+                self.redacted.sort();
+                self.redacted.dedup();
+                Screened::Pass(text)
+            }
+            Verdict::Blocked { detectors } => Screened::Blocked(detectors),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +455,78 @@ mod tests {
         assert!(iban_ok("GB82 WEST 1234 5698 7654 32"));
         assert!(!iban_ok("GB82 WEST 1234 5698 7654 33"));
         assert!(entropy("aaaa") < 0.1);
+    }
+
+    /// Feeds `text` in pieces of `size` bytes (at char boundaries) and joins what passes.
+    fn streamed(d: &std::sync::Arc<Dlp>, action: DlpAction, text: &str, size: usize) -> Screened {
+        let mut screen = StreamScreen::new(d.clone(), action);
+        let mut out = String::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut n = size.min(rest.len());
+            while !rest.is_char_boundary(n) {
+                n += 1;
+            }
+            let (piece, tail) = rest.split_at(n);
+            rest = tail;
+            match screen.push(piece) {
+                Screened::Pass(t) => out.push_str(&t),
+                blocked => return blocked,
+            }
+        }
+        match screen.finish() {
+            Screened::Pass(t) => out.push_str(&t),
+            blocked => return blocked,
+        }
+        Screened::Pass(out)
+    }
+
+    #[test]
+    fn a_streamed_text_is_screened_as_if_whole_however_it_is_cut() {
+        let d = std::sync::Arc::new(dlp(&[
+            "email",
+            "phone",
+            "credit_card",
+            "us_ssn",
+            "secret_token",
+        ]));
+        let filler = "lorem ipsum dolor sit amet, consectetur adipiscing élit. ".repeat(12);
+        let text = format!(
+            "{filler}write to jane.doe@example.com or call +1 (415) 555-0100, card 4111 1111 1111 1111.\n\
+             {filler}ssn 123-45-6789 and key sk-live-0123456789abcdefABCD; done{filler}"
+        );
+        let Verdict::Redacted { text: whole, .. } = d.apply(&text, DlpAction::Redact) else {
+            panic!("the text has hits");
+        };
+        for size in [1, 2, 3, 7, 16, 64, 255, 256, 257, 1000, 100_000] {
+            assert_eq!(
+                streamed(&d, DlpAction::Redact, &text, size),
+                Screened::Pass(whole.clone()),
+                "pieces of {size} bytes"
+            );
+            assert!(matches!(
+                streamed(&d, DlpAction::Block, &text, size),
+                Screened::Blocked(_)
+            ));
+            assert_eq!(
+                streamed(&d, DlpAction::Redact, &filler, size),
+                Screened::Pass(filler.clone())
+            );
+        }
+        // Text is held back only by HOLD bytes (to the whitespace before them).
+        let mut screen = StreamScreen::new(d.clone(), DlpAction::Redact);
+        let Screened::Pass(first) = screen.push(&filler) else {
+            panic!()
+        };
+        assert!(
+            first.len() + StreamScreen::HOLD + 16 >= filler.len() && filler.starts_with(&first)
+        );
+        // A blob with no whitespace does not grow without bound.
+        let mut screen = StreamScreen::new(d, DlpAction::Redact);
+        let blob = "ab".repeat(10_000);
+        let Screened::Pass(out) = screen.push(&blob) else {
+            panic!()
+        };
+        assert_eq!(out.len(), blob.len());
     }
 }

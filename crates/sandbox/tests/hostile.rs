@@ -44,6 +44,17 @@ impl AuditStore for MemAudit {
             hash: String::new(),
         })
     }
+    async fn append_audit_batch(
+        &self,
+        scope: &TenantScope,
+        entries: &[NewEntry],
+    ) -> Result<Vec<Entry>, berth_store::StoreError> {
+        let mut stored = Vec::new();
+        for e in entries {
+            stored.push(self.append_audit(scope, e).await?);
+        }
+        Ok(stored)
+    }
     async fn list_audit(
         &self,
         _scope: &TenantScope,

@@ -1278,6 +1278,24 @@ pub async fn audit_chain(store: &dyn Store) {
     assert!(berth_audit::verify(a.tenant_str(), &entries).ok);
     assert_eq!(store.list_audit(&b, 0, 100).await.unwrap().len(), 1);
     assert_eq!(store.list_audit(&a, 2, 100).await.unwrap().len(), 2);
+
+    // A batch continues the chain in order, in one transaction; a stamped entry keeps its
+    // time. 250 entries take more than one INSERT.
+    assert!(store.append_audit_batch(&a, &[]).await.unwrap().is_empty());
+    let mut batch: Vec<NewEntry> = (0..250)
+        .map(|i| NewEntry::new("key:x", "tool.call", format!("b{i}"), json!({"i": i})))
+        .collect();
+    batch[0] = batch[0].clone().at(1234);
+    let stored = store.append_audit_batch(&a, &batch).await.unwrap();
+    assert_eq!(stored.first().map(|e| e.seq), Some(5));
+    assert_eq!(stored.last().map(|e| e.seq), Some(254));
+    let entries = store.list_audit(&a, 0, 1000).await.unwrap();
+    assert_eq!(entries.len(), 254);
+    assert_eq!(&entries[4..], &stored[..]);
+    assert_eq!(entries[4].at_ms, 1234);
+    assert_eq!(entries[253].target, "b249");
+    assert!(berth_audit::verify(a.tenant_str(), &entries).ok);
+    assert_eq!(store.list_audit(&b, 0, 100).await.unwrap().len(), 1);
 }
 
 pub async fn concurrent_audit_appends(store: Arc<dyn Store>) {
@@ -1287,18 +1305,24 @@ pub async fn concurrent_audit_appends(store: Arc<dyn Store>) {
             let store = store.clone();
             let a = a.clone();
             tokio::spawn(async move {
-                store
-                    .append_audit(&a, &NewEntry::new("k", "x", format!("{i}"), json!(i)))
-                    .await
-                    .unwrap();
+                let entry = NewEntry::new("k", "x", format!("{i}"), json!(i));
+                if i % 2 == 0 {
+                    store.append_audit(&a, &entry).await.unwrap();
+                } else {
+                    store
+                        .append_audit_batch(&a, &[entry.clone(), entry])
+                        .await
+                        .unwrap();
+                }
             })
         })
         .collect();
     for t in tasks {
         t.await.unwrap();
     }
+    // Singles and batches interleave without a gap or a fork: 10 + 2 × 10, and the creation.
     let entries = store.list_audit(&a, 0, 100).await.unwrap();
-    assert_eq!(entries.len(), 21);
+    assert_eq!(entries.len(), 31);
     assert!(berth_audit::verify(a.tenant_str(), &entries).ok);
 }
 

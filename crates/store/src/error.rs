@@ -17,6 +17,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when a write names a tenant that no longer exists (it was deleted while the
+    /// write waited): retrying cannot succeed.
+    pub fn is_missing_tenant(&self) -> bool {
+        matches!(self, StoreError::Backend(sqlx::Error::Database(db)) if db.is_foreign_key_violation())
+    }
+
     /// Maps a unique-constraint violation to `Conflict`, keeping every other error as is.
     pub(crate) fn from_write(err: sqlx::Error, what: &str) -> Self {
         match &err {

@@ -4,6 +4,7 @@
 //! unscoped query for tenant data. The only methods without a scope are the operator's
 //! tenant registry and the key-hash lookup that authentication uses to *obtain* a scope.
 
+mod audit_writer;
 #[cfg(feature = "contract")]
 pub mod contract;
 mod error;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use berth_audit::{Entry, NewEntry};
 use berth_core::{TenantId, TenantScope};
 
+pub use audit_writer::AuditWriter;
 pub use error::StoreError;
 pub use model::*;
 pub use postgres::PgStore;
@@ -90,6 +92,12 @@ pub trait SecretStore: Send + Sync {
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, scope: &TenantScope, entry: &NewEntry) -> Result<Entry>;
+    /// Appends `entries` in order, in one transaction: all of them or none.
+    async fn append_audit_batch(
+        &self,
+        scope: &TenantScope,
+        entries: &[NewEntry],
+    ) -> Result<Vec<Entry>>;
     /// Entries with `seq > after`, in order.
     async fn list_audit(&self, scope: &TenantScope, after: i64, limit: i64) -> Result<Vec<Entry>>;
 }

@@ -76,6 +76,18 @@ macro_rules! impl_store {
         /// Appends `entry` to the tenant's chain inside `tx`, so a change and its audit
         /// entry commit or roll back together.
         async fn append_in_tx(tx: &mut Tx, tenant: &str, entry: &NewEntry) -> Result<Entry> {
+            append_many_in_tx(tx, tenant, std::slice::from_ref(entry))
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("an appended audit entry was not returned".into()))
+        }
+
+        /// Appends `entries`, in order, to the tenant's chain inside `tx`: one chain lock,
+        /// one read of the head and one `INSERT` per hundred entries, however many there are.
+        async fn append_many_in_tx(tx: &mut Tx, tenant: &str, entries: &[NewEntry]) -> Result<Vec<Entry>> {
+            if entries.is_empty() {
+                return Ok(Vec::new());
+            }
             <$store>::lock_audit_chain(tx, tenant).await?;
             let head = sqlx::query(
                 "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
@@ -83,38 +95,46 @@ macro_rules! impl_store {
             .bind(tenant)
             .fetch_optional(&mut **tx)
             .await?;
-            let (prev_seq, prev_hash) = match head {
+            let (mut seq, mut prev_hash) = match head {
                 Some(row) => (row.try_get::<i64, _>("seq")?, row.try_get::<String, _>("hash")?),
                 None => (0, berth_audit::GENESIS.to_owned()),
             };
-            let seq = prev_seq + 1;
-            let at = now_ms();
-            let hash = berth_audit::entry_hash(tenant, seq, at, entry, &prev_hash);
-            sqlx::query(
-                "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, details, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(tenant)
-            .bind(seq)
-            .bind(at)
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.target)
-            .bind(entry.details.to_string())
-            .bind(&prev_hash)
-            .bind(&hash)
-            .execute(&mut **tx)
-            .await?;
-            Ok(Entry {
-                seq,
-                at_ms: at,
-                actor: entry.actor.clone(),
-                action: entry.action.clone(),
-                target: entry.target.clone(),
-                details: entry.details.clone(),
-                prev_hash,
-                hash,
-            })
+            let now = now_ms();
+            let mut stored = Vec::with_capacity(entries.len());
+            for entry in entries {
+                seq += 1;
+                let at = entry.at_ms.unwrap_or(now);
+                let hash = berth_audit::entry_hash(tenant, seq, at, entry, &prev_hash);
+                stored.push(Entry {
+                    seq,
+                    at_ms: at,
+                    actor: entry.actor.clone(),
+                    action: entry.action.clone(),
+                    target: entry.target.clone(),
+                    details: entry.details.clone(),
+                    prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                    hash,
+                });
+            }
+            // Nine parameters a row: a hundred rows stay far below either driver's limit.
+            for chunk in stored.chunks(100) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, details, prev_hash, hash) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(tenant)
+                        .push_bind(e.seq)
+                        .push_bind(e.at_ms)
+                        .push_bind(&e.actor)
+                        .push_bind(&e.action)
+                        .push_bind(&e.target)
+                        .push_bind(e.details.to_string())
+                        .push_bind(&e.prev_hash)
+                        .push_bind(&e.hash);
+                });
+                qb.build().execute(&mut **tx).await?;
+            }
+            Ok(stored)
         }
 
         /// The `(created_at, id)` a newest-first page continues below: from the cursor
@@ -1892,6 +1912,16 @@ macro_rules! impl_store {
             async fn append_audit(&self, scope: &TenantScope, entry: &NewEntry) -> Result<Entry> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
                 let stored = append_in_tx(&mut tx, scope.tenant_str(), entry).await?;
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn append_audit_batch(&self, scope: &TenantScope, entries: &[NewEntry]) -> Result<Vec<Entry>> {
+                if entries.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let stored = append_many_in_tx(&mut tx, scope.tenant_str(), entries).await?;
                 tx.commit().await?;
                 Ok(stored)
             }

@@ -18,6 +18,8 @@ pub async fn list(
                 .with_param("cursor")
         })?,
     };
+    // Entries written behind (tool calls) that were queued before this read are in it.
+    state.audit.flush().await;
     let mut rows = state.store.list_audit(scope, after, page.limit + 1).await?;
     let next_cursor = if rows.len() as i64 > page.limit {
         rows.truncate(page.limit as usize);
@@ -36,6 +38,7 @@ pub async fn verify(state: &AppState, scope: &TenantScope) -> Result<Verificatio
     const BATCH: i64 = 1000;
     let mut verifier = Verifier::new(scope.tenant_str());
     let mut after = 0;
+    state.audit.flush().await;
     loop {
         let batch = state.store.list_audit(scope, after, BATCH).await?;
         for e in &batch {

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use berth_core::{AgentName, NanoUsd, Role};
 use berth_gateway::{CallMeta, StreamAnswer};
 use berth_llm::{LlmError, StreamEvent, anthropic, openai};
+use berth_runtime::dlp::{Screened, StreamScreen};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -141,7 +142,24 @@ pub async fn chat(
             limiter: state.limiter.clone(),
             admitted,
         };
-        let mut resp = stream_response(answer, wire, req.include_usage, input_estimate, settlement);
+        let screen = state
+            .runner
+            .dlp_for(scope, &policy)
+            .filter(|d| d.on_llm_output != berth_core::policy::DlpAction::Allow)
+            .map(|d| OutputScreen {
+                screen: StreamScreen::new(d.clone(), d.on_llm_output),
+                audit: state.audit.clone(),
+                scope: scope.clone(),
+                target: meta.agent.clone().unwrap_or_else(|| "gateway".to_owned()),
+            });
+        let mut resp = stream_response(
+            answer,
+            wire,
+            req.include_usage,
+            input_estimate,
+            settlement,
+            screen,
+        );
         resp.headers_mut().extend(limit_headers);
         return Ok(resp);
     }
@@ -201,7 +219,7 @@ async fn screen_output(
         }
     }
     let target = agent.unwrap_or("gateway");
-    crate::service::tools::audit_dlp_via(state, scope, "gateway", target, &hits).await;
+    crate::service::tools::audit_dlp_via(&state.audit, scope, "gateway", target, &hits).await;
     if blocked {
         return Err(ApiError::invalid(
             "dlp_blocked",
@@ -227,14 +245,99 @@ impl Settlement {
     }
 }
 
-/// The SSE answer. The gateway's stream meters itself; this only re-encodes events for the
-/// client's wire and reports an upstream failure in-band (headers are already sent).
+/// The policy's `on_llm_output` rule applied to a streamed answer as it goes (text is held
+/// back by at most [`StreamScreen::HOLD`] bytes), and where its hits are audited.
+struct OutputScreen {
+    screen: StreamScreen,
+    audit: berth_store::AuditWriter,
+    scope: berth_core::TenantScope,
+    target: String,
+}
+
+impl OutputScreen {
+    /// What to send for `event` (`None`: the end of the answer): text goes through the
+    /// screen; any other event but usage, and the end, first take out what the screen
+    /// holds, so text stays in order. `Err`: blocked.
+    fn events(&mut self, event: Option<StreamEvent>) -> Result<Vec<StreamEvent>, Vec<String>> {
+        let released = match &event {
+            Some(StreamEvent::TextDelta { text }) => self.screen.push(text),
+            Some(StreamEvent::Usage { .. }) => return Ok(event.into_iter().collect()),
+            _ => self.screen.finish(),
+        };
+        let mut out = match released {
+            Screened::Pass(text) if text.is_empty() => Vec::new(),
+            Screened::Pass(text) => vec![StreamEvent::TextDelta { text }],
+            Screened::Blocked(detectors) => return Err(detectors),
+        };
+        out.extend(event.filter(|e| !matches!(e, StreamEvent::TextDelta { .. })));
+        Ok(out)
+    }
+
+    /// Audits what the screen redacted, or the detectors that blocked the answer.
+    async fn audit(&self, blocked: Option<Vec<String>>) {
+        let hit = match blocked {
+            Some(detectors) => ("llm_output", detectors, "block"),
+            None if self.screen.redacted.is_empty() => return,
+            None => ("llm_output", self.screen.redacted.clone(), "redact"),
+        };
+        crate::service::tools::audit_dlp_via(
+            &self.audit,
+            &self.scope,
+            "gateway",
+            &self.target,
+            &[hit],
+        )
+        .await;
+    }
+}
+
+enum Enc {
+    OpenAi(openai::StreamEncoder),
+    Anthropic(anthropic::StreamEncoder),
+}
+
+impl Enc {
+    fn encode(&mut self, events: &[StreamEvent]) -> Vec<String> {
+        events
+            .iter()
+            .flat_map(|event| match self {
+                Enc::OpenAi(e) => e.encode(event),
+                Enc::Anthropic(e) => e.encode(event),
+            })
+            .collect()
+    }
+
+    /// An in-band error frame (the status line went out with the first byte): an
+    /// upstream failure, or an answer the data-loss rules withheld (`blocked`).
+    fn error(&self, blocked: bool, code: &str, message: &str) -> String {
+        let kind = match (self, blocked) {
+            (_, true) => "invalid_request_error",
+            (Enc::OpenAi(_), false) => "upstream",
+            (Enc::Anthropic(_), false) => "api_error",
+        };
+        match self {
+            Enc::OpenAi(_) => format!(
+                "data: {}\n\n",
+                json!({"error": {"type": kind, "code": code, "message": message}})
+            ),
+            Enc::Anthropic(_) => format!(
+                "event: error\ndata: {}\n\n",
+                json!({"type": "error", "error": {"type": kind, "code": code, "message": message}})
+            ),
+        }
+    }
+}
+
+/// The SSE answer. The gateway's stream meters itself; this re-encodes events for the
+/// client's wire, screens text under the data-loss rules, and reports an upstream failure
+/// or a blocked answer in-band (headers are already sent).
 fn stream_response(
     answer: StreamAnswer,
     wire: Wire,
     include_usage: bool,
     input_estimate: u64,
     settlement: Settlement,
+    screen: Option<OutputScreen>,
 ) -> Response {
     let StreamAnswer {
         provider,
@@ -247,10 +350,6 @@ fn stream_response(
             .as_str()
             .trim_start_matches("req_")
     );
-    enum Enc {
-        OpenAi(openai::StreamEncoder),
-        Anthropic(anthropic::StreamEncoder),
-    }
     let encoder = match wire {
         Wire::OpenAi => Enc::OpenAi(openai::StreamEncoder::new(
             id.clone(),
@@ -265,56 +364,71 @@ fn stream_response(
         )),
     };
     let body = futures_util::stream::unfold(
-        (stream, encoder, settlement, false),
-        move |(mut stream, mut enc, mut settlement, done)| async move {
+        (stream, encoder, settlement, screen, false),
+        move |(mut stream, mut enc, mut settlement, mut screen, done)| async move {
             if done {
                 return None;
             }
-            let frames: Vec<String> = match stream.next().await {
-                Some(Ok(event)) => match &mut enc {
-                    Enc::OpenAi(e) => e.encode(&event),
-                    Enc::Anthropic(e) => e.encode(&event),
-                },
-                Some(Err(err)) => {
+            let next = stream.next().await;
+            let ended = next.is_none();
+            let events = match (next, &mut screen) {
+                (Some(Ok(event)), None) => Ok(vec![event]),
+                (Some(Ok(event)), Some(s)) => s.events(Some(event)),
+                (None, Some(s)) => s.events(None),
+                (None, None) => Ok(Vec::new()),
+                (Some(Err(err)), _) => {
                     settlement.settle(stream.usage().0.total()).await;
-                    let frame = match &enc {
-                        Enc::OpenAi(_) => format!(
-                            "data: {}\n\n",
-                            json!({"error": {"type": "upstream", "code": err.code(), "message": err.to_string()}})
-                        ),
-                        Enc::Anthropic(_) => format!(
-                            "event: error\ndata: {}\n\n",
-                            json!({"type": "error", "error": {"type": "api_error", "message": err.to_string()}})
-                        ),
-                    };
+                    if let Some(s) = &screen {
+                        s.audit(None).await;
+                    }
+                    let frame = enc.error(false, err.code(), &err.to_string());
                     return Some((
                         Ok::<_, std::io::Error>(bytes::Bytes::from(frame)),
-                        (stream, enc, settlement, true),
-                    ));
-                }
-                None => {
-                    let cost = stream.cost();
-                    let (usage, _) = stream.usage();
-                    settlement.settle(usage.total()).await;
-                    let frames = match &mut enc {
-                        Enc::OpenAi(e) => {
-                            e.encode(&StreamEvent::Usage { usage });
-                            e.finish(Some(("berth", json!({"cost_usd": cost.as_usd()}))))
-                        }
-                        Enc::Anthropic(e) => {
-                            e.encode(&StreamEvent::Usage { usage });
-                            e.finish()
-                        }
-                    };
-                    return Some((
-                        Ok(bytes::Bytes::from(frames.concat())),
-                        (stream, enc, settlement, true),
+                        (stream, enc, settlement, screen, true),
                     ));
                 }
             };
+            let mut frames = match events {
+                Ok(events) => enc.encode(&events),
+                Err(detectors) => {
+                    // Nothing of the blocked text was sent: it was still held.
+                    settlement.settle(stream.usage().0.total()).await;
+                    if let Some(s) = &screen {
+                        s.audit(Some(detectors)).await;
+                    }
+                    let frame = enc.error(
+                        true,
+                        "dlp_blocked",
+                        "the model's answer was withheld by the data-loss rules",
+                    );
+                    return Some((
+                        Ok(bytes::Bytes::from(frame)),
+                        (stream, enc, settlement, screen, true),
+                    ));
+                }
+            };
+            if ended {
+                let cost = stream.cost();
+                let (usage, _) = stream.usage();
+                settlement.settle(usage.total()).await;
+                if let Some(s) = &screen {
+                    s.audit(None).await;
+                }
+                match &mut enc {
+                    Enc::OpenAi(e) => {
+                        e.encode(&StreamEvent::Usage { usage });
+                        frames
+                            .extend(e.finish(Some(("berth", json!({"cost_usd": cost.as_usd()})))));
+                    }
+                    Enc::Anthropic(e) => {
+                        e.encode(&StreamEvent::Usage { usage });
+                        frames.extend(e.finish());
+                    }
+                }
+            }
             Some((
                 Ok(bytes::Bytes::from(frames.concat())),
-                (stream, enc, settlement, false),
+                (stream, enc, settlement, screen, ended),
             ))
         },
     );

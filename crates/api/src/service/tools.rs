@@ -16,7 +16,7 @@ use berth_llm::ToolDef;
 use berth_meter::RateLimiter;
 use berth_runtime::dlp::Verdict;
 use berth_runtime::tools::{ToolCallCtx, ToolError, ToolHost, ToolSet, policy_allows};
-use berth_store::{ApprovalRecord, McpServerRecord, Store};
+use berth_store::{ApprovalRecord, AuditWriter, McpServerRecord, Store};
 use berth_tools::{HeaderRef, Registered, RegistryError, ToolEntry};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -26,10 +26,12 @@ use std::time::{Duration, Instant};
 
 /// Every tool call, from a run, a component or `/mcp`, passes here: the tenant's per-tool
 /// rate limits first, then the call, then one audit entry (tenant, agent, run, tool,
-/// argument digest, outcome, latency) in the tenant's hash chain.
+/// argument digest, outcome, latency) in the tenant's hash chain. The entry is written
+/// behind the call (group commit): a call does not wait for the store's writer.
 pub struct ToolGate {
     inner: ToolSet,
     store: Arc<dyn Store>,
+    audit: AuditWriter,
     policies: Arc<PolicyCache>,
     limiter: Arc<dyn RateLimiter>,
 }
@@ -38,12 +40,14 @@ impl ToolGate {
     pub fn new(
         inner: ToolSet,
         store: Arc<dyn Store>,
+        audit: AuditWriter,
         policies: Arc<PolicyCache>,
         limiter: Arc<dyn RateLimiter>,
     ) -> ToolGate {
         ToolGate {
             inner,
             store,
+            audit,
             policies,
             limiter,
         }
@@ -126,9 +130,7 @@ impl ToolHost for ToolGate {
                    "args_sha256": digest(arguments), "outcome": outcome,
                    "latency_us": u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)}),
         );
-        if let Err(e) = self.store.append_audit(ctx.scope, &entry).await {
-            tracing::error!(error = %e, tool = name, "could not audit a tool call");
-        }
+        self.audit.append(ctx.scope, entry).await;
         result.map_err(|(e, _)| e)
     }
 }
@@ -336,7 +338,7 @@ pub async fn mcp_call(
             }
             Verdict::Blocked { detectors } => {
                 audit_dlp_via(
-                    state,
+                    &state.audit,
                     scope,
                     "mcp",
                     name,
@@ -360,7 +362,7 @@ pub async fn mcp_call(
                 Some(id) => id,
                 None => approval_for_call(state, auth, &agent, name, &args).await?,
             };
-            audit_dlp_via(state, scope, "mcp", name, &hits).await;
+            audit_dlp_via(&state.audit, scope, "mcp", name, &hits).await;
             return Ok(McpCallOutcome::ToolError(format!(
                 "the call to '{name}' needs a human approval: approval_id {id}. \
                  Repeat the same call once it is approved (POST /v1/approvals/{id} with decision approve)."
@@ -411,7 +413,7 @@ pub async fn mcp_call(
             },
         },
     };
-    audit_dlp_via(state, scope, "mcp", name, &hits).await;
+    audit_dlp_via(&state.audit, scope, "mcp", name, &hits).await;
     Ok(outcome)
 }
 
@@ -494,7 +496,7 @@ async fn approval_for_call(
 /// Audits data-loss hits outside runs (`via` is `mcp` or `gateway`), by detector name,
 /// never with the data.
 pub(crate) async fn audit_dlp_via(
-    state: &AppState,
+    audit: &AuditWriter,
     scope: &TenantScope,
     via: &str,
     target: &str,
@@ -507,8 +509,6 @@ pub(crate) async fn audit_dlp_via(
             target,
             json!({"via": via, "on": on, "detectors": detectors, "action": action}),
         );
-        if let Err(e) = state.store.append_audit(scope, &entry).await {
-            tracing::error!(error = %e, "could not audit a data-loss hit");
-        }
+        audit.append(scope, entry).await;
     }
 }

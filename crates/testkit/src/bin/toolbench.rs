@@ -593,10 +593,15 @@ async fn main() -> Result<(), Error> {
         "Audit: {} tool calls made through Berth; `GET /v1/audit/verify`: {}.",
         via_calls,
         if ok {
-            format!(
-                "chain ok, {} entries",
-                audit.get("entries").and_then(Value::as_u64).unwrap_or(0)
-            )
+            // Every call through Berth wrote one entry (written behind the call; the
+            // verification reads after a flush), besides the tenant's set-up entries.
+            let entries = audit.get("entries").and_then(Value::as_u64).unwrap_or(0);
+            let short = if entries < via_calls {
+                " (FEWER entries than calls: tool calls went unaudited)"
+            } else {
+                ""
+            };
+            format!("chain ok, {entries} entries{short}")
         } else {
             format!("chain NOT ok: {audit}")
         }
