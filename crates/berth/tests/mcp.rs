@@ -649,38 +649,48 @@ async fn the_tenant_mcp_endpoint_serves_both_lifecycles_with_approvals_by_id() {
 }
 
 #[tokio::test]
-async fn a_changed_tool_list_and_an_unreachable_server_show_up() {
+async fn servers_of_both_revisions_announce_a_changed_tool_list() {
     let legacy = MockMcp::start(Revision::Legacy).await;
+    let modern = MockMcp::start(Revision::Modern).await;
+    // No health check within the test: only the servers' announcements can bring news.
+    let (_llm, server) = server_with(|c| c.mcp.health_interval = "1h".into()).await;
+    let (_, key) = admin(&server, "announce").await;
+    for (name, url) in [("old", &legacy.url), ("new", &modern.url)] {
+        assert_eq!(
+            register(&server, &key, name, url, json!({})).await.status,
+            201
+        );
+    }
+    // 2025-11-25: the server pushes `tools/list_changed` on its session. 2026-07-28: it
+    // sends it on the `subscriptions/listen` stream Berth opened when it connected.
+    legacy.add_tool("late").await;
+    modern.add_tool("fresh").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tools = tool_names(&server.get("/v1/tools", &key).await.body["data"]);
+        if tools.contains(&"old__late".to_owned()) && tools.contains(&"new__fresh".to_owned()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old__late and new__fresh never both appeared: {tools:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_shows_up() {
     let modern = MockMcp::start(Revision::Modern).await;
     let (_llm, server) = server_with(|c| c.mcp.health_interval = "1s".into()).await;
     let (_, key) = admin(&server, "health").await;
-    assert_eq!(
-        register(&server, &key, "live", &legacy.url, json!({}))
-            .await
-            .status,
-        201
-    );
     assert_eq!(
         register(&server, &key, "gone", &modern.url, json!({}))
             .await
             .status,
         201
     );
-
-    // The legacy server pushes `tools/list_changed` on its session: Berth lists again.
-    legacy.add_tool("late").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let tools = tool_names(&server.get("/v1/tools", &key).await.body["data"]);
-        if tools.contains(&"live__late".to_owned()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "live__late never appeared: {tools:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // A server that goes away is marked unreachable by the background checks.
     drop(modern);

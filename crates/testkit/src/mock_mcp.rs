@@ -9,9 +9,9 @@ use axum::http::HeaderMap;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, DiscoverRequestMethod,
     DiscoverResult, Implementation, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
-    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    ServerCapabilities, ServerConfig, SubscriptionFilter, Tool, ToolAnnotations,
 };
-use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
@@ -36,6 +36,8 @@ struct Shared {
     calls: AtomicU64,
     extra_tools: Mutex<Vec<String>>,
     peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// Wakes the 2026-07-28 `subscriptions/listen` streams when a tool is added.
+    tools_changed: tokio::sync::Notify,
 }
 
 #[derive(Clone)]
@@ -146,6 +148,30 @@ impl ServerHandler for Handler {
                     self.supported_protocol_versions().into_owned(),
                     self.get_info(),
                 ))
+            }
+        }
+    }
+
+    /// 2026-07-28 clients learn of changes through `subscriptions/listen`; only tool-list
+    /// changes are offered.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::default();
+        accepted.tools_list_changed = requested.tools_list_changed;
+        (self.revision == Revision::Modern).then_some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        loop {
+            tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                _ = self.shared.tools_changed.notified() => {
+                    if context.sink().notify_tool_list_changed().await.is_err() {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -300,11 +326,13 @@ impl MockMcp {
         self.shared.calls.load(Ordering::Relaxed)
     }
 
-    /// Adds a tool and tells every connected (legacy, session) client its list changed.
+    /// Adds a tool and tells every connected client its list changed: legacy sessions by
+    /// a pushed notification, 2026-07-28 clients on their `subscriptions/listen` stream.
     pub async fn add_tool(&self, name: &str) {
         if let Ok(mut e) = self.shared.extra_tools.lock() {
             e.push(name.to_owned());
         }
+        self.shared.tools_changed.notify_waiters();
         let peers = self
             .shared
             .peers
