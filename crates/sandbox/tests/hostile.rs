@@ -378,11 +378,14 @@ except OSError as e:
 
     // The classic shell bomb (each of its shells also starts a marked `sleep`): it runs
     // into the limit, then into the timeout, and the call returns with nothing of it left.
+    // The bomb goes off in the background, from the only fork of the top shell, which
+    // then spins without forking: a shell that fails a fork exits, and the top one must
+    // last until the timeout whichever fork the limit refuses first.
     let start = Instant::now();
     let r = h
         .run(
             "sh",
-            "b() { sleep 93.1415 & b | b & }; b; while :; do :; done",
+            "b() { sleep 93.1415 & b | b & }; b & while :; do :; done",
             Some(1_500),
         )
         .await
