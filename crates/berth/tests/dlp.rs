@@ -254,16 +254,23 @@ async fn gateway_answers_outside_runs_are_screened_too() {
         .await;
     assert_eq!(r.body["error"]["code"], "dlp_blocked", "{:?}", r.body);
     assert!(!r.body.to_string().contains(CARD));
-    let audit = server.get("/v1/audit?limit=500", &key).await;
-    let hits: Vec<&Value> = audit.body["data"]
+    let (hits, audit) = gateway_hits(&server, &key).await;
+    assert_eq!(hits.len(), 3, "{audit}");
+    assert!(!audit.contains(EMAIL));
+    server.stop().await;
+}
+
+/// The tenant's `dlp.hit` audit entries of gateway calls, and the whole audit answer.
+async fn gateway_hits(server: &TestServer, key: &str) -> (Vec<Value>, String) {
+    let audit = server.get("/v1/audit?limit=500", key).await;
+    let hits = audit.body["data"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["action"] == "dlp.hit" && e["details"]["via"] == "gateway")
+        .cloned()
         .collect();
-    assert_eq!(hits.len(), 3, "{:?}", audit.body);
-    assert!(!audit.body.to_string().contains(EMAIL));
-    server.stop().await;
+    (hits, audit.body.to_string())
 }
 
 /// The text of an SSE answer on either wire, and the whole body.
@@ -335,13 +342,7 @@ async fn streamed_gateway_answers_are_screened_as_they_go() {
         assert!(!text.contains("card"), "{path}: {text}");
     }
 
-    let audit = server.get("/v1/audit?limit=500", &key).await;
-    let hits: Vec<&Value> = audit.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "dlp.hit" && e["details"]["via"] == "gateway")
-        .collect();
+    let (hits, audit) = gateway_hits(&server, &key).await;
     let actions: Vec<&str> = hits
         .iter()
         .map(|e| e["details"]["action"].as_str().unwrap())
@@ -351,6 +352,6 @@ async fn streamed_gateway_answers_are_screened_as_they_go() {
         hits[0]["details"]["detectors"],
         json!(["credit_card", "email"])
     );
-    assert!(!audit.body.to_string().contains(EMAIL));
+    assert!(!audit.contains(EMAIL));
     server.stop().await;
 }
