@@ -27,6 +27,16 @@ ensure_wrk() {
     fi
 }
 
+# need_binary PATH...: fail with the reason rather than with a server that "did not come up".
+need_binary() {
+    for b in "$@"; do
+        if [ ! -x "$b" ]; then
+            echo "no binary at $b: build it (drop SKIP_BUILD=1) or set CARGO_TARGET_DIR to where it was built" >&2
+            exit 1
+        fi
+    done
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }

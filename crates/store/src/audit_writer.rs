@@ -1,13 +1,14 @@
 //! Write-behind for audit entries on hot paths (tool calls): callers queue an entry and go
-//! on; a tracked background task appends everything queued, per tenant, in one transaction
-//! (group commit), as soon as the previous write is done.
+//! on; a tracked background task appends everything queued, per tenant, in one write
+//! (group commit), as soon as the previous write is done. It remembers each chain's head,
+//! so that a write need not read it first where the store can tell a stale one.
 //!
 //! An entry keeps the time it was queued as its `at`. Readers that must see every entry
 //! queued so far call [`AuditWriter::flush`] first. Entries still queued when the process
 //! is killed are lost (the window is about one write: a millisecond or two); on shutdown
 //! the queue is drained.
 
-use crate::AuditStore;
+use crate::{AuditHead, AuditStore};
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::{TenantId, TenantScope};
@@ -72,11 +73,47 @@ impl AuditWriter {
     }
 }
 
+/// Tenants whose chain head the writer remembers at most; past that it starts over.
+const HEADS: usize = 10_000;
+
+/// The newest entry the writer stored in each tenant's chain, so that the next append can
+/// skip reading it (`append_audit_after`). Only a hint: a stale head is detected by the
+/// store and the append redone the usual way.
+#[derive(Default)]
+struct Heads(HashMap<TenantId, AuditHead>);
+
+impl Heads {
+    async fn append(
+        &mut self,
+        store: &dyn AuditStore,
+        scope: &TenantScope,
+        entries: &[NewEntry],
+    ) -> crate::Result<()> {
+        let tenant = scope.tenant();
+        let known = self.0.remove(tenant);
+        let stored = match &known {
+            Some(head) => match store.append_audit_after(scope, head, entries).await? {
+                Some(stored) => stored,
+                None => store.append_audit_batch(scope, entries).await?,
+            },
+            None => store.append_audit_batch(scope, entries).await?,
+        };
+        if let Some(last) = stored.last() {
+            if self.0.len() >= HEADS {
+                self.0.clear();
+            }
+            self.0.insert(tenant.clone(), AuditHead::of(last));
+        }
+        Ok(())
+    }
+}
+
 async fn run(
     store: Arc<dyn AuditStore>,
     mut rx: mpsc::Receiver<Message>,
     shutdown: CancellationToken,
 ) {
+    let mut heads = Heads::default();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let first = tokio::select! {
@@ -96,14 +133,14 @@ async fn run(
                 Err(_) => break,
             }
         }
-        write(store.as_ref(), &mut batch).await;
+        write(store.as_ref(), &mut heads, &mut batch).await;
     }
 }
 
 /// Writes the entries of `batch`, one transaction per tenant in arrival order, then answers
 /// the flushes in it. A failed write is retried with backoff until it is stored: the
 /// entries stay in memory meanwhile, and `append` waits once the queue is full.
-async fn write(store: &dyn AuditStore, batch: &mut Vec<Message>) {
+async fn write(store: &dyn AuditStore, heads: &mut Heads, batch: &mut Vec<Message>) {
     let mut tenants: Vec<(TenantScope, Vec<NewEntry>)> = Vec::new();
     let mut index: HashMap<TenantId, usize> = HashMap::new();
     let mut flushed = Vec::new();
@@ -122,7 +159,7 @@ async fn write(store: &dyn AuditStore, batch: &mut Vec<Message>) {
     }
     for (scope, entries) in &tenants {
         let mut delay = Duration::from_millis(50);
-        while let Err(e) = store.append_audit_batch(scope, entries).await {
+        while let Err(e) = heads.append(store, scope, entries).await {
             if e.is_missing_tenant() {
                 tracing::warn!(tenant = %scope.tenant(), entries = entries.len(),
                     "audit entries of a deleted tenant dropped");

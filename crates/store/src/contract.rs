@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::model::*;
-use crate::{Store, StoreError};
+use crate::{AuditHead, Store, StoreError};
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::{Id, IdKind, Role, TenantId, TenantScope};
@@ -1296,6 +1296,38 @@ pub async fn audit_chain(store: &dyn Store) {
     assert_eq!(entries[253].target, "b249");
     assert!(berth_audit::verify(a.tenant_str(), &entries).ok);
     assert_eq!(store.list_audit(&b, 0, 100).await.unwrap().len(), 1);
+
+    // After the true head, an append continues the chain; after a stale head (another
+    // writer appended since) it either writes nothing (`None`) or continues the true chain,
+    // and never forks it.
+    let head = AuditHead::of(entries.last().unwrap());
+    let next = NewEntry::new("key:x", "tool.call", "after", json!(1));
+    let stored = store
+        .append_audit_after(&a, &head, std::slice::from_ref(&next))
+        .await
+        .unwrap()
+        .expect("the true head is not stale");
+    assert_eq!(stored[0].seq, 255);
+    assert_eq!(stored[0].prev_hash, head.hash);
+    let stale = store
+        .append_audit_after(&a, &head, std::slice::from_ref(&next))
+        .await
+        .unwrap();
+    let entries = store.list_audit(&a, 0, 1000).await.unwrap();
+    match stale {
+        None => assert_eq!(entries.len(), 255, "a refused append writes nothing"),
+        Some(s) => assert_eq!((s[0].seq, entries.len()), (256, 256)),
+    }
+    assert!(berth_audit::verify(a.tenant_str(), &entries).ok);
+    let fresh = new_tenant(store, "audit-chain-empty").await;
+    let wrong = AuditHead::genesis();
+    let refused = store
+        .append_audit_after(&fresh, &wrong, std::slice::from_ref(&next))
+        .await
+        .unwrap();
+    let entries = store.list_audit(&fresh, 0, 10).await.unwrap();
+    assert_eq!(entries.len(), 1 + usize::from(refused.is_some()));
+    assert!(berth_audit::verify(fresh.tenant_str(), &entries).ok);
 }
 
 pub async fn concurrent_audit_appends(store: Arc<dyn Store>) {
@@ -1306,8 +1338,23 @@ pub async fn concurrent_audit_appends(store: Arc<dyn Store>) {
             let a = a.clone();
             tokio::spawn(async move {
                 let entry = NewEntry::new("k", "x", format!("{i}"), json!(i));
-                if i % 2 == 0 {
+                if i % 3 == 0 {
                     store.append_audit(&a, &entry).await.unwrap();
+                } else if i % 3 == 1 {
+                    // A stale head: the chain holds at least the creation.
+                    let head = AuditHead::genesis();
+                    let stored = match store
+                        .append_audit_after(&a, &head, &[entry.clone(), entry.clone()])
+                        .await
+                        .unwrap()
+                    {
+                        Some(s) => s,
+                        None => store
+                            .append_audit_batch(&a, &[entry.clone(), entry])
+                            .await
+                            .unwrap(),
+                    };
+                    assert_eq!(stored.len(), 2);
                 } else {
                     store
                         .append_audit_batch(&a, &[entry.clone(), entry])
@@ -1320,9 +1367,10 @@ pub async fn concurrent_audit_appends(store: Arc<dyn Store>) {
     for t in tasks {
         t.await.unwrap();
     }
-    // Singles and batches interleave without a gap or a fork: 10 + 2 × 10, and the creation.
+    // Singles and batches interleave without a gap or a fork: 7 singles (i % 3 == 0),
+    // 2 × 13 in pairs, and the creation.
     let entries = store.list_audit(&a, 0, 100).await.unwrap();
-    assert_eq!(entries.len(), 31);
+    assert_eq!(entries.len(), 34);
     assert!(berth_audit::verify(a.tenant_str(), &entries).ok);
 }
 

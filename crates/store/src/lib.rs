@@ -98,8 +98,46 @@ pub trait AuditStore: Send + Sync {
         scope: &TenantScope,
         entries: &[NewEntry],
     ) -> Result<Vec<Entry>>;
+    /// Appends `entries` right after `head`, which the caller believes is the chain's
+    /// newest entry (the last one it stored itself). `Ok(None)`, with nothing written, when
+    /// the chain has moved on since; the caller then appends with `append_audit_batch`.
+    /// Saves the read of the head where a backend can detect a stale one without it.
+    async fn append_audit_after(
+        &self,
+        scope: &TenantScope,
+        head: &AuditHead,
+        entries: &[NewEntry],
+    ) -> Result<Option<Vec<Entry>>> {
+        let _ = head;
+        self.append_audit_batch(scope, entries).await.map(Some)
+    }
     /// Entries with `seq > after`, in order.
     async fn list_audit(&self, scope: &TenantScope, after: i64, limit: i64) -> Result<Vec<Entry>>;
+}
+
+/// The newest entry of a tenant's chain: what the next entry continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl AuditHead {
+    /// The head of an empty chain.
+    pub fn genesis() -> AuditHead {
+        AuditHead {
+            seq: 0,
+            hash: berth_audit::GENESIS.to_owned(),
+        }
+    }
+
+    /// The head once `entry` is stored.
+    pub fn of(entry: &Entry) -> AuditHead {
+        AuditHead {
+            seq: entry.seq,
+            hash: entry.hash.clone(),
+        }
+    }
 }
 
 /// The tenant's policy document, with optimistic concurrency by revision.

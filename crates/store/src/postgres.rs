@@ -126,6 +126,18 @@ impl PgStore {
         Ok(())
     }
 
+    /// Appends under the chain lock like any batch: an unlocked `INSERT` could take the
+    /// `seq` another process just read under the lock and make its whole change fail.
+    async fn append_after_head(
+        &self,
+        scope: &berth_core::TenantScope,
+        _head: &crate::AuditHead,
+        entries: &[berth_audit::NewEntry],
+    ) -> Result<Option<Vec<berth_audit::Entry>>> {
+        use crate::AuditStore;
+        self.append_audit_batch(scope, entries).await.map(Some)
+    }
+
     /// A transaction scoped to `scope`'s tenant, for raw queries. The row-level security
     /// test uses it to show that an unfiltered query still sees one tenant only.
     pub async fn scoped_transaction(

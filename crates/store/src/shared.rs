@@ -2,8 +2,8 @@
 //!
 //! SQLite and PostgreSQL accept the same statements here (`$n` placeholders, `RETURNING`,
 //! `ON CONFLICT`); what differs (how a transaction is opened and scoped, how the audit
-//! chain is locked) is supplied by each backend as inherent methods `begin` and
-//! `lock_audit_chain`.
+//! chain is locked and appended to) is supplied by each backend as inherent methods
+//! `begin`, `lock_audit_chain` and `append_after_head`.
 
 /// Implements every storage trait for `$store`, whose driver is `$db`.
 macro_rules! impl_store {
@@ -20,7 +20,7 @@ macro_rules! impl_store {
         use $crate::model::*;
         use $crate::shared::TxKind;
         use $crate::{
-            AgentStore, AuditStore, BudgetStore, KeyStore, KvStore, McpServerStore, PolicyStore, ProviderStore, Result, RunStore, SecretStore,
+            AgentStore, AuditHead, AuditStore, BudgetStore, KeyStore, KvStore, McpServerStore, PolicyStore, ProviderStore, Result, RunStore, SecretStore,
             StoreError, TenantRegistry, UsageStore,
         };
 
@@ -95,10 +95,23 @@ macro_rules! impl_store {
             .bind(tenant)
             .fetch_optional(&mut **tx)
             .await?;
-            let (mut seq, mut prev_hash) = match head {
-                Some(row) => (row.try_get::<i64, _>("seq")?, row.try_get::<String, _>("hash")?),
-                None => (0, berth_audit::GENESIS.to_owned()),
+            let head = match head {
+                Some(row) => AuditHead { seq: row.try_get("seq")?, hash: row.try_get("hash")? },
+                None => AuditHead::genesis(),
             };
+            let stored = chain_after(tenant, &head, entries);
+            for chunk in stored.chunks(INSERT_ROWS) {
+                insert_audit_rows(&mut **tx, tenant, chunk).await?;
+            }
+            Ok(stored)
+        }
+
+        /// Nine parameters a row: this many rows stay far below either driver's limit.
+        pub(super) const INSERT_ROWS: usize = 100;
+
+        /// `entries` hashed into the tenant's chain after `head`.
+        pub(super) fn chain_after(tenant: &str, head: &AuditHead, entries: &[NewEntry]) -> Vec<Entry> {
+            let (mut seq, mut prev_hash) = (head.seq, head.hash.clone());
             let now = now_ms();
             let mut stored = Vec::with_capacity(entries.len());
             for entry in entries {
@@ -116,25 +129,32 @@ macro_rules! impl_store {
                     hash,
                 });
             }
-            // Nine parameters a row: a hundred rows stay far below either driver's limit.
-            for chunk in stored.chunks(100) {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, details, prev_hash, hash) ",
-                );
-                qb.push_values(chunk, |mut b, e| {
-                    b.push_bind(tenant)
-                        .push_bind(e.seq)
-                        .push_bind(e.at_ms)
-                        .push_bind(&e.actor)
-                        .push_bind(&e.action)
-                        .push_bind(&e.target)
-                        .push_bind(e.details.to_string())
-                        .push_bind(&e.prev_hash)
-                        .push_bind(&e.hash);
-                });
-                qb.build().execute(&mut **tx).await?;
-            }
-            Ok(stored)
+            stored
+        }
+
+        /// One multi-row `INSERT` of at most `INSERT_ROWS` chained entries. A row whose
+        /// `seq` is taken fails the whole statement (the primary key is `(tenant_id, seq)`).
+        pub(super) async fn insert_audit_rows(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            tenant: &str,
+            rows: &[Entry],
+        ) -> std::result::Result<(), sqlx::Error> {
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, details, prev_hash, hash) ",
+            );
+            qb.push_values(rows, |mut b, e| {
+                b.push_bind(tenant)
+                    .push_bind(e.seq)
+                    .push_bind(e.at_ms)
+                    .push_bind(&e.actor)
+                    .push_bind(&e.action)
+                    .push_bind(&e.target)
+                    .push_bind(e.details.to_string())
+                    .push_bind(&e.prev_hash)
+                    .push_bind(&e.hash);
+            });
+            qb.build().execute(conn).await?;
+            Ok(())
         }
 
         /// The `(created_at, id)` a newest-first page continues below: from the cursor
@@ -1924,6 +1944,15 @@ macro_rules! impl_store {
                 let stored = append_many_in_tx(&mut tx, scope.tenant_str(), entries).await?;
                 tx.commit().await?;
                 Ok(stored)
+            }
+
+            async fn append_audit_after(
+                &self,
+                scope: &TenantScope,
+                head: &AuditHead,
+                entries: &[NewEntry],
+            ) -> Result<Option<Vec<Entry>>> {
+                <$store>::append_after_head(self, scope, head, entries).await
             }
 
             async fn list_audit(

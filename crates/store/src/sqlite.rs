@@ -100,6 +100,29 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Appends with one statement, in autocommit, where a transaction would take four
+    /// (`BEGIN`, the head's `SELECT`, `INSERT`, `COMMIT`), each a hand-off to sqlx's worker
+    /// thread. A stale `head` cannot fork the chain: its next `seq` is taken, and the primary
+    /// key `(tenant_id, seq)` refuses the whole statement.
+    async fn append_after_head(
+        &self,
+        scope: &berth_core::TenantScope,
+        head: &crate::AuditHead,
+        entries: &[berth_audit::NewEntry],
+    ) -> Result<Option<Vec<berth_audit::Entry>>> {
+        use crate::AuditStore;
+        if entries.len() > sql::INSERT_ROWS {
+            return self.append_audit_batch(scope, entries).await.map(Some);
+        }
+        let stored = sql::chain_after(scope.tenant_str(), head, entries);
+        let mut conn = self.writer.acquire().await?;
+        match sql::insert_audit_rows(&mut conn, scope.tenant_str(), &stored).await {
+            Ok(()) => Ok(Some(stored)),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The write pool, for tests that tamper with rows directly.
     pub fn raw_pool(&self) -> &SqlitePool {
         &self.writer
