@@ -38,6 +38,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub policies: Arc<PolicyCache>,
+    /// What keys restricted to one agent may call: its versions' `tools.use`.
+    pub agent_tools: Arc<crate::service::tools::AgentToolsCache>,
     pub egress: EgressGuard,
     pub usage: UsageRecorder,
     /// Write-behind of the audit entries of tool calls; audit reads flush it first.

@@ -224,6 +224,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         usage,
         audit,
         policies,
+        agent_tools: Arc::default(),
         egress,
         prices,
         platform_providers: Arc::new(platform_providers),

@@ -496,6 +496,35 @@ async fn policy_decides_which_tools_and_per_tool_rate_limits_apply() {
         result_text(&refused).contains("not available"),
         "{refused:?}"
     );
+    // What the key may call follows the agent's traffic at once (the restricted key's
+    // tools are cached): a new version that uses echo takes all traffic, then a rollback.
+    let echo_call = || async {
+        let echo = CallToolRequestParams::new("shop__echo")
+            .with_arguments(json!({"x": 1}).as_object().unwrap().clone());
+        restricted.peer().call_tool(echo).await.unwrap()
+    };
+    deploy(
+        &server,
+        &key,
+        "greedy",
+        &args_model(json!({"x": 1})),
+        &["shop__echo"],
+    )
+    .await;
+    let allowed = echo_call().await;
+    assert_ne!(allowed.is_error, Some(true), "{allowed:?}");
+    let r = server
+        .call(
+            "POST",
+            "/v1/agents/greedy/rollback",
+            Some(&key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let refused = echo_call().await;
+    assert_eq!(refused.is_error, Some(true), "{refused:?}");
+    assert!(result_text(&refused).contains("not available"));
     let audit = server.get("/v1/audit?limit=500", &key).await;
     assert!(
         audit.body["data"]

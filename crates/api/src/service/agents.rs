@@ -88,6 +88,7 @@ pub async fn deploy(
         promote,
     };
     let (version, created) = state.store.create_version(scope, &new, &audit).await?;
+    state.agent_tools.evict(scope, name.as_str());
     Ok(Deployed {
         version,
         created,
@@ -113,7 +114,9 @@ pub async fn get(
 
 pub async fn delete(state: &AppState, scope: &TenantScope, name: &str) -> Result<(), ApiError> {
     let audit = NewEntry::new(scope.actor(), "agent.delete", name, json!({}));
-    if !state.store.delete_agent(scope, name, &audit).await? {
+    let deleted = state.store.delete_agent(scope, name, &audit).await?;
+    state.agent_tools.evict(scope, name);
+    if !deleted {
         return Err(not_found(name));
     }
     Ok(())
@@ -209,7 +212,7 @@ pub async fn set_traffic(
         name,
         json!({"split": split, "pins": pins}),
     );
-    state
+    let changed = state
         .store
         .set_traffic(scope, name, split, pins, &audit)
         .await
@@ -220,7 +223,9 @@ pub async fn set_traffic(
                 "the traffic names a version this agent does not have",
             ),
             other => other.into(),
-        })
+        });
+    state.agent_tools.evict(scope, name);
+    changed
 }
 
 /// Sends all traffic to `to`, or by default to the version that held it all before.
@@ -245,7 +250,7 @@ pub async fn rollback(
         version: target,
         weight: 100,
     }];
-    state
+    let changed = state
         .store
         .set_traffic(scope, name, &split, &agent.traffic.pins, &audit)
         .await
@@ -256,5 +261,7 @@ pub async fn rollback(
                 format!("agent '{name}' has no version {target}"),
             ),
             other => other.into(),
-        })
+        });
+    state.agent_tools.evict(scope, name);
+    changed
 }

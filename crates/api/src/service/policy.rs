@@ -1,41 +1,30 @@
 //! The tenant policy: validated on write, cached for the hot path, revisioned.
 
+use crate::cache::TtlCache;
 use crate::error::ApiError;
 use crate::state::AppState;
 use berth_audit::NewEntry;
 use berth_core::{Policy, TenantId, TenantScope};
 use berth_store::{Store, StoredPolicy};
 use serde_json::json;
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Per-tenant parsed policies, so a gateway call does not read the store. A write on this
 /// node evicts at once; other nodes re-read within `TTL`.
-#[derive(Default)]
-pub struct PolicyCache {
-    entries: RwLock<HashMap<TenantId, (Arc<Policy>, Instant)>>,
+pub struct PolicyCache(TtlCache<TenantId, Arc<Policy>>);
+
+impl Default for PolicyCache {
+    fn default() -> Self {
+        PolicyCache(TtlCache::new(Self::TTL))
+    }
 }
 
 impl PolicyCache {
     const TTL: Duration = Duration::from_secs(10);
 
-    fn get(&self, tenant: &TenantId) -> Option<Arc<Policy>> {
-        let map = self.entries.read().ok()?;
-        let (p, at) = map.get(tenant)?;
-        (at.elapsed() < Self::TTL).then(|| p.clone())
-    }
-
-    fn put(&self, tenant: &TenantId, policy: Arc<Policy>) {
-        if let Ok(mut m) = self.entries.write() {
-            m.insert(tenant.clone(), (policy, Instant::now()));
-        }
-    }
-
     pub fn evict(&self, tenant: &TenantId) {
-        if let Ok(mut m) = self.entries.write() {
-            m.remove(tenant);
-        }
+        self.0.evict(tenant);
     }
 }
 
@@ -51,7 +40,7 @@ impl PolicyCache {
         store: &dyn Store,
         scope: &TenantScope,
     ) -> Result<Arc<Policy>, ApiError> {
-        if let Some(p) = self.get(scope.tenant()) {
+        if let Some(p) = self.0.get(scope.tenant()) {
             return Ok(p);
         }
         let policy = match store.get_policy(scope).await? {
@@ -60,7 +49,7 @@ impl PolicyCache {
             None => Policy::default(),
         };
         let policy = Arc::new(policy);
-        self.put(scope.tenant(), policy.clone());
+        self.0.put(scope.tenant().clone(), policy.clone());
         Ok(policy)
     }
 }

@@ -3,6 +3,7 @@
 //! external MCP clients through `/mcp` (policy, approval, data-loss rules, then the gate).
 
 use crate::auth::TenantAuth;
+use crate::cache::TtlCache;
 use crate::error::ApiError;
 use crate::service::policy::PolicyCache;
 use crate::state::AppState;
@@ -11,7 +12,7 @@ use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::pattern::glob_match;
 use berth_core::{Id, IdKind};
-use berth_core::{Policy, Role, TenantScope};
+use berth_core::{Policy, Role, TenantId, TenantScope};
 use berth_llm::ToolDef;
 use berth_meter::RateLimiter;
 use berth_runtime::dlp::Verdict;
@@ -227,7 +228,7 @@ fn mcp_agent(auth: &TenantAuth) -> String {
 struct CallerTools {
     policy: Arc<Policy>,
     agent: String,
-    manifests: Option<Vec<berth_core::Manifest>>,
+    uses: Option<Arc<Vec<String>>>,
 }
 
 impl CallerTools {
@@ -235,35 +236,74 @@ impl CallerTools {
         let scope = &auth.0.scope;
         let policy = crate::service::policy::effective(state, scope).await?;
         let agent = mcp_agent(auth);
-        let manifests = match scope.principal().agent_restriction() {
+        let uses = match scope.principal().agent_restriction() {
             None => None,
-            Some(name) => {
-                let mut found = Vec::new();
-                if let Some(summary) = state.store.get_agent(scope, name).await? {
-                    for entry in summary.traffic.split.iter().filter(|e| e.weight > 0) {
-                        if let Some(v) = state.store.get_version(scope, name, entry.version).await?
-                            && let Ok(m) = serde_json::from_str(&v.manifest)
-                        {
-                            found.push(m);
-                        }
-                    }
-                }
-                Some(found)
-            }
+            Some(name) => Some(
+                state
+                    .agent_tools
+                    .load(state.store.as_ref(), scope, name)
+                    .await?,
+            ),
         };
         Ok(CallerTools {
             policy,
             agent,
-            manifests,
+            uses,
         })
     }
 
     fn allows(&self, tool: &str) -> bool {
         policy_allows(&self.policy, &self.agent, tool)
-            && self.manifests.as_ref().is_none_or(|ms| {
-                ms.iter()
-                    .any(|m| m.tools.use_.iter().any(|p| glob_match(p, tool)))
-            })
+            && self
+                .uses
+                .as_ref()
+                .is_none_or(|patterns| patterns.iter().any(|p| glob_match(p, tool)))
+    }
+}
+
+/// The `tools.use` patterns of each agent's versions that have traffic, so that a call with
+/// a key restricted to the agent does not read the agent and its versions from the store.
+/// A deploy, traffic change, rollback or delete on this node evicts at once; other nodes
+/// re-read within `TTL`, as for policies.
+pub struct AgentToolsCache(TtlCache<(TenantId, String), Arc<Vec<String>>>);
+
+impl Default for AgentToolsCache {
+    fn default() -> Self {
+        AgentToolsCache(TtlCache::new(Self::TTL))
+    }
+}
+
+impl AgentToolsCache {
+    const TTL: Duration = Duration::from_secs(10);
+
+    async fn load(
+        &self,
+        store: &dyn Store,
+        scope: &TenantScope,
+        agent: &str,
+    ) -> Result<Arc<Vec<String>>, ApiError> {
+        let key = (scope.tenant().clone(), agent.to_owned());
+        if let Some(patterns) = self.0.get(&key) {
+            return Ok(patterns);
+        }
+        let mut patterns = Vec::new();
+        if let Some(summary) = store.get_agent(scope, agent).await? {
+            for entry in summary.traffic.split.iter().filter(|e| e.weight > 0) {
+                if let Some(v) = store.get_version(scope, agent, entry.version).await?
+                    && let Ok(m) = serde_json::from_str::<berth_core::Manifest>(&v.manifest)
+                {
+                    patterns.extend(m.tools.use_);
+                }
+            }
+        }
+        let patterns = Arc::new(patterns);
+        self.0.put(key, patterns.clone());
+        Ok(patterns)
+    }
+
+    /// Forgets the agent's patterns after a change to which of its versions have traffic.
+    pub fn evict(&self, scope: &TenantScope, agent: &str) {
+        self.0.evict(&(scope.tenant().clone(), agent.to_owned()));
     }
 }
 
