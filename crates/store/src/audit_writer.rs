@@ -137,7 +137,7 @@ async fn run(
     }
 }
 
-/// Writes the entries of `batch`, one transaction per tenant in arrival order, then answers
+/// Writes the entries of `batch`, one write per tenant in arrival order, then answers
 /// the flushes in it. A failed write is retried with backoff until it is stored: the
 /// entries stay in memory meanwhile, and `append` waits once the queue is full.
 async fn write(store: &dyn AuditStore, heads: &mut Heads, batch: &mut Vec<Message>) {

@@ -105,10 +105,9 @@ pub trait AuditStore: Send + Sync {
     async fn append_audit_after(
         &self,
         scope: &TenantScope,
-        head: &AuditHead,
+        _head: &AuditHead,
         entries: &[NewEntry],
     ) -> Result<Option<Vec<Entry>>> {
-        let _ = head;
         self.append_audit_batch(scope, entries).await.map(Some)
     }
     /// Entries with `seq > after`, in order.
