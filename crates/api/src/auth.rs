@@ -5,6 +5,7 @@
 //! or suspending or deleting a tenant, evicts the affected entries at once on this node
 //! (other nodes see it within [`Authenticator::TTL`]).
 
+use crate::cache::TtlCache;
 use crate::context;
 use crate::error::ApiError;
 use crate::jwt::{JwtClaims, JwtVerifier};
@@ -33,16 +34,15 @@ pub fn token_hash(token: &str) -> String {
 struct CachedGrant {
     tenant: Tenant,
     key: ApiKey,
-    fetched: Instant,
 }
 
 pub struct Authenticator {
     operator_hash: [u8; 32],
     store: Arc<dyn Store>,
-    keys: RwLock<HashMap<String, CachedGrant>>,
+    keys: TtlCache<String, CachedGrant>,
     /// Hashes recently found to match no key, so a flood of bad tokens stays in memory.
     misses: RwLock<HashMap<String, Instant>>,
-    tenants: RwLock<HashMap<TenantId, (Tenant, Instant)>>,
+    tenants: TtlCache<TenantId, Tenant>,
     jwt: Option<JwtVerifier>,
 }
 
@@ -72,9 +72,9 @@ impl Authenticator {
         Authenticator {
             operator_hash: Sha256::digest(operator_token.as_bytes()).into(),
             store,
-            keys: RwLock::new(HashMap::new()),
+            keys: TtlCache::new(Self::TTL),
             misses: RwLock::new(HashMap::new()),
-            tenants: RwLock::new(HashMap::new()),
+            tenants: TtlCache::new(Self::TTL),
             jwt,
         }
     }
@@ -100,13 +100,7 @@ impl Authenticator {
     }
 
     async fn authenticate_key(&self, hash: &str) -> Result<Credential, ApiError> {
-        let cached = self
-            .keys
-            .read()
-            .ok()
-            .and_then(|m| m.get(hash).cloned())
-            .filter(|g| g.fetched.elapsed() < Self::TTL);
-        let grant = match cached {
+        let grant = match self.keys.get(hash) {
             Some(g) => g,
             None => {
                 let recent_miss = self
@@ -118,16 +112,14 @@ impl Authenticator {
                 if recent_miss {
                     return Err(invalid_key());
                 }
+                let ticket = self.keys.ticket();
                 match self.store.lookup_key_hash(hash).await? {
                     Some(g) => {
                         let g = CachedGrant {
                             tenant: g.tenant,
                             key: g.key,
-                            fetched: Instant::now(),
                         };
-                        if let Ok(mut m) = self.keys.write() {
-                            m.insert(hash.to_owned(), g.clone());
-                        }
+                        self.keys.put(ticket, hash.to_owned(), g.clone());
                         g
                     }
                     None => {
@@ -190,33 +182,26 @@ impl Authenticator {
     }
 
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, ApiError> {
-        if let Some((t, at)) = self.tenants.read().ok().and_then(|m| m.get(id).cloned())
-            && at.elapsed() < Self::TTL
-        {
+        if let Some(t) = self.tenants.get(id) {
             return Ok(Some(t));
         }
+        let ticket = self.tenants.ticket();
         let found = self.store.get_tenant(id).await?;
-        if let (Some(t), Ok(mut m)) = (&found, self.tenants.write()) {
-            m.insert(id.clone(), (t.clone(), Instant::now()));
+        if let Some(t) = &found {
+            self.tenants.put(ticket, id.clone(), t.clone());
         }
         Ok(found)
     }
 
     /// Forgets a revoked key at once.
     pub fn evict_key(&self, key_id: &str) {
-        if let Ok(mut m) = self.keys.write() {
-            m.retain(|_, g| g.key.id != key_id);
-        }
+        self.keys.evict_where(|_, g| g.key.id == key_id);
     }
 
     /// Forgets everything cached about a tenant (suspended, renamed, re-planned, deleted).
     pub fn evict_tenant(&self, tenant: &TenantId) {
-        if let Ok(mut m) = self.keys.write() {
-            m.retain(|_, g| &g.tenant.id != tenant);
-        }
-        if let Ok(mut m) = self.tenants.write() {
-            m.remove(tenant);
-        }
+        self.keys.evict_where(|_, g| &g.tenant.id == tenant);
+        self.tenants.evict(tenant);
     }
 }
 

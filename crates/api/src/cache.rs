@@ -1,7 +1,13 @@
 //! A small time-bounded cache for what the hot path would otherwise read from the store on
-//! every request (tenant policies, the tools an agent's versions use). A change on this
+//! every request (API keys, tenants, policies, the tools an agent's versions use). A change on this
 //! node evicts its entry at once; other nodes see the change within the time to live.
+//!
+//! A value read from the store before a change and put after that change's eviction would
+//! bring the old value back for a whole time to live. So a loader takes a [`Ticket`]
+//! before it reads, and [`TtlCache::put`] keeps the value only if nothing was evicted
+//! since (the caller still uses what it read).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::RwLock;
@@ -9,8 +15,18 @@ use std::time::{Duration, Instant};
 
 pub struct TtlCache<K, V> {
     ttl: Duration,
-    entries: RwLock<HashMap<K, (V, Instant)>>,
+    inner: RwLock<Inner<K, V>>,
 }
+
+struct Inner<K, V> {
+    entries: HashMap<K, (V, Instant)>,
+    /// Evictions so far: a put with an older ticket is dropped.
+    evictions: u64,
+}
+
+/// Taken before reading a value from the store; see [`TtlCache::put`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
 
 /// Entries held at most; past that the cache starts over rather than grow without bound.
 const MAX_ENTRIES: usize = 100_000;
@@ -19,29 +35,55 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn new(ttl: Duration) -> Self {
         TtlCache {
             ttl,
-            entries: RwLock::new(HashMap::new()),
+            inner: RwLock::new(Inner {
+                entries: HashMap::new(),
+                evictions: 0,
+            }),
         }
     }
 
     /// The value stored for `key` less than the time to live ago.
-    pub fn get(&self, key: &K) -> Option<V> {
-        let map = self.entries.read().ok()?;
-        let (value, at) = map.get(key)?;
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        let inner = self.inner.read().ok()?;
+        let (value, at) = inner.entries.get(key)?;
         (at.elapsed() < self.ttl).then(|| value.clone())
     }
 
-    pub fn put(&self, key: K, value: V) {
-        if let Ok(mut map) = self.entries.write() {
-            if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
-                map.clear();
+    /// To take before reading what will be put.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.inner.read().map_or(u64::MAX, |i| i.evictions))
+    }
+
+    /// Stores `value` unless something was evicted since `ticket` was taken: then the value
+    /// may predate a change, and the next reader reads again.
+    pub fn put(&self, ticket: Ticket, key: K, value: V) {
+        if let Ok(mut inner) = self.inner.write() {
+            if inner.evictions != ticket.0 {
+                return;
             }
-            map.insert(key, (value, Instant::now()));
+            if inner.entries.len() >= MAX_ENTRIES && !inner.entries.contains_key(&key) {
+                inner.entries.clear();
+            }
+            inner.entries.insert(key, (value, Instant::now()));
         }
     }
 
     pub fn evict(&self, key: &K) {
-        if let Ok(mut map) = self.entries.write() {
-            map.remove(key);
+        if let Ok(mut inner) = self.inner.write() {
+            inner.entries.remove(key);
+            inner.evictions += 1;
+        }
+    }
+
+    /// Evicts every entry `matches` picks.
+    pub fn evict_where(&self, matches: impl Fn(&K, &V) -> bool) {
+        if let Ok(mut inner) = self.inner.write() {
+            inner.entries.retain(|k, (v, _)| !matches(k, v));
+            inner.evictions += 1;
         }
     }
 }
@@ -53,15 +95,31 @@ mod tests {
     #[test]
     fn entries_expire_and_can_be_evicted() {
         let cache = TtlCache::new(Duration::from_millis(50));
-        cache.put("a", 1);
-        cache.put("b", 2);
+        cache.put(cache.ticket(), "a", 1);
+        cache.put(cache.ticket(), "b", 2);
         assert_eq!(cache.get(&"a"), Some(1));
         cache.evict(&"a");
         assert_eq!(cache.get(&"a"), None);
         assert_eq!(cache.get(&"b"), Some(2));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(cache.get(&"b"), None, "older than the time to live");
-        cache.put("b", 3);
+        cache.put(cache.ticket(), "b", 3);
         assert_eq!(cache.get(&"b"), Some(3));
+        cache.put(cache.ticket(), "c", 30);
+        cache.evict_where(|_, v| *v > 10);
+        assert_eq!((cache.get(&"b"), cache.get(&"c")), (Some(3), None));
+    }
+
+    #[test]
+    fn a_value_read_before_an_eviction_is_not_kept() {
+        let cache = TtlCache::new(Duration::from_secs(60));
+        // A loader reads the old value, a change evicts, then the loader puts what it read.
+        let ticket = cache.ticket();
+        cache.evict(&"policy");
+        cache.put(ticket, "policy", "old");
+        assert_eq!(cache.get(&"policy"), None);
+        // The next loader's value is kept.
+        cache.put(cache.ticket(), "policy", "new");
+        assert_eq!(cache.get(&"policy"), Some("new"));
     }
 }

@@ -43,13 +43,14 @@ impl PolicyCache {
         if let Some(p) = self.0.get(scope.tenant()) {
             return Ok(p);
         }
+        let ticket = self.0.ticket();
         let policy = match store.get_policy(scope).await? {
             Some(stored) => serde_json::from_str::<Policy>(&stored.document)
                 .map_err(|e| ApiError::internal(&e))?,
             None => Policy::default(),
         };
         let policy = Arc::new(policy);
-        self.0.put(scope.tenant().clone(), policy.clone());
+        self.0.put(ticket, scope.tenant().clone(), policy.clone());
         Ok(policy)
     }
 }

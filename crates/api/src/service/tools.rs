@@ -286,6 +286,7 @@ impl AgentToolsCache {
         if let Some(patterns) = self.0.get(&key) {
             return Ok(patterns);
         }
+        let ticket = self.0.ticket();
         let mut patterns = Vec::new();
         if let Some(summary) = store.get_agent(scope, agent).await? {
             for entry in summary.traffic.split.iter().filter(|e| e.weight > 0) {
@@ -297,7 +298,7 @@ impl AgentToolsCache {
             }
         }
         let patterns = Arc::new(patterns);
-        self.0.put(key, patterns.clone());
+        self.0.put(ticket, key, patterns.clone());
         Ok(patterns)
     }
 
