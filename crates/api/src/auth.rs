@@ -5,13 +5,13 @@
 //! or suspending or deleting a tenant, evicts the affected entries at once on this node
 //! (other nodes see it within [`Authenticator::TTL`]).
 
-use crate::cache::TtlCache;
 use crate::context;
 use crate::error::ApiError;
 use crate::jwt::{JwtClaims, JwtVerifier};
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use berth_core::cache::TtlCache;
 use berth_core::clock::now_ms;
 use berth_core::scope::Authenticated;
 use berth_core::{Principal, Role, TenantId, TenantScope};

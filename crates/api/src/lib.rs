@@ -5,7 +5,6 @@
 //! failures become HTTP statuses in the OpenAI error shape.
 
 pub mod auth;
-mod cache;
 mod context;
 pub mod dto;
 pub mod error;

@@ -5,6 +5,7 @@
 use crate::upstream::{ListChanged, Upstream, UpstreamError, UpstreamLimits};
 use async_trait::async_trait;
 use berth_audit::NewEntry;
+use berth_core::cache::TtlCache;
 use berth_core::clock::now_ms;
 use berth_core::{TenantId, TenantScope};
 use berth_egress::{EgressError, EgressGuard};
@@ -16,8 +17,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -97,7 +98,6 @@ struct ServerEntry {
 }
 
 struct Catalog {
-    loaded: Instant,
     servers: Vec<ServerEntry>,
 }
 
@@ -143,7 +143,7 @@ pub struct McpRegistry {
     egress: EgressGuard,
     http: reqwest::Client,
     config: RegistryConfig,
-    catalogs: RwLock<HashMap<TenantId, Arc<Catalog>>>,
+    catalogs: TtlCache<TenantId, Arc<Catalog>>,
     conns: Mutex<HashMap<ConnKey, Arc<Conn>>>,
     /// One connect at a time per server, so a burst of calls opens one connection.
     connecting: Mutex<HashMap<ConnKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -241,7 +241,7 @@ impl McpRegistry {
             vault,
             egress,
             config,
-            catalogs: RwLock::new(HashMap::new()),
+            catalogs: TtlCache::new(CATALOG_TTL),
             conns: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
             changed_tx,
@@ -402,12 +402,10 @@ impl McpRegistry {
     }
 
     async fn catalog(&self, scope: &TenantScope) -> Result<Arc<Catalog>, RegistryError> {
-        if let Ok(cats) = self.catalogs.read()
-            && let Some(c) = cats.get(scope.tenant())
-            && c.loaded.elapsed() < CATALOG_TTL
-        {
-            return Ok(c.clone());
+        if let Some(c) = self.catalogs.get(scope.tenant()) {
+            return Ok(c);
         }
+        let ticket = self.catalogs.ticket();
         let servers = self
             .store
             .list_mcp_servers(scope)
@@ -419,20 +417,14 @@ impl McpRegistry {
                 record,
             })
             .collect();
-        let catalog = Arc::new(Catalog {
-            loaded: Instant::now(),
-            servers,
-        });
-        if let Ok(mut cats) = self.catalogs.write() {
-            cats.insert(scope.tenant().clone(), catalog.clone());
-        }
+        let catalog = Arc::new(Catalog { servers });
+        self.catalogs
+            .put(ticket, scope.tenant().clone(), catalog.clone());
         Ok(catalog)
     }
 
     fn forget_catalog(&self, tenant: &TenantId) {
-        if let Ok(mut cats) = self.catalogs.write() {
-            cats.remove(tenant);
-        }
+        self.catalogs.evict(tenant);
     }
 
     /// The header values for a connection, and the values to scrub from answers.

@@ -1,9 +1,9 @@
 //! The tenant policy: validated on write, cached for the hot path, revisioned.
 
-use crate::cache::TtlCache;
 use crate::error::ApiError;
 use crate::state::AppState;
 use berth_audit::NewEntry;
+use berth_core::cache::TtlCache;
 use berth_core::{Policy, TenantId, TenantScope};
 use berth_store::{Store, StoredPolicy};
 use serde_json::json;

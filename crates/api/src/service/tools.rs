@@ -3,12 +3,12 @@
 //! external MCP clients through `/mcp` (policy, approval, data-loss rules, then the gate).
 
 use crate::auth::TenantAuth;
-use crate::cache::TtlCache;
 use crate::error::ApiError;
 use crate::service::policy::PolicyCache;
 use crate::state::AppState;
 use async_trait::async_trait;
 use berth_audit::NewEntry;
+use berth_core::cache::TtlCache;
 use berth_core::clock::now_ms;
 use berth_core::pattern::glob_match;
 use berth_core::{Id, IdKind};

@@ -1,5 +1,6 @@
 //! A small time-bounded cache for what the hot path would otherwise read from the store on
-//! every request (API keys, tenants, policies, the tools an agent's versions use). A change on this
+//! every request (API keys, tenants, policies, the tools an agent's versions, a tenant's
+//! MCP servers and their tools). A change on this
 //! node evicts its entry at once; other nodes see the change within the time to live.
 //!
 //! A value read from the store before a change and put after that change's eviction would
