@@ -5,7 +5,7 @@
 //!
 //! A value read from the store before a change and put after that change's eviction would
 //! bring the old value back for a whole time to live. So a loader takes a [`Ticket`]
-//! before it reads, and [`TtlCache::put`] keeps the value only if nothing was evicted
+//! before it reads, and [`TtlCache::put`] keeps the value only if its key was not evicted
 //! since (the caller still uses what it read).
 
 use std::borrow::Borrow;
@@ -21,8 +21,15 @@ pub struct TtlCache<K, V> {
 
 struct Inner<K, V> {
     entries: HashMap<K, (V, Instant)>,
-    /// Evictions so far: a put with an older ticket is dropped.
+    /// Evictions so far; a ticket is this count when it was taken.
     evictions: u64,
+    /// The count at each key's latest eviction: a put of that key with an older ticket is
+    /// dropped, and puts of other keys are not disturbed.
+    evicted: HashMap<K, u64>,
+    /// A put with a ticket older than this is dropped whatever its key (after an
+    /// `evict_where`, which cannot name the keys still being loaded, or after `evicted`
+    /// was cleared to stay bounded).
+    floor: u64,
 }
 
 /// Taken before reading a value from the store; see [`TtlCache::put`].
@@ -39,6 +46,8 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             inner: RwLock::new(Inner {
                 entries: HashMap::new(),
                 evictions: 0,
+                evicted: HashMap::new(),
+                floor: 0,
             }),
         }
     }
@@ -59,11 +68,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         Ticket(self.inner.read().map_or(u64::MAX, |i| i.evictions))
     }
 
-    /// Stores `value` unless something was evicted since `ticket` was taken: then the value
+    /// Stores `value` unless its key was evicted since `ticket` was taken: then the value
     /// may predate a change, and the next reader reads again.
     pub fn put(&self, ticket: Ticket, key: K, value: V) {
         if let Ok(mut inner) = self.inner.write() {
-            if inner.evictions != ticket.0 {
+            let evicted = inner.evicted.get(&key).copied().unwrap_or(0);
+            if ticket.0 < inner.floor.max(evicted) {
                 return;
             }
             if inner.entries.len() >= MAX_ENTRIES && !inner.entries.contains_key(&key) {
@@ -77,14 +87,21 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         if let Ok(mut inner) = self.inner.write() {
             inner.entries.remove(key);
             inner.evictions += 1;
+            if inner.evicted.len() >= MAX_ENTRIES {
+                inner.evicted.clear();
+                inner.floor = inner.evictions;
+            }
+            let now = inner.evictions;
+            inner.evicted.insert(key.clone(), now);
         }
     }
 
-    /// Evicts every entry `matches` picks.
+    /// Evicts every entry `matches` picks, and drops every put whose read began before.
     pub fn evict_where(&self, matches: impl Fn(&K, &V) -> bool) {
         if let Ok(mut inner) = self.inner.write() {
             inner.entries.retain(|k, (v, _)| !matches(k, v));
             inner.evictions += 1;
+            inner.floor = inner.evictions;
         }
     }
 }
@@ -122,5 +139,15 @@ mod tests {
         // The next loader's value is kept.
         cache.put(cache.ticket(), "policy", "new");
         assert_eq!(cache.get(&"policy"), Some("new"));
+        // Evicting one key does not disturb a load of another.
+        let ticket = cache.ticket();
+        cache.evict(&"policy");
+        cache.put(ticket, "other", "fresh");
+        assert_eq!(cache.get(&"other"), Some("fresh"));
+        // `evict_where` cannot name the keys being loaded: every older load is dropped.
+        let ticket = cache.ticket();
+        cache.evict_where(|_, _| false);
+        cache.put(ticket, "third", "maybe old");
+        assert_eq!(cache.get(&"third"), None);
     }
 }
