@@ -1,7 +1,7 @@
 //! A small time-bounded cache for what the hot path would otherwise read from the store on
-//! every request (API keys, tenants, policies, the tools an agent's versions, a tenant's
-//! MCP servers and their tools). A change on this
-//! node evicts its entry at once; other nodes see the change within the time to live.
+//! every request (API keys, tenants, policies, the tools an agent's versions use, a
+//! tenant's MCP servers and their tools). A change on this node evicts its entry at once;
+//! other nodes see the change within the time to live.
 //!
 //! A value read from the store before a change and put after that change's eviction would
 //! bring the old value back for a whole time to live. So a loader takes a [`Ticket`]
