@@ -10,6 +10,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::Hash;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -61,6 +62,22 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         let inner = self.inner.read().ok()?;
         let (value, at) = inner.entries.get(key)?;
         (at.elapsed() < self.ttl).then(|| value.clone())
+    }
+
+    /// The cached value for `key`, or what `load` reads, cached under a ticket taken
+    /// before the read (see [`TtlCache::put`]).
+    pub async fn get_or_load<E, F, Fut>(&self, key: &K, load: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        if let Some(value) = self.get(key) {
+            return Ok(value);
+        }
+        let ticket = self.ticket();
+        let value = load().await?;
+        self.put(ticket, key.clone(), value.clone());
+        Ok(value)
     }
 
     /// To take before reading what will be put.

@@ -402,25 +402,22 @@ impl McpRegistry {
     }
 
     async fn catalog(&self, scope: &TenantScope) -> Result<Arc<Catalog>, RegistryError> {
-        if let Some(c) = self.catalogs.get(scope.tenant()) {
-            return Ok(c);
-        }
-        let ticket = self.catalogs.ticket();
-        let servers = self
-            .store
-            .list_mcp_servers(scope)
-            .await?
-            .into_iter()
-            .map(|record| ServerEntry {
-                headers: serde_json::from_str(&record.headers).unwrap_or_default(),
-                tools: entries_of(&record),
-                record,
-            })
-            .collect();
-        let catalog = Arc::new(Catalog { servers });
         self.catalogs
-            .put(ticket, scope.tenant().clone(), catalog.clone());
-        Ok(catalog)
+            .get_or_load(scope.tenant(), || async {
+                let servers = self
+                    .store
+                    .list_mcp_servers(scope)
+                    .await?
+                    .into_iter()
+                    .map(|record| ServerEntry {
+                        headers: serde_json::from_str(&record.headers).unwrap_or_default(),
+                        tools: entries_of(&record),
+                        record,
+                    })
+                    .collect();
+                Ok(Arc::new(Catalog { servers }))
+            })
+            .await
     }
 
     fn forget_catalog(&self, tenant: &TenantId) {

@@ -40,18 +40,16 @@ impl PolicyCache {
         store: &dyn Store,
         scope: &TenantScope,
     ) -> Result<Arc<Policy>, ApiError> {
-        if let Some(p) = self.0.get(scope.tenant()) {
-            return Ok(p);
-        }
-        let ticket = self.0.ticket();
-        let policy = match store.get_policy(scope).await? {
-            Some(stored) => serde_json::from_str::<Policy>(&stored.document)
-                .map_err(|e| ApiError::internal(&e))?,
-            None => Policy::default(),
-        };
-        let policy = Arc::new(policy);
-        self.0.put(ticket, scope.tenant().clone(), policy.clone());
-        Ok(policy)
+        self.0
+            .get_or_load(scope.tenant(), || async {
+                let policy = match store.get_policy(scope).await? {
+                    Some(stored) => serde_json::from_str::<Policy>(&stored.document)
+                        .map_err(|e| ApiError::internal(&e))?,
+                    None => Policy::default(),
+                };
+                Ok(Arc::new(policy))
+            })
+            .await
     }
 }
 

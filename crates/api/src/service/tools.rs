@@ -283,23 +283,21 @@ impl AgentToolsCache {
         agent: &str,
     ) -> Result<Arc<Vec<String>>, ApiError> {
         let key = (scope.tenant().clone(), agent.to_owned());
-        if let Some(patterns) = self.0.get(&key) {
-            return Ok(patterns);
-        }
-        let ticket = self.0.ticket();
-        let mut patterns = Vec::new();
-        if let Some(summary) = store.get_agent(scope, agent).await? {
-            for entry in summary.traffic.split.iter().filter(|e| e.weight > 0) {
-                if let Some(v) = store.get_version(scope, agent, entry.version).await?
-                    && let Ok(m) = serde_json::from_str::<berth_core::Manifest>(&v.manifest)
-                {
-                    patterns.extend(m.tools.use_);
+        self.0
+            .get_or_load(&key, || async {
+                let mut patterns = Vec::new();
+                if let Some(summary) = store.get_agent(scope, agent).await? {
+                    for entry in summary.traffic.split.iter().filter(|e| e.weight > 0) {
+                        if let Some(v) = store.get_version(scope, agent, entry.version).await?
+                            && let Ok(m) = serde_json::from_str::<berth_core::Manifest>(&v.manifest)
+                        {
+                            patterns.extend(m.tools.use_);
+                        }
+                    }
                 }
-            }
-        }
-        let patterns = Arc::new(patterns);
-        self.0.put(ticket, key, patterns.clone());
-        Ok(patterns)
+                Ok(Arc::new(patterns))
+            })
+            .await
     }
 
     /// Forgets the agent's patterns after a change to which of its versions have traffic.
