@@ -310,15 +310,23 @@ impl TenantAuth {
     }
 
     /// Requires `role` for an endpoint about agent `agent`: a key restricted to another
-    /// agent is refused.
+    /// agent is refused, and a restricted key only invokes its agent (API.md), so anything
+    /// above the invoker's rights (deploys, traffic, rollback, deletes) is refused whatever
+    /// role the key was given.
     pub fn require_for_agent(&self, role: Role, agent: &str) -> Result<&TenantScope, ApiError> {
-        if let Some(only) = self.0.scope.principal().agent_restriction()
-            && only != agent
-        {
-            return Err(ApiError::forbidden(
-                "agent_restricted_key",
-                format!("this key is restricted to agent '{only}'"),
-            ));
+        if let Some(only) = self.0.scope.principal().agent_restriction() {
+            if only != agent {
+                return Err(ApiError::forbidden(
+                    "agent_restricted_key",
+                    format!("this key is restricted to agent '{only}'"),
+                ));
+            }
+            if !Role::Invoker.allows(role) {
+                return Err(ApiError::forbidden(
+                    "agent_restricted_key",
+                    format!("this key may only invoke agent '{only}'"),
+                ));
+            }
         }
         self.require_role(role)
     }

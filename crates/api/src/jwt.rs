@@ -84,15 +84,25 @@ impl JwtVerifier {
             return Err(rejected("unexpected algorithm"));
         }
         let mut validation = Validation::new(alg);
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is required, not only checked when present: a
+        // token without the claim was not issued for this server. `nbf` is honoured.
+        let mut required = vec!["exp", "sub"];
         match &self.settings.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &self.settings.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
+        validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &key,
@@ -116,10 +126,13 @@ impl JwtVerifier {
             .ok_or_else(|| rejected(format!("claim '{}' is missing", self.settings.role_claim)))?
             .parse::<Role>()
             .map_err(rejected)?;
+        // The subject tells JWT callers apart (an invoker cancels and decides only what it
+        // started), so it is required, and checked like any name that reaches the store.
         let subject = claims
             .get("sub")
             .and_then(|v| v.as_str())
-            .unwrap_or("unknown")
+            .filter(|s| (1..=256).contains(&s.len()) && !s.chars().any(char::is_control))
+            .ok_or_else(|| rejected("claim 'sub' must be a string of 1 to 256 characters"))?
             .to_owned();
         Ok(JwtClaims {
             tenant,

@@ -15,6 +15,8 @@ mod routes;
 pub mod service;
 mod sse;
 pub mod state;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
 pub use auth::Authenticator;
 pub use error::ApiError;

@@ -582,8 +582,42 @@ impl Config {
                     e.into_inner().to_string(),
                 )
             })?;
+        let mut config = config;
+        config.resolve_paths()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Makes every path of the configuration absolute, once, against the working directory
+    /// at load: later consumers (wasmtime's code cache, the sandbox helper, which runs in
+    /// another directory) may refuse or misread relative paths, and a `chdir` would
+    /// silently move them.
+    fn resolve_paths(&mut self) -> Result<(), ConfigError> {
+        fn absolute(key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+            std::path::absolute(path).map_err(|e| {
+                value_error(
+                    key,
+                    format!("{} cannot be made absolute: {e}", path.display()),
+                )
+            })
+        }
+        self.data_dir = absolute("data_dir", &self.data_dir)?;
+        if let Some(p) = &self.master_key_file {
+            self.master_key_file = Some(absolute("master_key_file", p)?);
+        }
+        for (i, p) in self.sandbox.extra_read_only.iter_mut().enumerate() {
+            *p = absolute(&format!("sandbox.extra_read_only[{i}]"), p)?;
+        }
+        if let Some(p) = &self.sandbox.helper {
+            self.sandbox.helper = Some(absolute("sandbox.helper", p)?);
+        }
+        if let Some(p) = &self.sandbox.work_dir {
+            self.sandbox.work_dir = Some(absolute("sandbox.work_dir", p)?);
+        }
+        if let Some(url) = &self.database_url {
+            self.database_url = Some(absolute_sqlite_url(url)?);
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -767,6 +801,34 @@ impl Config {
     }
 }
 
+/// `sqlite://relative/file.db` (or `sqlite:relative.db`) with its file made absolute; every
+/// other URL (PostgreSQL, `sqlite::memory:`, absolute files) unchanged.
+fn absolute_sqlite_url(url: &str) -> Result<String, ConfigError> {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(url.to_owned());
+    };
+    let (file, query) = match rest.split_once('?') {
+        Some((file, query)) => (file, Some(query)),
+        None => (rest, None),
+    };
+    if file.is_empty() || file.starts_with(':') || Path::new(file).is_absolute() {
+        return Ok(url.to_owned());
+    }
+    let absolute = std::path::absolute(file).map_err(|e| {
+        value_error(
+            "database_url",
+            format!("{file} cannot be made absolute: {e}"),
+        )
+    })?;
+    Ok(match query {
+        Some(q) => format!("sqlite://{}?{q}", absolute.display()),
+        None => format!("sqlite://{}", absolute.display()),
+    })
+}
+
 /// Sets `BERTH_A__B_C=v` as key path `a.b_c`. Values that read as TOML numbers, booleans
 /// or arrays take that type; anything else is a string.
 fn set_path(table: &mut toml::Table, path: &str, raw: &str, var: &str) -> Result<(), ConfigError> {
@@ -834,8 +896,13 @@ mod tests {
     fn defaults_match_the_contract() {
         let c = Config::defaults().unwrap();
         assert_eq!(c.listen, "127.0.0.1:7700");
-        assert_eq!(c.database_url(), "sqlite://.berth/berth.db");
-        assert_eq!(c.master_key_path(), PathBuf::from(".berth/master.key"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.data_dir, cwd.join(".berth"));
+        assert_eq!(
+            c.database_url(),
+            format!("sqlite://{}", cwd.join(".berth/berth.db").display())
+        );
+        assert_eq!(c.master_key_path(), cwd.join(".berth/master.key"));
         assert!(c.plans().contains_key("free") && c.plans().contains_key("pro"));
     }
 

@@ -346,3 +346,62 @@ async fn traffic_splits_pins_and_rollback() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_restricted_to_an_agent_only_invokes_it() {
+    let server = TestServer::start().await;
+    let t = server.create_tenant("acme").await;
+    let (_, admin) = server.create_key(&t, "admin").await;
+    let manifest = |system: &str| json!({"manifest": {"name": "bot", "model": {"name": "mock/echo"}, "prompt": {"system": system}}});
+    let first = server
+        .call(
+            "POST",
+            "/v1/agents/bot/versions",
+            Some(&admin),
+            Some(manifest("one")),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    // Even given the admin role, a key restricted to `bot` may not change it.
+    let made = server
+        .call(
+            "POST",
+            "/v1/keys",
+            Some(&admin),
+            Some(json!({"name": "bot-admin", "role": "admin", "agent": "bot"})),
+        )
+        .await;
+    let restricted = made.body["key"].as_str().unwrap().to_owned();
+    for (method, path, body) in [
+        ("POST", "/v1/agents/bot/versions", Some(manifest("two"))),
+        (
+            "PUT",
+            "/v1/agents/bot/traffic",
+            Some(json!({"split": [{"version": 1, "weight": 100}]})),
+        ),
+        ("POST", "/v1/agents/bot/rollback", None),
+        ("DELETE", "/v1/agents/bot", None),
+    ] {
+        let r = server.call(method, path, Some(&restricted), body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "agent_restricted_key"),
+            "{method} {path}: {:?}",
+            r.body
+        );
+    }
+    let versions = server.get("/v1/agents/bot/versions", &admin).await;
+    assert_eq!(versions.body["data"].as_array().unwrap().len(), 1);
+    // It still reads and invokes its agent.
+    assert_eq!(server.get("/v1/agents/bot", &restricted).await.status, 200);
+    let run = server
+        .call(
+            "POST",
+            "/v1/agents/bot/runs",
+            Some(&restricted),
+            Some(json!({"input": "hi"})),
+        )
+        .await;
+    assert_eq!(run.status, 200, "{:?}", run.body);
+    server.stop().await;
+}

@@ -813,6 +813,82 @@ async fn jwt_hs256_carries_tenant_and_role() {
 }
 
 #[tokio::test]
+async fn jwt_claims_required_when_configured_and_subjects_kept_apart() {
+    let secret = "a-long-shared-hs256-secret-for-tests";
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.auth.jwt = Some(jwt_config(Some(secret), None))
+    })
+    .await;
+    let tenant = server.create_tenant("acme").await;
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let sign = |c: &Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), c, &key).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+
+    // Issuer and audience are configured, so a token without them is refused; so is one
+    // without a subject, and one not valid before a time still to come.
+    let without = |claim: &str| {
+        let mut c = claims(&tenant, "admin", 300);
+        c.as_object_mut().unwrap().remove(claim);
+        c
+    };
+    let mut not_yet = claims(&tenant, "admin", 3600);
+    not_yet["nbf"] = json!(now + 1800);
+    let mut control = claims(&tenant, "admin", 300);
+    control["sub"] = json!("user\u{0}1");
+    for (what, token) in [
+        ("no iss", sign(&without("iss"))),
+        ("no aud", sign(&without("aud"))),
+        ("no sub", sign(&without("sub"))),
+        ("future nbf", sign(&not_yet)),
+        ("NUL in sub", sign(&control)),
+    ] {
+        let r = server.get("/v1/me", &token).await;
+        assert_eq!(r.status, 401, "{what}: {:?}", r.body);
+    }
+    let mut past_nbf = claims(&tenant, "admin", 300);
+    past_nbf["nbf"] = json!(now - 10);
+    assert_eq!(server.get("/v1/me", &sign(&past_nbf)).await.status, 200);
+
+    // Two JWT invokers (no key id): neither cancels the other's run; each its own.
+    let (_, dev) = server.create_key(&tenant, "developer").await;
+    let deployed = server
+        .call(
+            "POST",
+            "/v1/agents/support/versions",
+            Some(&dev),
+            Some(json!({"manifest": {"name": "support", "model": {"name": "mock/echo"}}})),
+        )
+        .await;
+    assert_eq!(deployed.status, 201, "{:?}", deployed.body);
+    let invoker = |sub: &str| {
+        let mut c = claims(&tenant, "invoker", 300);
+        c["sub"] = json!(sub);
+        sign(&c)
+    };
+    let (alice, bob) = (invoker("alice"), invoker("bob"));
+    let run = server
+        .call(
+            "POST",
+            "/v1/agents/support/runs",
+            Some(&alice),
+            Some(json!({"input": "hi", "async": true})),
+        )
+        .await;
+    assert_eq!(run.status, 202, "{:?}", run.body);
+    let cancel = format!("/v1/runs/{}/cancel", run.body["id"].as_str().unwrap());
+    let by_bob = server.call("POST", &cancel, Some(&bob), None).await;
+    assert_eq!(
+        (by_bob.status, by_bob.body["error"]["code"].as_str()),
+        (403, Some("not_your_run")),
+        "{:?}",
+        by_bob.body
+    );
+    let by_alice = server.call("POST", &cancel, Some(&alice), None).await;
+    assert_ne!(by_alice.status, 403, "{:?}", by_alice.body);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn jwt_from_a_jwks_endpoint() {
     use ed25519_dalek::pkcs8::EncodePrivateKey;
     let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);

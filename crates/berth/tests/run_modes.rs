@@ -699,3 +699,73 @@ async fn cancel_stops_queued_running_and_waiting_runs() {
         .await;
     assert_eq!(c.status, 404);
 }
+
+#[tokio::test]
+async fn a_panicking_run_fails_alone_and_the_next_runs_work() {
+    // One worker, so a worker lost to the panic would leave the queued run below undone.
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.runs.workers = 1).await;
+    let (_, dev, inv) = setup(&server).await;
+    deploy(
+        &server,
+        &dev,
+        json!({"name": "boom", "model": {"name": "mock/echo"}}),
+    )
+    .await;
+    deploy(
+        &server,
+        &dev,
+        json!({"name": "calm", "model": {"name": "mock/echo"}}),
+    )
+    .await;
+    berth_api::test_hooks::panic_runs_of("boom");
+
+    // Synchronous: the answer is the failed run, with the generic internal error.
+    let (status, body) = run(&server, &inv, "boom", json!({"input": "hi"})).await;
+    assert_eq!(status, 200, "{body:?}");
+    assert_eq!(
+        (
+            body["status"].as_str(),
+            body["error"]["code"].as_str(),
+            body["error"]["type"].as_str()
+        ),
+        (Some("failed"), Some("internal"), Some("internal")),
+        "{body:?}"
+    );
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("on purpose"),
+        "the panic's text stays in the log: {body:?}"
+    );
+    let id = body["id"].as_str().unwrap().to_owned();
+    let stored = server.get(&format!("/v1/runs/{id}"), &inv).await;
+    assert_eq!(
+        stored.body["status"], "failed",
+        "stored as failed, not running"
+    );
+
+    // Queued: the one worker survives its panic and takes the next run.
+    let (status, queued) = run(&server, &inv, "boom", json!({"input": "hi", "async": true})).await;
+    assert_eq!(status, 202, "{queued:?}");
+    let done = wait_run(&server, &inv, queued["id"].as_str().unwrap(), ended).await;
+    assert_eq!(
+        (done["status"].as_str(), done["error"]["code"].as_str()),
+        (Some("failed"), Some("internal"))
+    );
+    let (_, next) = run(
+        &server,
+        &inv,
+        "calm",
+        json!({"input": "after", "async": true}),
+    )
+    .await;
+    let done = wait_run(&server, &inv, next["id"].as_str().unwrap(), ended).await;
+    assert_eq!(
+        (done["status"].as_str(), done["output"].as_str()),
+        (Some("succeeded"), Some("after"))
+    );
+    let (status, sync) = run(&server, &inv, "calm", json!({"input": "still here"})).await;
+    assert_eq!((status, sync["status"].as_str()), (200, Some("succeeded")));
+    server.stop().await;
+}

@@ -3,7 +3,7 @@
 
 use crate::clock::parse_duration;
 use crate::name::AgentName;
-use crate::policy::is_model_ref;
+use crate::policy::{is_alias_name, is_model_ref};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,17 +152,26 @@ fn line_of(text: &str, section: Option<&str>, key: &str) -> Option<usize> {
 impl Manifest {
     /// Parses and validates `text` (the contents of `file`).
     pub fn parse(file: &str, text: &str) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ManifestError {
-                file: file.to_owned(),
-                line,
-                field: "toml".to_owned(),
-                message: e.message().to_owned(),
-            }
-        })?;
+        // Through serde_path_to_error, so a type error names its field (`model.name`), not
+        // only its line.
+        let manifest: Manifest = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let e = e.into_inner();
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                ManifestError {
+                    file: file.to_owned(),
+                    line,
+                    field: if path.is_empty() || path == "." {
+                        "toml".to_owned()
+                    } else {
+                        path
+                    },
+                    message: e.message().to_owned(),
+                }
+            })?;
         manifest
             .validate()
             .map_err(|(section, key, message)| ManifestError {
@@ -183,10 +192,7 @@ impl Manifest {
         if self.description.len() > 1000 {
             return Err((None, "description", "at most 1000 characters".into()));
         }
-        let model_ok = |m: &str| {
-            is_model_ref(m)
-                || (!m.is_empty() && !m.contains(char::is_whitespace) && !m.contains('/'))
-        };
+        let model_ok = |m: &str| is_model_ref(m) || is_alias_name(m);
         if !model_ok(&self.model.name) {
             return Err((
                 Some("model"),
@@ -383,6 +389,61 @@ allowed_hosts = ["https://api.example.com"]
         )
         .unwrap_err();
         assert_eq!(e.field, "model.name");
+    }
+
+    #[test]
+    fn type_errors_name_the_field_path_and_line() {
+        let e = Manifest::parse("agent.toml", "name = \"a\"\n[model]\nname = 42\n").unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("model.name", Some(3)), "{e}");
+        assert!(
+            e.to_string().starts_with("agent.toml:3: model.name: "),
+            "{e}"
+        );
+        let e = Manifest::parse(
+            "agent.toml",
+            "name = \"a\"\n[model]\nname = \"mock/echo\"\n[limits]\nmax_steps = \"many\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("limits.max_steps", Some(5)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_model_is_provider_slash_model_or_alias_shaped() {
+        let parse = |model: &str| {
+            Manifest::parse(
+                "agent.toml",
+                &format!(
+                    "name = \"a\"\n[model]\nname = {}\n",
+                    serde_json::to_string(model).unwrap()
+                ),
+            )
+        };
+        for good in [
+            "mock/echo",
+            "openai/gpt-4o-mini",
+            "fast",
+            "my-alias.v2",
+            "or/meta/llama-3",
+        ] {
+            assert!(parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/echo",
+            "mock/",
+            "two words",
+            "mock/echo\u{0}",
+            "fast!",
+            "caf\u{e9}\u{202e}",
+            "a\tb",
+        ] {
+            let e = parse(bad).expect_err(bad);
+            assert_eq!(e.field, "model.name", "{bad}: {e}");
+        }
     }
 
     proptest! {

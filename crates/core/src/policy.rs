@@ -180,11 +180,29 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> PolicyError {
 }
 
 /// `provider/model` with both parts non-empty and no spaces.
+/// `provider/model`: a provider name of letters, digits, `-`, `_` and `.`, then a model name
+/// of up to 256 characters with no spaces or control characters (a NUL in a model name would
+/// be stored with every usage event of the call).
 pub fn is_model_ref(s: &str) -> bool {
     match s.split_once('/') {
-        Some((p, m)) => !p.is_empty() && !m.is_empty() && !s.contains(char::is_whitespace),
+        Some((p, m)) => {
+            (1..=64).contains(&p.len())
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && (1..=256).contains(&m.len())
+                && !m.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
         None => false,
     }
+}
+
+/// An alias of the tenant policy's `models.aliases`: 1 to 64 letters, digits, `-`, `_`, `.`
+/// and `:`, starting with a letter or digit.
+pub fn is_alias_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 fn check_pattern(field: &str, p: &str) -> Result<(), PolicyError> {
@@ -209,10 +227,10 @@ impl Policy {
             check_pattern(&format!("models.allow[{i}]"), p)?;
         }
         for (alias, target) in &m.aliases {
-            if alias.is_empty() || alias.contains('/') || alias.contains(char::is_whitespace) {
+            if !is_alias_name(alias) {
                 return Err(bad(
-                    format!("models.aliases.{alias}"),
-                    "an alias is a name without '/' or spaces",
+                    format!("models.aliases.{}", alias.escape_debug()),
+                    "an alias is 1 to 64 letters, digits, '-', '_', '.' or ':', starting with a letter or digit",
                 ));
             }
             if !is_model_ref(target) {

@@ -89,8 +89,8 @@ impl EgressGuard {
     }
 
     /// An HTTP client whose every connection goes through this guard: names resolve only
-    /// to permitted addresses, and redirects are not followed (a redirect to a literal
-    /// private IP would bypass the resolver).
+    /// to permitted addresses, no proxy of the environment is used, and redirects are not
+    /// followed (a redirect to a literal private IP would bypass the resolver).
     pub fn client(&self, timeout: Duration) -> reqwest::Client {
         self.builder().timeout(timeout).build().unwrap_or_default()
     }
@@ -103,6 +103,10 @@ impl EgressGuard {
 
     fn builder(&self) -> reqwest::ClientBuilder {
         reqwest::Client::builder()
+            // Never through a proxy from the environment (`HTTP_PROXY`, `HTTPS_PROXY`,
+            // `ALL_PROXY`): the proxy would resolve and connect, and this guard's resolver
+            // would check nothing. Tenant traffic goes direct, to checked addresses only.
+            .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {
                 guard: self.clone(),
             }))

@@ -765,6 +765,8 @@ fn pause(mut ex: Exec<'_>) -> Outcome {
             created_at_ms: now_ms(),
             expires_at_ms: expires,
             decided_at_ms: None,
+            // A run's approvals are owned by whoever started the run (`RunRecord::started_by`).
+            started_by: None,
         };
         let shown = json!({"approval_id": id, "tool": call.name, "arguments": parse_args(&call.arguments),
                            "status": "pending", "expires_at_ms": expires});

@@ -102,6 +102,7 @@ pub async fn runs(store: &dyn Store) {
         request: None,
         checkpoint: None,
         lease_until_ms: Some(now_ms() + 60_000),
+        started_by: None,
     };
     store.insert_run(&a, &run).await.unwrap();
     run.status = "succeeded".into();
@@ -183,6 +184,7 @@ fn queued_run(id: &str) -> RunRecord {
         request: Some("{\"input\":[]}".into()),
         checkpoint: None,
         lease_until_ms: None,
+        started_by: None,
     }
 }
 
@@ -324,6 +326,7 @@ fn approval(id: &str, run: &str, expires_at_ms: i64) -> ApprovalRecord {
         created_at_ms: now_ms(),
         expires_at_ms,
         decided_at_ms: None,
+        started_by: None,
     }
 }
 
@@ -1573,8 +1576,9 @@ pub async fn call_approvals(store: &dyn Store) {
         .await
         .unwrap();
     let args = r#"{"amount":10}"#;
-    let try_use =
-        |scope, key, tool, args| store.use_call_approval(scope, key, tool, args, now_ms());
+    let try_use = |scope, key, tool, args| {
+        store.use_call_approval(scope, key, "key:key_1", tool, args, now_ms())
+    };
     // Pending: not usable yet.
     assert!(
         try_use(&a, Some("key_1"), "crm__refund", args)

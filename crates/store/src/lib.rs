@@ -340,12 +340,14 @@ pub trait RunStore: Send + Sync {
         approval: &ApprovalRecord,
         audit: &NewEntry,
     ) -> Result<()>;
-    /// Uses up an approved, unexpired `/mcp` approval of this key for exactly this tool and
+    /// Uses up an approved, unexpired `/mcp` approval of this key and caller (`started_by`,
+    /// an audit actor: JWT callers share the absent key id) for exactly this tool and
     /// these arguments (it becomes `used`), so one approval allows one call.
     async fn use_call_approval(
         &self,
         scope: &TenantScope,
         key_id: Option<&str>,
+        started_by: &str,
         tool: &str,
         arguments: &str,
         now_ms: i64,

@@ -332,9 +332,27 @@ pub struct RunRecord {
     pub checkpoint: Option<String>,
     /// A running run whose lease has passed belongs to a process that died.
     pub lease_until_ms: Option<i64>,
+    /// The audit actor that started it (`key:key_…`, `jwt:<subject>`); `None` for runs
+    /// stored before it was recorded, which are owned by their `key_id`.
+    pub started_by: Option<String>,
+}
+
+/// Whether `actor` (an audit actor, `key:key_…` or `jwt:<subject>`) started what a run or
+/// approval records: by `started_by`, or for older rows by their key id.
+pub fn started_by_actor(started_by: Option<&str>, key_id: Option<&str>, actor: &str) -> bool {
+    match (started_by, key_id) {
+        (Some(s), _) => s == actor,
+        (None, Some(k)) => actor.strip_prefix("key:") == Some(k),
+        (None, None) => false,
+    }
 }
 
 impl RunRecord {
+    /// Whether `actor` started this run.
+    pub fn started_by_actor(&self, actor: &str) -> bool {
+        started_by_actor(self.started_by.as_deref(), self.key_id.as_deref(), actor)
+    }
+
     /// Finished for good: nothing will change it again.
     pub fn is_terminal(&self) -> bool {
         matches!(self.status.as_str(), "succeeded" | "failed" | "cancelled")
@@ -364,6 +382,8 @@ pub struct ApprovalRecord {
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
     pub decided_at_ms: Option<i64>,
+    /// The audit actor that started the run or made the `/mcp` call (see `RunRecord`).
+    pub started_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

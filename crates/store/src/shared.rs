@@ -1218,8 +1218,8 @@ macro_rules! impl_store {
             }
         }
 
-        const RUN_COLS: &str = "id, agent, version, thread_id, key_id, status, output, error, usage, created_at, finished_at, request, checkpoint, lease_until";
-        const APPROVAL_COLS: &str = "id, run_id, agent, tool, call_id, arguments, key_id, status, reason, decided_by, created_at, expires_at, decided_at";
+        const RUN_COLS: &str = "id, agent, version, thread_id, key_id, status, output, error, usage, created_at, finished_at, request, checkpoint, lease_until, started_by";
+        const APPROVAL_COLS: &str = "id, run_id, agent, tool, call_id, arguments, key_id, status, reason, decided_by, created_at, expires_at, decided_at, started_by";
 
         fn run_from_row(r: &<$db as sqlx::Database>::Row) -> Result<RunRecord> {
             Ok(RunRecord {
@@ -1237,6 +1237,7 @@ macro_rules! impl_store {
                 request: r.try_get("request")?,
                 checkpoint: r.try_get("checkpoint")?,
                 lease_until_ms: r.try_get("lease_until")?,
+                started_by: r.try_get("started_by")?,
             })
         }
 
@@ -1255,11 +1256,12 @@ macro_rules! impl_store {
                 created_at_ms: r.try_get("created_at")?,
                 expires_at_ms: r.try_get("expires_at")?,
                 decided_at_ms: r.try_get("decided_at")?,
+                started_by: r.try_get("started_by")?,
             })
         }
 
         async fn insert_approval(tx: &mut Tx, tenant: &str, a: &ApprovalRecord) -> Result<()> {
-            sqlx::query(&format!("INSERT INTO approvals (tenant_id, {APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
+            sqlx::query(&format!("INSERT INTO approvals (tenant_id, {APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"))
                 .bind(tenant)
                 .bind(&a.id)
                 .bind(a.run_id.as_deref())
@@ -1274,6 +1276,7 @@ macro_rules! impl_store {
                 .bind(a.created_at_ms)
                 .bind(a.expires_at_ms)
                 .bind(a.decided_at_ms)
+                .bind(a.started_by.as_deref())
                 .execute(&mut **tx)
                 .await?;
             Ok(())
@@ -1364,7 +1367,7 @@ macro_rules! impl_store {
 
             async fn insert_run(&self, scope: &TenantScope, r: &RunRecord) -> Result<()> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
-                sqlx::query(&format!("INSERT INTO runs (tenant_id, {RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"))
+                sqlx::query(&format!("INSERT INTO runs (tenant_id, {RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"))
                     .bind(scope.tenant_str())
                     .bind(&r.id)
                     .bind(&r.agent)
@@ -1380,6 +1383,7 @@ macro_rules! impl_store {
                     .bind(r.request.as_deref())
                     .bind(r.checkpoint.as_deref())
                     .bind(r.lease_until_ms)
+                    .bind(r.started_by.as_deref())
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -1633,19 +1637,21 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn use_call_approval(&self, scope: &TenantScope, key_id: Option<&str>, tool: &str, arguments: &str, now: i64) -> Result<Option<ApprovalRecord>> {
+            async fn use_call_approval(&self, scope: &TenantScope, key_id: Option<&str>, started_by: &str, tool: &str, arguments: &str, now: i64) -> Result<Option<ApprovalRecord>> {
                 let tenant = scope.tenant_str();
                 let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
                 let id: Option<String> = sqlx::query_scalar(
                     "SELECT id FROM approvals WHERE tenant_id = $1 AND run_id IS NULL AND status = 'approved' \
                      AND tool = $2 AND arguments = $3 AND expires_at >= $4 \
-                     AND ((key_id IS NULL AND $5 IS NULL) OR key_id = $5) ORDER BY created_at LIMIT 1",
+                     AND ((key_id IS NULL AND $5 IS NULL) OR key_id = $5) \
+                     AND (started_by IS NULL OR started_by = $6) ORDER BY created_at LIMIT 1",
                 )
                 .bind(tenant)
                 .bind(tool)
                 .bind(arguments)
                 .bind(now)
                 .bind(key_id)
+                .bind(started_by)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(id) = id else {

@@ -5,8 +5,8 @@ use crate::auth::TenantAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
 use berth_audit::NewEntry;
-use berth_core::Role;
-use berth_store::{ApprovalFilter, ApprovalRecord, Page, PageRequest};
+use berth_core::{Role, TenantScope};
+use berth_store::{ApprovalFilter, ApprovalRecord, Page, PageRequest, started_by_actor};
 use serde_json::json;
 
 fn approval_not_found(id: &str) -> ApiError {
@@ -89,8 +89,8 @@ pub async fn decide(
     }
     let approval = get(state, auth, id).await?;
     let scope = auth.require_for_agent(Role::Invoker, &approval.agent)?;
-    let caller_key = auth.0.key.as_ref().map(|k| k.id.as_str());
-    if !scope.principal().role().allows(Role::Developer) && approval.key_id.as_deref() != caller_key
+    if !scope.principal().role().allows(Role::Developer)
+        && !started_by_caller(state, scope, &approval).await?
     {
         return Err(ApiError::forbidden(
             "not_your_run",
@@ -133,4 +133,25 @@ pub async fn decide(
         state.runner.enqueue(scope, share, run_id);
     }
     Ok(decided)
+}
+
+/// Whether the caller started what `approval` gates: the run it pauses (a run's approvals
+/// belong to whoever started the run) or, for an `/mcp` call, the call itself.
+async fn started_by_caller(
+    state: &AppState,
+    scope: &TenantScope,
+    approval: &ApprovalRecord,
+) -> Result<bool, ApiError> {
+    let actor = scope.principal().actor();
+    let Some(run_id) = &approval.run_id else {
+        return Ok(started_by_actor(
+            approval.started_by.as_deref(),
+            approval.key_id.as_deref(),
+            &actor,
+        ));
+    };
+    Ok(match state.store.get_run(scope, run_id).await? {
+        Some(run) => run.started_by_actor(&actor),
+        None => false,
+    })
 }

@@ -20,6 +20,7 @@ use berth_runtime::{
     events_from_steps, run_builtin,
 };
 use berth_store::{ApprovalFilter, PageRequest, RunRecord, RunStep, UsageEvent};
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -202,13 +203,39 @@ impl Runner {
 /// Starts the workers, the heartbeat and the sweeper as tracked tasks that end on shutdown.
 pub fn start(state: &AppState) {
     for _ in 0..state.runner.settings.workers.max(1) {
-        let s = state.clone();
-        state.tasks.spawn(async move { worker(s).await });
+        supervise(state, "run worker", worker);
     }
+    supervise(state, "run heartbeat", heartbeat);
+    supervise(state, "run sweeper", sweeper);
+}
+
+/// Runs `task` on a tracked task and starts it again (after a second) if it panics, so a
+/// bug met by one tenant's data cannot take a node's workers, heartbeat or sweeper away
+/// for good. A task that returns (on shutdown) is not restarted.
+fn supervise<F, Fut>(state: &AppState, name: &'static str, task: F)
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let s = state.clone();
-    state.tasks.spawn(async move { heartbeat(s).await });
-    let s = state.clone();
-    state.tasks.spawn(async move { sweeper(s).await });
+    state.tasks.spawn(async move {
+        loop {
+            match std::panic::AssertUnwindSafe(task(s.clone()))
+                .catch_unwind()
+                .await
+            {
+                Ok(()) => return,
+                Err(_) => {
+                    tracing::error!(task = name, "background task panicked; restarting it");
+                    metrics::counter!("berth_task_panics_total", "task" => name).increment(1);
+                }
+            }
+            tokio::select! {
+                _ = s.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
 }
 
 async fn worker(state: AppState) {
@@ -286,7 +313,7 @@ async fn execute_queued(
             json!({"run": RunDto::from(&run)}),
         ));
     }
-    execute(
+    execute_guarded(
         state, scope, run, &manifest, &tenant, begin, next_seq, &live,
     )
     .await;
@@ -417,7 +444,7 @@ pub fn launch(state: &AppState, l: Launch) -> oneshot::Receiver<RunRecord> {
         // The slot is the run's until this execution ends, and free before its answer
         // leaves, so the caller's next run finds it free.
         let permit = l.permit;
-        let done = execute(
+        let done = execute_guarded(
             &s,
             &l.scope,
             l.run,
@@ -434,6 +461,46 @@ pub fn launch(state: &AppState, l: Launch) -> oneshot::Receiver<RunRecord> {
     rx
 }
 
+/// Executes a run and contains a panic anywhere in it: the run ends `failed` with code
+/// `internal` (stored, its lease released, its followers told, its usage so far kept)
+/// instead of staying `running` under a heartbeat that would renew its lease for ever, and
+/// the worker or task that executed it goes on. The panic's text goes to the log only.
+#[allow(clippy::too_many_arguments)] // one run's whole context, passed once
+async fn execute_guarded(
+    state: &AppState,
+    scope: &TenantScope,
+    run: RunRecord,
+    manifest: &Manifest,
+    tenant: &RunTenant,
+    begin: Begin,
+    next_seq: i64,
+    live: &Arc<LiveRun>,
+) -> RunRecord {
+    let mut failed = run.clone();
+    let execution = execute(state, scope, run, manifest, tenant, begin, next_seq, live);
+    match std::panic::AssertUnwindSafe(execution).catch_unwind().await {
+        Ok(done) => done,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(tenant = %scope.tenant(), run = %failed.id, panic = %what, "run panicked");
+            metrics::counter!("berth_run_panics_total").increment(1);
+            failed.status = "failed".to_owned();
+            failed.error = Some(
+                json!({"type": "internal", "code": "internal",
+                       "message": "the run stopped on an internal error; usage spent so far is kept"})
+                .to_string(),
+            );
+            failed.usage = live.usage().to_string();
+            failed.finished_at_ms = Some(now_ms());
+            finish(state, scope, failed, &[], &[], live).await
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)] // one run's whole context, passed once
 async fn execute(
     state: &AppState,
@@ -446,6 +513,8 @@ async fn execute(
     live: &Arc<LiveRun>,
 ) -> RunRecord {
     live.set_executing(true);
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::maybe_panic(&run.agent);
     let policy = match policy::effective(state, scope).await {
         Ok(p) => p,
         Err(e) => {

@@ -183,6 +183,7 @@ pub async fn start(
         request: Some(json!({"input": input, "metadata": req.metadata}).to_string()),
         checkpoint: None,
         lease_until_ms: None,
+        started_by: Some(scope.principal().actor()),
     };
     let share = runner::share_of(state, &auth.0.tenant.plan, &policy);
     if req.asynchronous {
@@ -242,7 +243,7 @@ pub async fn cancel(state: &AppState, auth: &TenantAuth, id: &str) -> Result<Run
     let run = get(state, auth, id).await?;
     let scope = auth.require_for_agent(Role::Invoker, &run.agent)?;
     if auth.0.scope.principal().role() == Role::Invoker
-        && run.key_id.as_deref() != auth.0.key.as_ref().map(|k| k.id.as_str())
+        && !run.started_by_actor(&auth.0.scope.principal().actor())
     {
         return Err(ApiError::forbidden(
             "not_your_run",

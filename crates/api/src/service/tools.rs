@@ -17,6 +17,7 @@ use berth_llm::ToolDef;
 use berth_meter::RateLimiter;
 use berth_runtime::dlp::Verdict;
 use berth_runtime::tools::{ToolCallCtx, ToolError, ToolHost, ToolSet, policy_allows};
+use berth_store::started_by_actor;
 use berth_store::{ApprovalRecord, AuditWriter, McpServerRecord, Store};
 use berth_tools::{HeaderRef, Registered, RegistryError, ToolEntry};
 use serde_json::{Value, json};
@@ -394,7 +395,14 @@ pub async fn mcp_call(
     if policy.tools.approval.iter().any(|p| glob_match(p, name)) {
         let used = state
             .store
-            .use_call_approval(scope, key_id.as_deref(), name, &args, now_ms())
+            .use_call_approval(
+                scope,
+                key_id.as_deref(),
+                &scope.principal().actor(),
+                name,
+                &args,
+                now_ms(),
+            )
             .await?;
         if used.is_none() {
             let id = match pending_approval(state, auth, &agent, name, &args).await? {
@@ -474,7 +482,7 @@ async fn pending_approval(
         limit: berth_store::PageRequest::MAX_LIMIT,
         cursor: None,
     };
-    let key_id = auth.0.key.as_ref().map(|k| k.id.as_str());
+    let actor = auth.0.scope.principal().actor();
     let pending = state
         .store
         .list_approvals(&auth.0.scope, &filter, &page)
@@ -486,7 +494,7 @@ async fn pending_approval(
             a.run_id.is_none()
                 && a.tool == tool
                 && a.arguments == args
-                && a.key_id.as_deref() == key_id
+                && started_by_actor(a.started_by.as_deref(), a.key_id.as_deref(), &actor)
                 && a.expires_at_ms > now_ms()
         })
         .map(|a| a.id))
@@ -518,6 +526,7 @@ async fn approval_for_call(
         created_at_ms: now,
         expires_at_ms: now.saturating_add(timeout),
         decided_at_ms: None,
+        started_by: Some(scope.principal().actor()),
     };
     let entry = NewEntry::new(
         scope.principal().actor(),
