@@ -784,6 +784,26 @@ async fn validate_checks_a_manifest_offline() {
     let run = berth(&home, &["validate", agent_dir]).await;
     let err = run.fails();
     assert!(err.contains("agent.toml:5: limits.max_steps"), "{err}");
+    // A type error names the line and the field path, not only the line.
+    std::fs::write(
+        agent.join("agent.toml"),
+        "name = \"support\"\n[model]\nname = 42\n",
+    )
+    .unwrap();
+    let run = berth(&home, &["validate", agent_dir]).await;
+    let err = run.fails();
+    assert!(err.contains("agent.toml:3: model.name: invalid type"), "{err}");
+    // A model that is neither provider/model nor alias-shaped is refused offline.
+    for bad in ["mock/", "fast!", "mock/echo\\u0000"] {
+        std::fs::write(
+            agent.join("agent.toml"),
+            format!("name = \"support\"\n[model]\nname = \"{bad}\"\n"),
+        )
+        .unwrap();
+        let run = berth(&home, &["validate", agent_dir]).await;
+        let err = run.fails();
+        assert!(err.contains("agent.toml:3: model.name"), "{bad}: {err}");
+    }
 }
 
 #[test]
