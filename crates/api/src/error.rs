@@ -164,6 +164,13 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("not_found", "no such resource"),
             StoreError::Conflict(what) => ApiError::conflict("conflict", what),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "the store is unavailable");
+                ApiError::unavailable(
+                    "store_unavailable",
+                    "the database is unavailable; retry shortly",
+                )
+            }
             other => ApiError::internal(&other),
         }
     }

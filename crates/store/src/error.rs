@@ -23,6 +23,21 @@ impl StoreError {
         matches!(self, StoreError::Backend(sqlx::Error::Database(db)) if db.is_foreign_key_violation())
     }
 
+    /// True when the database cannot be reached (connections refused or cut, the pool
+    /// exhausted or closed): the request may succeed later, so it is answered 503, not 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Backend(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+
     /// Maps a unique-constraint violation to `Conflict`, keeping every other error as is.
     pub(crate) fn from_write(err: sqlx::Error, what: &str) -> Self {
         match &err {

@@ -4,6 +4,7 @@
 
 pub mod mock_llm;
 pub mod mock_mcp;
+pub mod tcp_proxy;
 pub mod wasm;
 
 use berth::config::Config;
