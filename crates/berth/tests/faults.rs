@@ -149,14 +149,25 @@ async fn a_postgres_outage_mid_run_answers_503_loses_no_usage_and_strands_no_run
     // The warm call, the calls answered during the outage, and the run's model call (the
     // upstream answered it while the database was down).
     let want = 1 + answered as u64 + 1;
-    until(
-        "every answered call is metered",
-        Duration::from_secs(30),
-        || async {
-            let u = server.get("/v1/usage", &admin).await;
-            (u.body["data"][0]["llm_calls"].as_u64() == Some(want)).then_some(u.body)
-        },
-    )
+    let usage = until("every answered call is metered", Duration::from_secs(30), || async {
+        let u = server.get("/v1/usage", &admin).await;
+        (u.body["data"][0]["llm_calls"].as_u64() == Some(want)).then_some(u.body)
+    })
+    .await;
+    // And charged to the budget: the run's settlement failed while the database was down
+    // and was retried until it landed, so the plan's budget holds no reservation and has
+    // spent exactly what the usage costs.
+    let cost = usage["data"][0]["cost_usd"].as_f64().unwrap();
+    until("the settlements land", Duration::from_secs(30), || async {
+        let s = server.get("/v1/usage/summary", &admin).await;
+        let budgets = s.body["budgets"].as_array()?.clone();
+        let settled = !budgets.is_empty()
+            && budgets.iter().all(|b| {
+                b["reserved_usd"].as_f64() == Some(0.0)
+                    && (b["spent_usd"].as_f64().unwrap_or(-1.0) - cost).abs() < 1e-9
+            });
+        settled.then_some(s.body)
+    })
     .await;
     server.stop().await;
 }

@@ -543,14 +543,18 @@ pub async fn budgets(store: &dyn Store) {
     );
     assert_eq!(states[1].reserved_nano, 100, "soft budgets count too");
     // Settling releases the hold and charges the real cost, once.
-    let settled = store.settle_budget(&a, "h1", 12).await.unwrap();
+    let settled = store.settle_budget(&a, "h1", 12, &[]).await.unwrap();
     assert_eq!(settled.len(), 2);
     assert_eq!(
         (settled[0].spent_before_nano, settled[0].spent_after_nano),
         (0, 12)
     );
     assert!(
-        store.settle_budget(&a, "h1", 12).await.unwrap().is_empty(),
+        store
+            .settle_budget(&a, "h1", 12, &["tenant|2026-12".into()])
+            .await
+            .unwrap()
+            .is_empty(),
         "settled once"
     );
     let s = store
@@ -572,7 +576,7 @@ pub async fn budgets(store: &dyn Store) {
             .unwrap(),
         Some(100)
     );
-    assert!(store.settle_budget(&b, "h2", 50).await.unwrap().is_empty());
+    assert!(store.settle_budget(&b, "h2", 50, &[]).await.unwrap().is_empty());
     // A counter starts from what its period already spent, once.
     store.init_budget(&a, "tenant|2026-11", 40).await.unwrap();
     store.init_budget(&a, "tenant|2026-11", 99).await.unwrap();
@@ -607,6 +611,26 @@ pub async fn budgets(store: &dyn Store) {
             .unwrap(),
         Some(10)
     );
+    // The expired hold's call ends after all: its cost is still charged, once.
+    let late = store
+        .settle_budget(&a, "h4", 7, &["day|1".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        late.iter()
+            .map(|s| (s.budget.as_str(), s.spent_before_nano, s.spent_after_nano))
+            .collect::<Vec<_>>(),
+        vec![("day|1", 0, 7)]
+    );
+    assert!(
+        store
+            .settle_budget(&a, "h4", 7, &["day|1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let s = store.budget_states(&a, &["day|1".into()]).await.unwrap()[0];
+    assert_eq!((s.spent_nano, s.reserved_nano), (7, 10));
 }
 
 /// 200 concurrent calls of worst case 10 against a hard budget of 100: exactly 10 hold at
@@ -630,7 +654,7 @@ pub async fn concurrent_reservations_never_overspend(store: Arc<dyn Store>) {
                 .await
                 .unwrap();
             if got.is_some() {
-                store.settle_budget(&a, &id, 10).await.unwrap();
+                store.settle_budget(&a, &id, 10, &[]).await.unwrap();
             }
             got.is_some()
         }));

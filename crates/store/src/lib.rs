@@ -397,13 +397,16 @@ pub trait BudgetStore: Send + Sync {
         floor: i64,
         expires_at_ms: i64,
     ) -> Result<Option<i64>>;
-    /// Releases a hold and adds the real cost to every budget it held (once: a second
-    /// settle of the same hold changes nothing and answers nothing).
+    /// Releases a hold and adds the real cost to every budget it held, once: a second
+    /// settle of the same hold changes nothing and answers nothing. A hold that expired
+    /// before its call ended is still charged, to `budgets` (its counters), so a call longer
+    /// than the hold's time to live is not free.
     async fn settle_budget(
         &self,
         scope: &TenantScope,
         hold_id: &str,
         actual: i64,
+        budgets: &[String],
     ) -> Result<Vec<Settled>>;
     /// Creates a budget's counter with what was already spent in its period, unless it
     /// exists (a budget set mid-month starts from the month's spend, not from zero).

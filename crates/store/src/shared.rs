@@ -1856,14 +1856,44 @@ macro_rules! impl_store {
                 Ok(None)
             }
 
-            async fn settle_budget(&self, scope: &TenantScope, hold_id: &str, actual: i64) -> Result<Vec<Settled>> {
+            async fn settle_budget(&self, scope: &TenantScope, hold_id: &str, actual: i64, budgets: &[String]) -> Result<Vec<Settled>> {
                 let tenant = scope.tenant_str();
                 let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                let first = sqlx::query("INSERT INTO budget_settlements (tenant_id, id, settled_at) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, id) DO NOTHING")
+                    .bind(tenant)
+                    .bind(hold_id)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                if first.rows_affected() == 0 {
+                    return Ok(Vec::new()); // settled before (a retry whose answer was lost)
+                }
                 let holds = sqlx::query("DELETE FROM budget_holds WHERE tenant_id = $1 AND id = $2 RETURNING budget, amount_nano")
                     .bind(tenant)
                     .bind(hold_id)
                     .fetch_all(&mut *tx)
                     .await?;
+                if holds.is_empty() {
+                    // The hold expired (and gave its room back) before the call ended: the
+                    // spend is still the tenant's.
+                    let mut out = Vec::with_capacity(budgets.len());
+                    for budget in budgets {
+                        sqlx::query("INSERT INTO budget_counters (tenant_id, budget) VALUES ($1, $2) ON CONFLICT (tenant_id, budget) DO NOTHING")
+                            .bind(tenant)
+                            .bind(budget)
+                            .execute(&mut *tx)
+                            .await?;
+                        let after: i64 = sqlx::query_scalar("UPDATE budget_counters SET spent_nano = spent_nano + $1 WHERE tenant_id = $2 AND budget = $3 RETURNING spent_nano")
+                            .bind(actual)
+                            .bind(tenant)
+                            .bind(budget)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        out.push(Settled { budget: budget.clone(), spent_before_nano: after - actual, spent_after_nano: after });
+                    }
+                    tx.commit().await?;
+                    return Ok(out);
+                }
                 let mut out = Vec::with_capacity(holds.len());
                 for h in &holds {
                     let budget: String = h.try_get("budget")?;
@@ -1897,6 +1927,12 @@ macro_rules! impl_store {
             async fn release_expired_holds(&self, scope: &TenantScope, now: i64) -> Result<u64> {
                 let tenant = scope.tenant_str();
                 let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
+                // A settlement is retried for minutes at most; a day of them is plenty.
+                sqlx::query("DELETE FROM budget_settlements WHERE tenant_id = $1 AND settled_at < $2")
+                    .bind(tenant)
+                    .bind(now - 86_400_000)
+                    .execute(&mut *tx)
+                    .await?;
                 let holds = sqlx::query("DELETE FROM budget_holds WHERE tenant_id = $1 AND expires_at < $2 RETURNING budget, amount_nano")
                     .bind(tenant)
                     .bind(now)

@@ -322,17 +322,37 @@ impl BudgetLedger for StoreLedger {
 }
 
 impl StoreLedger {
+    /// Settles until the store takes it: a settlement that could not land would give the
+    /// hold's room back at expiry and lose the spend. Retries back off to 30 s, for an hour
+    /// at most (then the loss is logged with its amount); the settlement is idempotent (by
+    /// hold id), so a retry after a lost answer charges once.
     async fn settle_now(&self, scope: &TenantScope, reservation: Reservation, actual: NanoUsd) {
-        let settled = match self
-            .store
-            .settle_budget(scope, &reservation.id, actual.0)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                // The hold expires and gives its room back; the usage event still bills.
-                tracing::error!(error = %e, "budget settlement failed");
-                return;
+        let counters: Vec<String> = reservation
+            .budgets
+            .iter()
+            .map(|b| b.counter.clone())
+            .collect();
+        let mut wait = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let settled = loop {
+            match self
+                .store
+                .settle_budget(scope, &reservation.id, actual.0, &counters)
+                .await
+            {
+                Ok(s) => break s,
+                Err(e) if started.elapsed() > Duration::from_secs(3600) => {
+                    tracing::error!(tenant = %scope.tenant(), hold = %reservation.id, error = %e,
+                        cost_nano = actual.0, "budget settlement abandoned after an hour");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %scope.tenant(), hold = %reservation.id, error = %e,
+                        "budget settlement failed; retrying");
+                    metrics::counter!("berth_budget_settle_retries_total").increment(1);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
             }
         };
         for s in settled {

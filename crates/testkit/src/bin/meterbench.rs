@@ -102,7 +102,7 @@ async fn bench_store(
             .await
             .unwrap()
             .unwrap();
-        store.settle_budget(&scope, &id, 1234).await.unwrap();
+        store.settle_budget(&scope, &id, 1234, &[]).await.unwrap();
         lat.push(t.elapsed());
     }
     let reserve_ops = reservations as f64 / started.elapsed().as_secs_f64();

@@ -1,0 +1,16 @@
+-- Holds already settled, so a settlement retried after a lost answer charges once, and a
+-- call whose hold expired before it finished is still charged (its hold row is gone, this
+-- one says whether it was settled). Kept for a day.
+CREATE TABLE budget_settlements (
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    id          TEXT NOT NULL,
+    settled_at  BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX budget_settlements_age ON budget_settlements(tenant_id, settled_at);
+
+ALTER TABLE budget_settlements ENABLE ROW LEVEL SECURITY;
+ALTER TABLE budget_settlements FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON budget_settlements
+    USING (tenant_id = current_setting('berth.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('berth.tenant_id', true));
