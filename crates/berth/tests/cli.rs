@@ -792,7 +792,10 @@ async fn validate_checks_a_manifest_offline() {
     .unwrap();
     let run = berth(&home, &["validate", agent_dir]).await;
     let err = run.fails();
-    assert!(err.contains("agent.toml:3: model.name: invalid type"), "{err}");
+    assert!(
+        err.contains("agent.toml:3: model.name: invalid type"),
+        "{err}"
+    );
     // A model that is neither provider/model nor alias-shaped is refused offline.
     for bad in ["mock/", "fast!", "mock/echo\\u0000"] {
         std::fs::write(
