@@ -216,6 +216,23 @@ fn check_pattern(field: &str, p: &str) -> Result<(), PolicyError> {
 }
 
 impl Policy {
+    /// Reads a policy document. A type error or an unknown field is refused with the JSON
+    /// path of the field (`budgets[0].limit_usd`, `models.alow`), as `validate` names a bad
+    /// value, so a client always learns which field to fix.
+    pub fn from_json(document: serde_json::Value) -> Result<Policy, PolicyError> {
+        serde_path_to_error::deserialize(document).map_err(|e| {
+            let path = e.path().to_string();
+            PolicyError {
+                field: if path.is_empty() || path == "." {
+                    "policy".to_owned()
+                } else {
+                    path
+                },
+                message: e.into_inner().to_string(),
+            }
+        })
+    }
+
     /// Checks every field; `regex_ok` tells whether a custom detector's regex compiles
     /// (the regex engine lives above this crate).
     pub fn validate(

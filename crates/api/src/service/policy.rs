@@ -64,10 +64,10 @@ pub async fn put(
     document: serde_json::Value,
     expected: Option<i64>,
 ) -> Result<StoredPolicy, ApiError> {
-    let policy: Policy = serde_json::from_value(document).map_err(|e| {
+    let policy = Policy::from_json(document).map_err(|e| {
         ApiError::invalid(
             "invalid_policy",
-            "policy",
+            &e.field,
             format!("the policy is not valid: {e}"),
         )
     })?;
