@@ -5,6 +5,8 @@
 use crate::upstream::{ListChanged, Upstream, UpstreamError, UpstreamLimits};
 use async_trait::async_trait;
 use berth_audit::NewEntry;
+use berth_core::Role;
+use berth_core::binding::{Destination, DestinationKind};
 use berth_core::cache::TtlCache;
 use berth_core::clock::now_ms;
 use berth_core::{TenantId, TenantScope};
@@ -293,7 +295,10 @@ impl McpRegistry {
         }
         let key: ConnKey = (scope.tenant().clone(), name.to_owned());
         let now = now_ms();
-        let conn = self.connect(scope, &key, url, &headers, now).await?;
+        // The registrar's role is what the headers' secrets are checked against, now and
+        // on every later connection (health checks included).
+        let role = scope.principal().role();
+        let conn = self.connect(scope, &key, url, &headers, role, now).await?;
         let listed = conn
             .upstream
             .list_tools()
@@ -315,6 +320,7 @@ impl McpRegistry {
             protocol_version: Some(protocol_version.clone()),
             last_error: skipped_note(&skipped),
             checked_at_ms: Some(now),
+            registered_role: Some(role.as_str().to_owned()),
             created_at_ms,
             updated_at_ms: now,
         };
@@ -424,18 +430,20 @@ impl McpRegistry {
         self.catalogs.evict(tenant);
     }
 
-    /// The header values for a connection, and the values to scrub from answers.
+    /// The header values for a connection to server `dest`, and the values to scrub from
+    /// answers. Each secret is opened only if its binding names the server.
     async fn header_values(
         &self,
         scope: &TenantScope,
         headers: &BTreeMap<String, HeaderRef>,
+        dest: &Destination,
     ) -> Result<(HashMap<HeaderName, HeaderValue>, Vec<String>), RegistryError> {
         let mut values = HashMap::new();
         let mut secrets = Vec::new();
         for (h, r) in headers {
             let secret: SecretValue = self
                 .vault
-                .reveal(scope, &r.secret)
+                .reveal_for(scope, &r.secret, dest)
                 .await?
                 .ok_or_else(|| RegistryError::MissingSecret(r.secret.clone()))?;
             let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
@@ -465,9 +473,19 @@ impl McpRegistry {
         key: &ConnKey,
         url: &str,
         headers: &BTreeMap<String, HeaderRef>,
+        registered_by: Role,
         updated_at_ms: i64,
     ) -> Result<Conn, RegistryError> {
-        let (values, secrets) = self.header_values(scope, headers).await?;
+        let dest = Destination {
+            kind: DestinationKind::Mcp,
+            name: key.1.clone(),
+            host: reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                .unwrap_or_default(),
+            written_by: registered_by,
+        };
+        let (values, secrets) = self.header_values(scope, headers, &dest).await?;
         let who = ListChanged {
             tenant: key.0.clone(),
             server: key.1.clone(),
@@ -532,8 +550,22 @@ impl McpRegistry {
         if let Some(c) = self.cached_conn(&key, updated) {
             return Ok(c);
         }
+        // A server registered before roles were kept counts as a developer's (fail closed).
+        let registered_by = server
+            .record
+            .registered_role
+            .as_deref()
+            .and_then(|r| r.parse::<Role>().ok())
+            .unwrap_or(Role::Developer);
         let conn = self
-            .connect(scope, &key, &server.record.url, &server.headers, updated)
+            .connect(
+                scope,
+                &key,
+                &server.record.url,
+                &server.headers,
+                registered_by,
+                updated,
+            )
             .await?;
         Ok(self.remember(key, conn))
     }
