@@ -109,6 +109,8 @@ struct Conn {
     upstream: Upstream,
     updated_at_ms: i64,
     secrets: Vec<String>,
+    /// The names of the secrets it sends: a deleted or rewritten secret closes it.
+    secret_names: Vec<String>,
 }
 
 impl Conn {
@@ -134,12 +136,17 @@ fn scrub(text: &str, secrets: &[String]) -> String {
 
 type ConnKey = (TenantId, String);
 
-/// Told every credential value the registry sends, so the log writer masks it too (a
-/// server's error text, logged by the MCP client, may echo it).
-pub type LogMask = Arc<dyn Fn(&str) + Send + Sync>;
+/// The log writer, told every credential value the registry sends so that it masks it
+/// too (a server's error text, logged by the MCP client, may echo it), and told when a
+/// secret or a tenant goes, so that it keeps nothing of them.
+pub trait LogMask: Send + Sync {
+    fn mask(&self, tenant: &TenantId, secret: &str, value: &str);
+    /// Forgets the tenant's `secret`, or all of its secrets (`None`).
+    fn forget(&self, tenant: &TenantId, secret: Option<&str>);
+}
 
 pub struct McpRegistry {
-    log_mask: Option<LogMask>,
+    log_mask: Option<Arc<dyn LogMask>>,
     store: Arc<dyn Store>,
     vault: Arc<Vault>,
     egress: EgressGuard,
@@ -233,7 +240,7 @@ impl McpRegistry {
         vault: Arc<Vault>,
         egress: EgressGuard,
         config: RegistryConfig,
-        log_mask: Option<LogMask>,
+        log_mask: Option<Arc<dyn LogMask>>,
     ) -> Arc<McpRegistry> {
         let (changed_tx, changed_rx) = mpsc::unbounded_channel();
         Arc::new(McpRegistry {
@@ -405,6 +412,21 @@ impl McpRegistry {
         if let Ok(mut conns) = self.conns.lock() {
             conns.retain(|(t, _), _| t != tenant);
         }
+        if let Some(mask) = &self.log_mask {
+            mask.forget(tenant, None);
+        }
+    }
+
+    /// Forgets a secret of the tenant that was deleted or written again: the connections
+    /// that send it close (the next call opens one with the new value, or fails), and the
+    /// log writer drops what it kept of it.
+    pub fn forget_secret(&self, tenant: &TenantId, secret: &str) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.retain(|(t, _), c| t != tenant || !c.secret_names.iter().any(|n| n == secret));
+        }
+        if let Some(mask) = &self.log_mask {
+            mask.forget(tenant, Some(secret));
+        }
     }
 
     async fn catalog(&self, scope: &TenantScope) -> Result<Arc<Catalog>, RegistryError> {
@@ -459,7 +481,7 @@ impl McpRegistry {
             value.set_sensitive(true);
             values.insert(name, value);
             if let Some(mask) = &self.log_mask {
-                mask(secret.expose());
+                mask.mask(scope.tenant(), &r.secret, secret.expose());
             }
             secrets.push(secret.expose().to_owned());
         }
@@ -504,6 +526,7 @@ impl McpRegistry {
             upstream,
             updated_at_ms,
             secrets,
+            secret_names: headers.values().map(|r| r.secret.clone()).collect(),
         })
     }
 

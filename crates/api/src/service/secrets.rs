@@ -53,6 +53,8 @@ pub async fn put(
         .vault
         .put(scope, &name, value, binding.as_deref(), &audit)
         .await?;
+    // Connections sending the old value close; the log writer forgets it.
+    state.mcp.forget_secret(scope.tenant(), name.as_str());
     Ok(())
 }
 
@@ -81,6 +83,8 @@ pub async fn set_binding(
     {
         return Err(not_found());
     }
+    // A binding that no longer names a server must not leave its connection open.
+    state.mcp.forget_secret(scope.tenant(), name.as_str());
     Ok(())
 }
 
@@ -103,5 +107,6 @@ pub async fn delete(state: &AppState, scope: &TenantScope, name: &str) -> Result
     {
         return Err(not_found());
     }
+    state.mcp.forget_secret(scope.tenant(), name.as_str());
     Ok(())
 }
