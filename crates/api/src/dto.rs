@@ -119,15 +119,37 @@ pub struct MeDto {
     pub key: MeKey,
 }
 
+/// `value` writes the secret (and its `binding`: omitted or `null` is unbound); without
+/// `value`, an admin changes only the `binding` of an existing secret.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSecret {
-    pub value: String,
+    pub value: Option<String>,
+    /// Where the value may be injected: `provider:<name>`, `mcp:<name>`, or hosts
+    /// (`api.example.com`, `*.example.com`). A name entry, and a secret with no binding,
+    /// only reach destinations last written by a key of at least the writer's role.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub binding: Option<Option<Vec<String>>>,
+}
+
+/// `Some(x)` for a field that is present, `null` included (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct SecretDto {
     pub name: String,
+    /// Where the value may be injected; `null`: unbound.
+    pub binding: Option<Vec<String>>,
+    /// The role of whoever wrote the value (`null` for values written before it was kept,
+    /// which count as an admin's).
+    pub written_by_role: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -136,6 +158,11 @@ impl From<&SecretMeta> for SecretDto {
     fn from(m: &SecretMeta) -> Self {
         SecretDto {
             name: m.name.clone(),
+            binding: m
+                .binding
+                .as_deref()
+                .map(|b| serde_json::from_str(b).unwrap_or_default()),
+            written_by_role: m.writer_role.clone(),
             created_at: rfc3339(m.created_at_ms),
             updated_at: rfc3339(m.updated_at_ms),
         }

@@ -182,6 +182,9 @@ impl From<VaultError> for ApiError {
             VaultError::Store(s) => s.into(),
             VaultError::TooLarge => ApiError::too_large(e.to_string()),
             VaultError::Unseal => ApiError::internal(&e),
+            VaultError::NotPermitted { .. } => {
+                ApiError::forbidden("secret_not_bound", e.to_string())
+            }
         }
     }
 }
@@ -205,6 +208,7 @@ impl From<berth_gateway::GatewayError> for ApiError {
             G::ProviderKeyMissing { .. } => {
                 ApiError::invalid("provider_key_missing", "model", e.to_string())
             }
+            G::ProviderKeyNotBound { .. } => ApiError::forbidden("secret_not_bound", e.to_string()),
             G::Upstream { status: 429, .. } => {
                 let mut err = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -201,10 +201,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         vault.clone(),
         egress.clone(),
         config.mcp.settings(),
-        Some({
-            let redactor = redactor.clone();
-            Arc::new(move |secret: &str| redactor.register(secret))
-        }),
+        Some(Arc::new(redactor.clone())),
     );
     tool_hosts.push(mcp.clone());
     let tools = berth_api::service::tools::ToolGate::new(

@@ -355,3 +355,109 @@ async fn streamed_gateway_answers_are_screened_as_they_go() {
     assert!(!audit.contains(EMAIL));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn arguments_of_a_call_that_waits_for_approval_are_screened_before_they_are_kept() {
+    let (_mock, server, key) = setup().await;
+    let r = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&key),
+            Some(
+                json!({"dlp": {"detect": ["email"], "on_tool_args": "redact"},
+                        "tools": {"approval": ["mock__echo"]}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    deploy(&server, &key, "gated", &args_model(json!({"to": EMAIL}))).await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/agents/gated/runs",
+            Some(&key),
+            Some(json!({"input": "send it", "thread": "new"})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["status"], "waiting_approval");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+
+    // The approval a reviewer sees holds the redacted arguments.
+    let pending = server.get("/v1/approvals?status=pending", &key).await;
+    let approval = pending.body["data"][0].clone();
+    assert_eq!(approval["tool"], "mock__echo", "{:?}", pending.body);
+    assert_eq!(
+        approval["arguments"]["to"], "[REDACTED:email]",
+        "{approval}"
+    );
+    // Nor do the trace or the events of the paused run show the address.
+    let trace = server.get(&format!("/v1/runs/{id}/trace"), &key).await;
+    let text = trace.body.to_string();
+    assert!(
+        !text.contains(EMAIL) && text.contains("[REDACTED:email]"),
+        "{text}"
+    );
+    let events = |id: String| {
+        let (http, url, key) = (server.http.clone(), server.url.clone(), key.clone());
+        async move {
+            http.get(format!("{url}/v1/runs/{id}/events"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let apr = approval["id"].as_str().unwrap();
+    let ok = server
+        .call(
+            "POST",
+            &format!("/v1/approvals/{apr}"),
+            Some(&key),
+            Some(json!({"decision": "approve"})),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    let mut done = Value::Null;
+    for _ in 0..100 {
+        done = server.get(&format!("/v1/runs/{id}"), &key).await.body;
+        if done["status"] != "waiting_approval"
+            && done["status"] != "queued"
+            && done["status"] != "running"
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // The tool got what the reviewer saw; nothing anywhere holds the address.
+    let output = done["output"].as_str().unwrap();
+    assert!(
+        output.contains("[REDACTED:email]") && !output.contains(EMAIL),
+        "{output}"
+    );
+    let raw = events(id.clone()).await;
+    assert!(
+        raw.contains("approval.required") && !raw.contains(EMAIL),
+        "{raw}"
+    );
+    let trace = server.get(&format!("/v1/runs/{id}/trace"), &key).await;
+    assert!(!trace.body.to_string().contains(EMAIL), "{}", trace.body);
+    let thread = server
+        .get(
+            &format!("/v1/threads/{}", done["thread"].as_str().unwrap()),
+            &key,
+        )
+        .await;
+    assert!(!thread.body.to_string().contains(EMAIL), "{}", thread.body);
+    let approvals = server.get("/v1/approvals", &key).await;
+    assert!(
+        !approvals.body.to_string().contains(EMAIL),
+        "{}",
+        approvals.body
+    );
+}

@@ -844,3 +844,184 @@ async fn upstreams_that_hang_answer_garbage_or_too_much_are_contained() {
     );
     server.stop().await;
 }
+
+/// Issue 14, item 3: a developer key registers an MCP server of its own with a header
+/// filled from an admin's BYOK secret; the secret never leaves, and the refusal is audited.
+#[tokio::test]
+async fn a_developer_cannot_send_an_admins_secret_to_a_server_of_its_own() {
+    let evil = MockMcp::start(Revision::Modern).await;
+    let (llm, server) = server_with(|_| {}).await;
+    let (t, admin_key) = admin(&server, "bound").await;
+    let (_, dev) = server.create_key(&t, "developer").await;
+    let put = |key: String, name: &'static str, body: Value| {
+        let server = &server;
+        async move {
+            server
+                .call(
+                    "PUT",
+                    &format!("/v1/secrets/{name}"),
+                    Some(&key),
+                    Some(body),
+                )
+                .await
+        }
+    };
+    let r = put(
+        admin_key.clone(),
+        "OPENAI_KEY",
+        json!({"value": SECRET, "binding": ["provider:mine"]}),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let r = put(admin_key.clone(), "PLAIN", json!({"value": SECRET})).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let listed = server.get("/v1/secrets", &dev).await;
+    let bound = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "OPENAI_KEY")
+        .unwrap()
+        .clone();
+    assert_eq!(bound["binding"], json!(["provider:mine"]), "{bound}");
+    assert_eq!(bound["written_by_role"], "admin");
+
+    // The admin's provider gets its key.
+    let r = server
+        .call(
+            "PUT",
+            "/v1/providers/mine",
+            Some(&admin_key),
+            Some(json!({"kind": "openai", "base_url": llm.url, "api_key_secret": "OPENAI_KEY"})),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{:?}", r.body);
+    let chat = |key: String| {
+        let server = &server;
+        async move {
+            server
+                .call(
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(&key),
+                    Some(json!({"model": "mine/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})),
+                )
+                .await
+        }
+    };
+    let r = chat(dev.clone()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // The attack: the bound secret, and an unbound one an admin wrote, refused before any
+    // connection is made.
+    for secret in ["OPENAI_KEY", "PLAIN"] {
+        let r = register(
+            &server,
+            &dev,
+            "evil",
+            &evil.url,
+            json!({"Authorization": {"secret": secret, "prefix": "Bearer "}}),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{secret}: {:?}", r.body);
+        assert_eq!(r.code(), "secret_not_bound");
+        assert!(!r.body.to_string().contains(SECRET));
+    }
+    assert!(
+        evil.headers().is_empty(),
+        "the server of the developer's choosing was never contacted"
+    );
+    // An admin's own registration of a server the binding does not name is refused too:
+    // the binding holds whatever role asks.
+    let r = register(
+        &server,
+        &admin_key,
+        "evil",
+        &evil.url,
+        json!({"Authorization": {"secret": "OPENAI_KEY"}}),
+    )
+    .await;
+    assert_eq!(r.code(), "secret_not_bound", "{:?}", r.body);
+    assert!(evil.headers().is_empty());
+    let audit = server
+        .get("/v1/audit?limit=500", &admin_key)
+        .await
+        .body
+        .clone();
+    let refused: Vec<&Value> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "secret.refused")
+        .collect();
+    assert_eq!(refused.len(), 3, "{audit}");
+    assert_eq!(refused[0]["target"], "OPENAI_KEY", "{}", refused[0]);
+    assert!(
+        refused[0].to_string().contains("mcp:evil"),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        !audit.to_string().contains(SECRET),
+        "the audit log never holds the value"
+    );
+
+    // Only an admin changes a binding without writing the value; a host binding lets the
+    // developer's server have it, whoever registered that server.
+    let r = put(dev.clone(), "OPENAI_KEY", json!({"binding": ["127.0.0.1"]})).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = put(
+        admin_key.clone(),
+        "OPENAI_KEY",
+        json!({"binding": ["provider:mine", "127.0.0.1"]}),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let r = register(
+        &server,
+        &dev,
+        "evil",
+        &evil.url,
+        json!({"Authorization": {"secret": "OPENAI_KEY", "prefix": "Bearer "}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert!(!evil.headers().is_empty());
+
+    // A binding that no longer names the provider keeps its key from it as well.
+    let r = put(
+        admin_key.clone(),
+        "OPENAI_KEY",
+        json!({"binding": ["mcp:other"]}),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let r = chat(dev.clone()).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(r.code(), "secret_not_bound");
+
+    // A developer's own secret goes where a developer registers it (unbound).
+    let r = put(
+        dev.clone(),
+        "DEV_TOKEN",
+        json!({"value": "dev-token-123456"}),
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let r = register(
+        &server,
+        &dev,
+        "mine",
+        &evil.url,
+        json!({"Authorization": {"secret": "DEV_TOKEN"}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = put(
+        dev.clone(),
+        "BAD",
+        json!({"value": "x", "binding": ["http://x/"]}),
+    )
+    .await;
+    assert_eq!(r.code(), "invalid_binding", "{:?}", r.body);
+}

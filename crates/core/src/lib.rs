@@ -1,5 +1,6 @@
 //! Core vocabulary of Berth: ids, tenant scopes, roles, names and money; pure types, no IO.
 
+pub mod binding;
 pub mod cache;
 pub mod clock;
 pub mod id;

@@ -12,6 +12,11 @@ pub enum GatewayError {
     ProviderNotFound(String),
     #[error("provider '{provider}' names secret '{secret}', which does not exist")]
     ProviderKeyMissing { provider: String, secret: String },
+    /// The secret's binding does not name this provider (the vault audited the refusal).
+    #[error(
+        "provider '{provider}' names secret '{secret}', whose binding does not name this provider"
+    )]
+    ProviderKeyNotBound { provider: String, secret: String },
     /// The upstream answered with an error status. `message` is already scrubbed.
     #[error("provider '{provider}' answered {status}: {message}")]
     Upstream {
@@ -50,6 +55,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "invalid_request",
             GatewayError::ProviderNotFound(_) => "model_not_found",
             GatewayError::ProviderKeyMissing { .. } => "provider_key_missing",
+            GatewayError::ProviderKeyNotBound { .. } => "secret_not_bound",
             GatewayError::Upstream { status: 429, .. } => "upstream_rate_limited",
             GatewayError::Upstream { .. } => "upstream_error",
             GatewayError::Timeout { .. } => "upstream_timeout",

@@ -346,12 +346,28 @@ impl Gateway {
                 provider: own.name.clone(),
                 message: e.to_string(),
             })?;
-        // The key is opened now, for this call only.
+        // The key is opened now, for this call only, if its binding names this provider
+        // (providers are written by admins only).
+        let dest = berth_core::binding::Destination {
+            kind: berth_core::binding::DestinationKind::Provider,
+            name: own.name.clone(),
+            host: reqwest::Url::parse(&base_url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                .unwrap_or_default(),
+            written_by: berth_core::Role::Admin,
+        };
         let key = self
             .vault
-            .reveal(scope, &own.api_key_secret)
+            .reveal_for(scope, &own.api_key_secret, &dest)
             .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                berth_vault::VaultError::NotPermitted { .. } => GatewayError::ProviderKeyNotBound {
+                    provider: own.name.clone(),
+                    secret: own.api_key_secret.clone(),
+                },
+                e => GatewayError::Internal(e.to_string()),
+            })?
             .ok_or_else(|| GatewayError::ProviderKeyMissing {
                 provider: own.name.clone(),
                 secret: own.api_key_secret.clone(),

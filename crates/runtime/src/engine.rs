@@ -44,7 +44,14 @@ pub struct PendingCall {
     pub arguments: String,
     /// Set when the call waits for a human decision.
     pub approval_id: Option<String>,
+    /// The data-loss rules blocked its arguments (now `"[BLOCKED]"`): it is answered with
+    /// an error, never executed, and never waits for a human.
+    #[serde(default)]
+    pub blocked: bool,
 }
+
+/// What a call whose arguments were blocked shows instead of them.
+const BLOCKED_ARGS: &str = "\"[BLOCKED]\"";
 
 /// Where a run stands between two executions (paused for approval).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -367,9 +374,13 @@ pub async fn run_builtin(
         add_usage(&mut ex.cp.usage, &turn);
         live.set_usage(ex.cp.usage.to_json());
         let mut content = turn.response.content.clone();
+        // Tool calls' arguments are screened here, as they come from the model, before
+        // anything keeps or shows them (trace, thread, approval, events), not only before
+        // the tool is called: a call that waits for a human would show them first.
+        let mut blocked_calls = Vec::new();
         for part in &mut content {
-            if let Part::Text(t) = part {
-                match ex.dlp("llm_output", t) {
+            match part {
+                Part::Text(t) => match ex.dlp("llm_output", t) {
                     crate::dlp::Verdict::Clean(_) => {}
                     crate::dlp::Verdict::Redacted { text, .. } => *t = text,
                     crate::dlp::Verdict::Blocked { detectors } => {
@@ -379,7 +390,16 @@ pub async fn run_builtin(
                         );
                         return ex.stop(Stop::Failed("permission", "dlp_blocked", msg));
                     }
-                }
+                },
+                Part::ToolCall { id, arguments, .. } => match ex.dlp("tool_args", arguments) {
+                    crate::dlp::Verdict::Clean(_) => {}
+                    crate::dlp::Verdict::Redacted { text, .. } => *arguments = text,
+                    crate::dlp::Verdict::Blocked { .. } => {
+                        *arguments = BLOCKED_ARGS.to_owned();
+                        blocked_calls.push(id.clone());
+                    }
+                },
+                _ => {}
             }
         }
         let request_messages = serde_json::to_value(&req.messages).unwrap_or(Value::Null);
@@ -421,9 +441,7 @@ pub async fn run_builtin(
             );
             return ex.stop(Stop::Failed("budget_exceeded", "max_cost_exceeded", msg));
         }
-        let calls: Vec<PendingCall> = turn
-            .response
-            .content
+        let calls: Vec<PendingCall> = content
             .iter()
             .filter_map(|p| match p {
                 Part::ToolCall {
@@ -435,6 +453,7 @@ pub async fn run_builtin(
                     name: name.clone(),
                     arguments: arguments.clone(),
                     approval_id: None,
+                    blocked: blocked_calls.contains(id),
                 }),
                 _ => None,
             })
@@ -576,9 +595,9 @@ async fn answer_calls(
     decisions: &mut HashMap<String, Decision>,
 ) -> Result<bool, Stop> {
     let spec = ex.spec;
-    while let Some(mut call) = ex.cp.pending.first().cloned() {
+    while let Some(call) = ex.cp.pending.first().cloned() {
         let callable = offered.iter().any(|t| t.name == call.name);
-        if callable && needs_approval(spec.manifest, spec.policy, &call.name) {
+        if callable && !call.blocked && needs_approval(spec.manifest, spec.policy, &call.name) {
             match &call.approval_id {
                 None => {
                     // Every call of this turn that needs a human gets its approval now, so
@@ -617,18 +636,9 @@ async fn answer_calls(
                 call.name
             ))
         } else {
-            // The rules on arguments run first, so that what the trace and the events show
-            // is what the tool would get (redacted), or nothing of it (blocked).
-            let allowed_args = match ex.dlp("tool_args", &call.arguments) {
-                crate::dlp::Verdict::Clean(a) | crate::dlp::Verdict::Redacted { text: a, .. } => {
-                    call.arguments = a;
-                    true
-                }
-                crate::dlp::Verdict::Blocked { .. } => {
-                    call.arguments = "\"[BLOCKED]\"".to_owned();
-                    false
-                }
-            };
+            // The arguments were screened when the model gave them, so what the trace and
+            // the events show is what the tool gets (redacted), or nothing of it (blocked).
+            let allowed_args = !call.blocked;
             ex.live.emit(RunEvent::new(
                 "tool.call",
                 tool_call_event(&call_data(&call)),
@@ -746,7 +756,10 @@ fn pause(mut ex: Exec<'_>) -> Outcome {
     let mut approvals = Vec::new();
     let mut pending = std::mem::take(&mut ex.cp.pending);
     for call in &mut pending {
-        if call.approval_id.is_some() || !needs_approval(spec.manifest, spec.policy, &call.name) {
+        if call.approval_id.is_some()
+            || call.blocked
+            || !needs_approval(spec.manifest, spec.policy, &call.name)
+        {
             continue;
         }
         let id = Id::new(IdKind::Approval).into_string();

@@ -49,6 +49,8 @@ fn sealed(name: &str, byte: u8) -> SealedSecret {
         name: name.to_owned(),
         nonce: vec![byte; 24],
         ciphertext: vec![byte; 40],
+        binding: None,
+        writer_role: Some("developer".to_owned()),
         created_at_ms: now_ms(),
         updated_at_ms: now_ms(),
     }
@@ -1250,6 +1252,52 @@ pub async fn secrets(store: &dyn Store) {
         vec![4; 40]
     );
     assert!(store.get_secret(&b, "API_KEY").await.unwrap().is_none());
+    // A binding is kept, changed alone, and reset by writing the value again.
+    let bound = SealedSecret {
+        binding: Some(r#"["provider:openai"]"#.to_owned()),
+        writer_role: Some("admin".to_owned()),
+        ..sealed("BOUND", 6)
+    };
+    store
+        .put_secret(&a, &bound, &audit("secret.put"))
+        .await
+        .unwrap();
+    let got = store.get_secret(&a, "BOUND").await.unwrap().unwrap();
+    assert_eq!(
+        (got.binding.as_deref(), got.writer_role.as_deref()),
+        (Some(r#"["provider:openai"]"#), Some("admin"))
+    );
+    assert!(
+        store
+            .set_secret_binding(&a, "BOUND", Some(r#"["mcp:crm"]"#), &audit("secret.bind"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_secret_binding(&b, "BOUND", None, &audit("secret.bind"))
+            .await
+            .unwrap(),
+        "another tenant's secret is not found"
+    );
+    let got = store.get_secret(&a, "BOUND").await.unwrap().unwrap();
+    assert_eq!(
+        (got.binding.as_deref(), got.ciphertext.clone()),
+        (Some(r#"["mcp:crm"]"#), vec![6; 40])
+    );
+    store
+        .put_secret(&a, &sealed("BOUND", 7), &audit("secret.put"))
+        .await
+        .unwrap();
+    let got = store.get_secret(&a, "BOUND").await.unwrap().unwrap();
+    assert_eq!(
+        (got.binding, got.writer_role.as_deref()),
+        (None, Some("developer"))
+    );
+    store
+        .delete_secret(&a, "BOUND", &audit("secret.delete"))
+        .await
+        .unwrap();
     let names: Vec<_> = store
         .list_secrets(&a, &PageRequest::default())
         .await
@@ -1523,6 +1571,7 @@ pub async fn mcp_servers(store: &dyn Store) {
         protocol_version: Some("2025-11-25".into()),
         last_error: None,
         checked_at_ms: Some(now_ms()),
+        registered_role: Some("developer".into()),
         created_at_ms: now_ms(),
         updated_at_ms: now_ms(),
     };

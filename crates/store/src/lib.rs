@@ -86,6 +86,15 @@ pub trait SecretStore: Send + Sync {
         name: &str,
         audit: &NewEntry,
     ) -> Result<bool>;
+    /// Changes only where a secret may be injected (`None`: unbound); `false` if the
+    /// tenant has no secret by that name.
+    async fn set_secret_binding(
+        &self,
+        scope: &TenantScope,
+        name: &str,
+        binding: Option<&str>,
+        audit: &NewEntry,
+    ) -> Result<bool>;
 }
 
 /// The per-tenant audit hash chain.

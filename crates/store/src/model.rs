@@ -63,6 +63,11 @@ pub struct SealedSecret {
     pub name: String,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
+    /// Where the value may be injected (JSON array of destinations); `None`: unbound.
+    pub binding: Option<String>,
+    /// The role of whoever wrote the value (`None` for values written before roles were
+    /// kept, which count as an admin's).
+    pub writer_role: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -70,6 +75,8 @@ pub struct SealedSecret {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecretMeta {
     pub name: String,
+    pub binding: Option<String>,
+    pub writer_role: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -462,6 +469,9 @@ pub struct McpServerRecord {
     pub protocol_version: Option<String>,
     pub last_error: Option<String>,
     pub checked_at_ms: Option<i64>,
+    /// The role of whoever last registered the server (`None` before roles were kept,
+    /// which counts as a developer's): what its headers' secrets are checked against.
+    pub registered_role: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }

@@ -470,10 +470,11 @@ macro_rules! impl_store {
             ) -> Result<()> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
                 sqlx::query(
-                    "INSERT INTO secrets (tenant_id, name, nonce, ciphertext, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
+                    "INSERT INTO secrets (tenant_id, name, nonce, ciphertext, created_at, updated_at, binding, writer_role) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (tenant_id, name) DO UPDATE SET nonce = excluded.nonce, \
-                     ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+                     ciphertext = excluded.ciphertext, updated_at = excluded.updated_at, \
+                     binding = excluded.binding, writer_role = excluded.writer_role",
                 )
                 .bind(scope.tenant_str())
                 .bind(&secret.name)
@@ -481,6 +482,8 @@ macro_rules! impl_store {
                 .bind(&secret.ciphertext)
                 .bind(secret.created_at_ms)
                 .bind(secret.updated_at_ms)
+                .bind(secret.binding.as_deref())
+                .bind(secret.writer_role.as_deref())
                 .execute(&mut *tx)
                 .await?;
                 append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
@@ -495,7 +498,7 @@ macro_rules! impl_store {
             ) -> Result<Option<SealedSecret>> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
                 let row = sqlx::query(
-                    "SELECT name, nonce, ciphertext, created_at, updated_at FROM secrets \
+                    "SELECT name, nonce, ciphertext, binding, writer_role, created_at, updated_at FROM secrets \
                      WHERE tenant_id = $1 AND name = $2",
                 )
                 .bind(scope.tenant_str())
@@ -508,6 +511,8 @@ macro_rules! impl_store {
                         name: r.try_get("name")?,
                         nonce: r.try_get("nonce")?,
                         ciphertext: r.try_get("ciphertext")?,
+                        binding: r.try_get("binding")?,
+                        writer_role: r.try_get("writer_role")?,
                         created_at_ms: r.try_get("created_at")?,
                         updated_at_ms: r.try_get("updated_at")?,
                     })
@@ -522,7 +527,7 @@ macro_rules! impl_store {
             ) -> Result<Page<SecretMeta>> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), false).await?;
                 let rows = sqlx::query(
-                    "SELECT name, created_at, updated_at FROM secrets \
+                    "SELECT name, binding, writer_role, created_at, updated_at FROM secrets \
                      WHERE tenant_id = $1 AND name > $2 ORDER BY name LIMIT $3",
                 )
                 .bind(scope.tenant_str())
@@ -536,6 +541,8 @@ macro_rules! impl_store {
                     .map(|r| {
                         Ok(SecretMeta {
                             name: r.try_get("name")?,
+                            binding: r.try_get("binding")?,
+                            writer_role: r.try_get("writer_role")?,
                             created_at_ms: r.try_get("created_at")?,
                             updated_at_ms: r.try_get("updated_at")?,
                         })
@@ -552,6 +559,28 @@ macro_rules! impl_store {
             ) -> Result<bool> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
                 let done = sqlx::query("DELETE FROM secrets WHERE tenant_id = $1 AND name = $2")
+                    .bind(scope.tenant_str())
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                append_in_tx(&mut tx, scope.tenant_str(), audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn set_secret_binding(
+                &self,
+                scope: &TenantScope,
+                name: &str,
+                binding: Option<&str>,
+                audit: &NewEntry,
+            ) -> Result<bool> {
+                let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
+                let done = sqlx::query("UPDATE secrets SET binding = $1 WHERE tenant_id = $2 AND name = $3")
+                    .bind(binding)
                     .bind(scope.tenant_str())
                     .bind(name)
                     .execute(&mut *tx)
@@ -640,20 +669,22 @@ macro_rules! impl_store {
                 protocol_version: r.try_get("protocol_version")?,
                 last_error: r.try_get("last_error")?,
                 checked_at_ms: r.try_get("checked_at")?,
+                registered_role: r.try_get("registered_role")?,
                 created_at_ms: r.try_get("created_at")?,
                 updated_at_ms: r.try_get("updated_at")?,
             })
         }
 
-        const MCP_SERVER_COLS: &str = "name, url, headers, tools, status, protocol_version, last_error, checked_at, created_at, updated_at";
+        const MCP_SERVER_COLS: &str = "name, url, headers, tools, status, protocol_version, last_error, checked_at, created_at, updated_at, registered_role";
 
         #[async_trait]
         impl McpServerStore for $store {
             async fn put_mcp_server(&self, scope: &TenantScope, m: &McpServerRecord, audit: &NewEntry) -> Result<()> {
                 let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
                 sqlx::query(&format!(
-                    "INSERT INTO mcp_servers (tenant_id, {MCP_SERVER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                    "INSERT INTO mcp_servers (tenant_id, {MCP_SERVER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                      ON CONFLICT (tenant_id, name) DO UPDATE SET url = excluded.url, headers = excluded.headers, \
+                     registered_role = excluded.registered_role, \
                      tools = excluded.tools, status = excluded.status, protocol_version = excluded.protocol_version, \
                      last_error = excluded.last_error, checked_at = excluded.checked_at, updated_at = excluded.updated_at"
                 ))
@@ -668,6 +699,7 @@ macro_rules! impl_store {
                 .bind(m.checked_at_ms)
                 .bind(m.created_at_ms)
                 .bind(m.updated_at_ms)
+                .bind(m.registered_role.as_deref())
                 .execute(&mut *tx)
                 .await?;
                 append_in_tx(&mut tx, scope.tenant_str(), audit).await?;

@@ -106,6 +106,8 @@ async fn postgres_row_level_security_hides_other_tenants_without_a_filter() {
         name: "S".into(),
         nonce: vec![0; 24],
         ciphertext: vec![0; 32],
+        binding: None,
+        writer_role: None,
         created_at_ms: 0,
         updated_at_ms: 0,
     };

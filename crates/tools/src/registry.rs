@@ -5,6 +5,8 @@
 use crate::upstream::{ListChanged, Upstream, UpstreamError, UpstreamLimits};
 use async_trait::async_trait;
 use berth_audit::NewEntry;
+use berth_core::Role;
+use berth_core::binding::{Destination, DestinationKind};
 use berth_core::cache::TtlCache;
 use berth_core::clock::now_ms;
 use berth_core::{TenantId, TenantScope};
@@ -107,6 +109,8 @@ struct Conn {
     upstream: Upstream,
     updated_at_ms: i64,
     secrets: Vec<String>,
+    /// The names of the secrets it sends: a deleted or rewritten secret closes it.
+    secret_names: Vec<String>,
 }
 
 impl Conn {
@@ -132,12 +136,17 @@ fn scrub(text: &str, secrets: &[String]) -> String {
 
 type ConnKey = (TenantId, String);
 
-/// Told every credential value the registry sends, so the log writer masks it too (a
-/// server's error text, logged by the MCP client, may echo it).
-pub type LogMask = Arc<dyn Fn(&str) + Send + Sync>;
+/// The log writer, told every credential value the registry sends so that it masks it
+/// too (a server's error text, logged by the MCP client, may echo it), and told when a
+/// secret or a tenant goes, so that it keeps nothing of them.
+pub trait LogMask: Send + Sync {
+    fn mask(&self, tenant: &TenantId, secret: &str, value: &str);
+    /// Forgets the tenant's `secret`, or all of its secrets (`None`).
+    fn forget(&self, tenant: &TenantId, secret: Option<&str>);
+}
 
 pub struct McpRegistry {
-    log_mask: Option<LogMask>,
+    log_mask: Option<Arc<dyn LogMask>>,
     store: Arc<dyn Store>,
     vault: Arc<Vault>,
     egress: EgressGuard,
@@ -231,7 +240,7 @@ impl McpRegistry {
         vault: Arc<Vault>,
         egress: EgressGuard,
         config: RegistryConfig,
-        log_mask: Option<LogMask>,
+        log_mask: Option<Arc<dyn LogMask>>,
     ) -> Arc<McpRegistry> {
         let (changed_tx, changed_rx) = mpsc::unbounded_channel();
         Arc::new(McpRegistry {
@@ -293,7 +302,10 @@ impl McpRegistry {
         }
         let key: ConnKey = (scope.tenant().clone(), name.to_owned());
         let now = now_ms();
-        let conn = self.connect(scope, &key, url, &headers, now).await?;
+        // The registrar's role is what the headers' secrets are checked against, now and
+        // on every later connection (health checks included).
+        let role = scope.principal().role();
+        let conn = self.connect(scope, &key, url, &headers, role, now).await?;
         let listed = conn
             .upstream
             .list_tools()
@@ -315,6 +327,7 @@ impl McpRegistry {
             protocol_version: Some(protocol_version.clone()),
             last_error: skipped_note(&skipped),
             checked_at_ms: Some(now),
+            registered_role: Some(role.as_str().to_owned()),
             created_at_ms,
             updated_at_ms: now,
         };
@@ -399,6 +412,21 @@ impl McpRegistry {
         if let Ok(mut conns) = self.conns.lock() {
             conns.retain(|(t, _), _| t != tenant);
         }
+        if let Some(mask) = &self.log_mask {
+            mask.forget(tenant, None);
+        }
+    }
+
+    /// Forgets a secret of the tenant that was deleted or written again: the connections
+    /// that send it close (the next call opens one with the new value, or fails), and the
+    /// log writer drops what it kept of it.
+    pub fn forget_secret(&self, tenant: &TenantId, secret: &str) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.retain(|(t, _), c| t != tenant || !c.secret_names.iter().any(|n| n == secret));
+        }
+        if let Some(mask) = &self.log_mask {
+            mask.forget(tenant, Some(secret));
+        }
     }
 
     async fn catalog(&self, scope: &TenantScope) -> Result<Arc<Catalog>, RegistryError> {
@@ -424,18 +452,20 @@ impl McpRegistry {
         self.catalogs.evict(tenant);
     }
 
-    /// The header values for a connection, and the values to scrub from answers.
+    /// The header values for a connection to server `dest`, and the values to scrub from
+    /// answers. Each secret is opened only if its binding names the server.
     async fn header_values(
         &self,
         scope: &TenantScope,
         headers: &BTreeMap<String, HeaderRef>,
+        dest: &Destination,
     ) -> Result<(HashMap<HeaderName, HeaderValue>, Vec<String>), RegistryError> {
         let mut values = HashMap::new();
         let mut secrets = Vec::new();
         for (h, r) in headers {
             let secret: SecretValue = self
                 .vault
-                .reveal(scope, &r.secret)
+                .reveal_for(scope, &r.secret, dest)
                 .await?
                 .ok_or_else(|| RegistryError::MissingSecret(r.secret.clone()))?;
             let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
@@ -451,7 +481,7 @@ impl McpRegistry {
             value.set_sensitive(true);
             values.insert(name, value);
             if let Some(mask) = &self.log_mask {
-                mask(secret.expose());
+                mask.mask(scope.tenant(), &r.secret, secret.expose());
             }
             secrets.push(secret.expose().to_owned());
         }
@@ -465,9 +495,19 @@ impl McpRegistry {
         key: &ConnKey,
         url: &str,
         headers: &BTreeMap<String, HeaderRef>,
+        registered_by: Role,
         updated_at_ms: i64,
     ) -> Result<Conn, RegistryError> {
-        let (values, secrets) = self.header_values(scope, headers).await?;
+        let dest = Destination {
+            kind: DestinationKind::Mcp,
+            name: key.1.clone(),
+            host: reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                .unwrap_or_default(),
+            written_by: registered_by,
+        };
+        let (values, secrets) = self.header_values(scope, headers, &dest).await?;
         let who = ListChanged {
             tenant: key.0.clone(),
             server: key.1.clone(),
@@ -486,6 +526,7 @@ impl McpRegistry {
             upstream,
             updated_at_ms,
             secrets,
+            secret_names: headers.values().map(|r| r.secret.clone()).collect(),
         })
     }
 
@@ -532,8 +573,22 @@ impl McpRegistry {
         if let Some(c) = self.cached_conn(&key, updated) {
             return Ok(c);
         }
+        // A server registered before roles were kept counts as a developer's (fail closed).
+        let registered_by = server
+            .record
+            .registered_role
+            .as_deref()
+            .and_then(|r| r.parse::<Role>().ok())
+            .unwrap_or(Role::Developer);
         let conn = self
-            .connect(scope, &key, &server.record.url, &server.headers, updated)
+            .connect(
+                scope,
+                &key,
+                &server.record.url,
+                &server.headers,
+                registered_by,
+                updated,
+            )
             .await?;
         Ok(self.remember(key, conn))
     }

@@ -7,9 +7,10 @@
 mod master;
 
 use berth_audit::NewEntry;
+use berth_core::binding::{Destination, permits};
 use berth_core::clock::now_ms;
-use berth_core::{ResourceName, TenantId, TenantScope};
-use berth_store::{SealedSecret, SecretStore, StoreError, WrappedKey};
+use berth_core::{ResourceName, Role, TenantId, TenantScope};
+use berth_store::{AuditStore, SealedSecret, SecretStore, Store, StoreError, WrappedKey};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
@@ -32,6 +33,9 @@ pub enum VaultError {
     Unseal,
     #[error("secret value is larger than {MAX_SECRET_BYTES} bytes")]
     TooLarge,
+    /// The secret's binding does not name the destination (refusal audited).
+    #[error("the secret '{secret}' may not be sent to {destination}: its binding does not name it")]
+    NotPermitted { secret: String, destination: String },
 }
 
 /// A revealed secret. Its `Debug` and `Display` print `[redacted]`; memory is wiped on drop.
@@ -67,25 +71,31 @@ type DataKey = Zeroizing<[u8; 32]>;
 pub struct Vault {
     master: MasterKey,
     store: Arc<dyn SecretStore>,
+    /// Where refused injections are recorded.
+    audit: Arc<dyn AuditStore>,
     /// Unwrapped data keys, so a reveal costs one store read, not two.
     data_keys: RwLock<HashMap<TenantId, Arc<DataKey>>>,
 }
 
 impl Vault {
-    pub fn new(master: MasterKey, store: Arc<dyn SecretStore>) -> Self {
+    pub fn new(master: MasterKey, store: Arc<dyn Store>) -> Self {
         Vault {
             master,
+            audit: store.clone(),
             store,
             data_keys: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Seals and stores `value` under `name`, auditing the write (never the value).
+    /// Seals and stores `value` under `name` with where it may be injected (`binding`,
+    /// checked by [`berth_core::binding::parse_binding`]; `None`: unbound) and the writer's
+    /// role, auditing the write (never the value). Writing a value replaces its binding.
     pub async fn put(
         &self,
         scope: &TenantScope,
         name: &ResourceName,
         value: &str,
+        binding: Option<&[String]>,
         audit: &NewEntry,
     ) -> Result<(), VaultError> {
         if value.len() > MAX_SECRET_BYTES {
@@ -107,6 +117,8 @@ impl Vault {
             name: name.as_str().to_owned(),
             nonce,
             ciphertext,
+            binding: binding.map(|b| serde_json::Value::from(b.to_vec()).to_string()),
+            writer_role: Some(scope.principal().role().as_str().to_owned()),
             created_at_ms: created,
             updated_at_ms: now,
         };
@@ -114,15 +126,48 @@ impl Vault {
         Ok(())
     }
 
-    /// Opens the secret `name`, or `None` if the tenant has none by that name.
-    pub async fn reveal(
+    /// Opens the secret `name` to inject it into `dest`, or `None` if the tenant has none
+    /// by that name. The only way to open a secret: a binding that does not name `dest`
+    /// (see [`berth_core::binding`]) refuses it, with a `secret.refused` audit entry naming
+    /// the secret and the destination, never the value.
+    pub async fn reveal_for(
         &self,
         scope: &TenantScope,
         name: &str,
+        dest: &Destination,
     ) -> Result<Option<SecretValue>, VaultError> {
         let Some(sealed) = self.store.get_secret(scope, name).await? else {
             return Ok(None);
         };
+        // A value written before writers' roles were kept counts as an admin's (fail
+        // closed); a binding that no longer parses names nothing.
+        let writer = sealed
+            .writer_role
+            .as_deref()
+            .and_then(|r| r.parse::<Role>().ok())
+            .unwrap_or(Role::Admin);
+        let binding: Option<Vec<String>> = match &sealed.binding {
+            None => None,
+            Some(json) => Some(serde_json::from_str(json).unwrap_or_default()),
+        };
+        if !permits(binding.as_deref(), writer, dest) {
+            let entry = NewEntry::new(
+                scope.actor(),
+                "secret.refused",
+                name,
+                serde_json::json!({"destination": dest.label(), "kind": dest.kind.as_str(),
+                                   "name": dest.name, "host": dest.host,
+                                   "destination_written_by": dest.written_by.as_str(),
+                                   "secret_written_by": writer.as_str()}),
+            );
+            if let Err(e) = self.audit.append_audit(scope, &entry).await {
+                tracing::error!(error = %e, secret = name, "a refused secret injection was not audited");
+            }
+            return Err(VaultError::NotPermitted {
+                secret: name.to_owned(),
+                destination: dest.label(),
+            });
+        }
         let key = self.data_key(scope).await?;
         let plain = open(
             &key[..],

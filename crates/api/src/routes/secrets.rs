@@ -1,4 +1,5 @@
-//! Tenant secrets: set and delete by name; listing shows names and times only.
+//! Tenant secrets: set (with where each may be injected) and delete by name; listing shows
+//! names, bindings and times only.
 
 use crate::auth::TenantAuth;
 use crate::dto::{ListBody, PutSecret, SecretDto};
@@ -11,9 +12,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use berth_core::Role;
 
-/// Set a secret (encrypted at rest under the tenant's data key).
+/// Set a secret (encrypted at rest under the tenant's data key) and where it may be
+/// injected (`binding`); without `value`, an admin changes only the binding.
 #[utoipa::path(put, path = "/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path)), request_body = PutSecret,
-    responses((status = 204), (status = 413), (status = 422)))]
+    responses((status = 204), (status = 403), (status = 404), (status = 413), (status = 422)))]
 pub async fn put(
     auth: TenantAuth,
     State(state): State<AppState>,
@@ -21,7 +23,23 @@ pub async fn put(
     JsonBody(body): JsonBody<PutSecret>,
 ) -> Result<StatusCode, ApiError> {
     let scope = auth.require(Role::Developer)?;
-    secrets::put(&state, scope, &name, &body.value).await?;
+    match body.value {
+        Some(value) => {
+            let binding = body.binding.flatten();
+            secrets::put(&state, scope, &name, &value, binding.as_deref()).await?;
+        }
+        None => {
+            let Some(binding) = body.binding else {
+                return Err(ApiError::invalid(
+                    "value_required",
+                    "value",
+                    "give the secret's value (or, as an admin, only its binding)",
+                ));
+            };
+            let scope = auth.require(Role::Admin)?;
+            secrets::set_binding(&state, scope, &name, binding.as_deref()).await?;
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -138,7 +138,11 @@ impl StoreLedger {
                 continue;
             }
             let secret = match &hook.secret {
-                Some(name) => match self.vault.reveal(scope, name).await {
+                Some(name) => match self
+                    .vault
+                    .reveal_for(scope, name, &webhook_destination(&hook.url))
+                    .await
+                {
                     Ok(Some(v)) => Some(v.expose().to_owned()),
                     _ => {
                         tracing::warn!(tenant = %scope.tenant(), secret = %name, "webhook secret missing; not delivered");
@@ -155,6 +159,20 @@ impl StoreLedger {
                 deliver(&http, &url, &body, secret.as_deref(), &tenant).await
             });
         }
+    }
+}
+
+/// A webhook of the policy as a place its signing secret goes to (policies are written by
+/// admins only).
+fn webhook_destination(url: &str) -> berth_core::binding::Destination {
+    berth_core::binding::Destination {
+        kind: berth_core::binding::DestinationKind::Webhook,
+        name: url.to_owned(),
+        host: reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default(),
+        written_by: berth_core::Role::Admin,
     }
 }
 

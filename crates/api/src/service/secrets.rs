@@ -13,13 +13,23 @@ pub fn parse_name(raw: &str) -> Result<ResourceName, ApiError> {
         .map_err(|e| ApiError::invalid("invalid_name", "name", e.to_string()))
 }
 
+/// A binding as written, checked and normalised.
+fn parse_binding(binding: Option<&[String]>) -> Result<Option<Vec<String>>, ApiError> {
+    binding
+        .map(berth_core::binding::parse_binding)
+        .transpose()
+        .map_err(|e| ApiError::invalid("invalid_binding", "binding", e))
+}
+
 pub async fn put(
     state: &AppState,
     scope: &TenantScope,
     name: &str,
     value: &str,
+    binding: Option<&[String]>,
 ) -> Result<(), ApiError> {
     let name = parse_name(name)?;
+    let binding = parse_binding(binding)?;
     if value.len() > MAX_SECRET_BYTES {
         return Err(ApiError::too_large(format!(
             "a secret value may hold at most {MAX_SECRET_BYTES} bytes"
@@ -37,9 +47,44 @@ pub async fn put(
         scope.actor(),
         "secret.put",
         name.as_str(),
-        json!({"bytes": value.len()}),
+        json!({"bytes": value.len(), "binding": binding, "writer_role": scope.principal().role().as_str()}),
     );
-    state.vault.put(scope, &name, value, &audit).await?;
+    state
+        .vault
+        .put(scope, &name, value, binding.as_deref(), &audit)
+        .await?;
+    // Connections sending the old value close; the log writer forgets it.
+    state.mcp.forget_secret(scope.tenant(), name.as_str());
+    Ok(())
+}
+
+/// Changes only where a secret may be injected (the route lets admins alone do this;
+/// anyone else changes a binding only by writing the value again).
+pub async fn set_binding(
+    state: &AppState,
+    scope: &TenantScope,
+    name: &str,
+    binding: Option<&[String]>,
+) -> Result<(), ApiError> {
+    let not_found = || ApiError::not_found("secret_not_found", format!("no secret named '{name}'"));
+    let name = parse_name(name).map_err(|_| not_found())?;
+    let binding = parse_binding(binding)?;
+    let audit = NewEntry::new(
+        scope.actor(),
+        "secret.bind",
+        name.as_str(),
+        json!({"binding": binding}),
+    );
+    let stored = binding.map(|b| serde_json::Value::from(b).to_string());
+    if !state
+        .store
+        .set_secret_binding(scope, name.as_str(), stored.as_deref(), &audit)
+        .await?
+    {
+        return Err(not_found());
+    }
+    // A binding that no longer names a server must not leave its connection open.
+    state.mcp.forget_secret(scope.tenant(), name.as_str());
     Ok(())
 }
 
@@ -62,5 +107,6 @@ pub async fn delete(state: &AppState, scope: &TenantScope, name: &str) -> Result
     {
         return Err(not_found());
     }
+    state.mcp.forget_secret(scope.tenant(), name.as_str());
     Ok(())
 }

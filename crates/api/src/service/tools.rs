@@ -161,7 +161,7 @@ impl From<RegistryError> for ApiError {
                 ApiError::bad_gateway("mcp_server_unreachable", e.to_string())
             }
             RegistryError::Store(e) => e.into(),
-            RegistryError::Vault(e) => ApiError::internal(&e),
+            RegistryError::Vault(e) => e.into(),
         }
     }
 }
