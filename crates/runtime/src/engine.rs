@@ -136,7 +136,7 @@ pub struct RunSpec<'a> {
     /// How long an approval waits for a decision before it expires.
     pub approval_timeout: Duration,
     /// The tenant's data-loss rules, if its policy has any.
-    pub dlp: Option<&'a crate::dlp::Dlp>,
+    pub dlp: Option<&'a std::sync::Arc<crate::dlp::Dlp>>,
 }
 
 fn render_prompt(template: &str, spec: &RunSpec<'_>) -> String {
@@ -164,7 +164,7 @@ enum Stop {
 impl Exec<'_> {
     /// Applies the data-loss rules for `on` (`tool_args`, `tool_results`, `llm_output`);
     /// a hit is traced and kept for the audit log, by detector name only.
-    fn dlp(&mut self, on: &str, text: &str) -> crate::dlp::Verdict {
+    async fn dlp(&mut self, on: &str, text: &str) -> crate::dlp::Verdict {
         use crate::dlp::Verdict;
         let Some(dlp) = self.spec.dlp else {
             return Verdict::Clean(text.to_owned());
@@ -174,7 +174,7 @@ impl Exec<'_> {
             "tool_results" => dlp.on_tool_results,
             _ => dlp.on_llm_output,
         };
-        let verdict = dlp.apply(text, action);
+        let verdict = dlp.screen(text, action).await;
         let (detectors, what) = match &verdict {
             Verdict::Clean(_) => return verdict,
             Verdict::Redacted { detectors, .. } => (detectors.clone(), "redact"),
@@ -369,7 +369,7 @@ pub async fn run_builtin(
         let mut content = turn.response.content.clone();
         for part in &mut content {
             if let Part::Text(t) = part {
-                match ex.dlp("llm_output", t) {
+                match ex.dlp("llm_output", t).await {
                     crate::dlp::Verdict::Clean(_) => {}
                     crate::dlp::Verdict::Redacted { text, .. } => *t = text,
                     crate::dlp::Verdict::Blocked { detectors } => {
@@ -619,7 +619,7 @@ async fn answer_calls(
         } else {
             // The rules on arguments run first, so that what the trace and the events show
             // is what the tool would get (redacted), or nothing of it (blocked).
-            let allowed_args = match ex.dlp("tool_args", &call.arguments) {
+            let allowed_args = match ex.dlp("tool_args", &call.arguments).await {
                 crate::dlp::Verdict::Clean(a) | crate::dlp::Verdict::Redacted { text: a, .. } => {
                     call.arguments = a;
                     true
@@ -663,7 +663,7 @@ async fn answer_calls(
                         }
                     };
                     match answer {
-                        Ok(text) => match ex.dlp("tool_results", &text) {
+                        Ok(text) => match ex.dlp("tool_results", &text).await {
                             crate::dlp::Verdict::Clean(t)
                             | crate::dlp::Verdict::Redacted { text: t, .. } => Ok(t),
                             crate::dlp::Verdict::Blocked { .. } => Err(format!(
