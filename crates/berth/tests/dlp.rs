@@ -461,3 +461,88 @@ async fn arguments_of_a_call_that_waits_for_approval_are_screened_before_they_ar
         approvals.body
     );
 }
+
+/// Issue 14, item 17: a custom pattern that would make screening cost thousands of steps
+/// per byte is refused when the policy is written, naming the field; a heavy screening
+/// that is allowed runs off the async workers, so `/healthz` and another tenant's calls
+/// answer at once meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costly_custom_patterns_are_refused_and_heavy_screens_stall_no_one() {
+    let (_mock, server, key) = setup().await;
+    let put = |dlp: Value| {
+        let (server, key) = (&server, &key);
+        async move {
+            server
+                .call("PUT", "/v1/policy", Some(key), Some(json!({ "dlp": dlp })))
+                .await
+        }
+    };
+    let r = put(json!({"custom": [{"name": "bomb", "regex": ".*".repeat(5000)}],
+                       "on_llm_output": "redact"}))
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.body["error"]["param"], "dlp.custom[0].regex");
+    let r = put(json!({"custom": [{"name": "bomb", "regex": ".*".repeat(300)}]})).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("compiles to more than"),
+        "{:?}",
+        r.body
+    );
+    let many: Vec<Value> = (0..33)
+        .map(|i| json!({"name": format!("d{i}"), "regex": "x"}))
+        .collect();
+    let r = put(json!({ "custom": many })).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.body["error"]["param"], "dlp.custom");
+
+    // The heaviest policy that is allowed, over a 480 KB answer.
+    let heavy: Vec<Value> = (0..32)
+        .map(|i| json!({"name": format!("h{i}"), "regex": format!("{}Z{i}Q", ".*".repeat(60))}))
+        .collect();
+    let r = put(json!({"custom": heavy, "on_llm_output": "redact"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let other = server.create_tenant("bystander").await;
+    let (_, other_key) = server.create_key(&other, "admin").await;
+    let big = "lorem ipsum dolor sit amet\n".repeat(480_000 / 27);
+    let heavy_call = {
+        let (http, url, key) = (server.http.clone(), server.url.clone(), key.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": "mock/echo", "max_tokens": 400_000,
+                              "messages": [{"role": "user", "content": big}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let h = server.call("GET", "/healthz", None, None).await;
+        assert_eq!(h.status, 200);
+        let g = server
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(&other_key),
+                Some(json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})),
+            )
+            .await;
+        assert_eq!(g.status, 200, "{:?}", g.body);
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "others waited {:?}",
+            started.elapsed()
+        );
+    }
+    // The heavy answer is screened (within the budget) or withheld, never passed unscreened.
+    let status = heavy_call.await.unwrap();
+    assert!(status == 200 || status == 400, "{status}");
+}

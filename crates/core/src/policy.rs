@@ -156,6 +156,11 @@ pub const DLP_DETECTORS: &[&str] = &[
     "us_ssn",
     "secret_token",
 ];
+/// Custom data-loss detectors one policy may have at most: each is one more pass over
+/// every screened text.
+pub const MAX_CUSTOM_DETECTORS: usize = 32;
+/// The longest custom detector pattern, in bytes (its compiled size is capped as well).
+pub const MAX_CUSTOM_REGEX_BYTES: usize = 1024;
 /// Events a webhook may subscribe to.
 pub const WEBHOOK_EVENTS: &[&str] = &[
     "budget.alert",
@@ -387,9 +392,30 @@ impl Policy {
                     ));
                 }
             }
+            if d.custom.len() > MAX_CUSTOM_DETECTORS {
+                return Err(bad(
+                    "dlp.custom",
+                    format!(
+                        "at most {MAX_CUSTOM_DETECTORS} custom detectors ({} given)",
+                        d.custom.len()
+                    ),
+                ));
+            }
             for (i, c) in d.custom.iter().enumerate() {
-                if c.name.is_empty() {
-                    return Err(bad(format!("dlp.custom[{i}].name"), "must not be empty"));
+                if c.name.is_empty() || c.name.len() > 64 || c.name.contains(char::is_control) {
+                    return Err(bad(
+                        format!("dlp.custom[{i}].name"),
+                        "must be 1 to 64 characters without control characters",
+                    ));
+                }
+                if c.regex.len() > MAX_CUSTOM_REGEX_BYTES {
+                    return Err(bad(
+                        format!("dlp.custom[{i}].regex"),
+                        format!(
+                            "a pattern may be at most {MAX_CUSTOM_REGEX_BYTES} bytes ({} given)",
+                            c.regex.len()
+                        ),
+                    ));
                 }
                 regex_ok(&c.regex).map_err(|e| bad(format!("dlp.custom[{i}].regex"), e))?;
             }

@@ -5,10 +5,49 @@
 //! Detectors check more than a pattern where a checksum exists (credit cards by Luhn, IBANs
 //! by mod-97, US SSNs by the ranges never issued), so numbers that merely look alike are not
 //! flagged. A hit is reported by detector name and position, never by its value.
+//!
+//! Screening must not let one tenant's rules stall anyone else: custom patterns are compiled
+//! under a size cap (so the cost per byte of text is bounded), large texts are screened on
+//! the blocking pool, and every screening has a time budget past which the text is withheld
+//! (`dlp_timeout`), never passed on unscreened.
 
 use berth_core::policy::{DlpAction, DlpPolicy};
-use regex::Regex;
-use std::sync::OnceLock;
+use regex::{Regex, RegexBuilder};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The compiled program of one custom pattern may be at most this large (bytes of the
+/// regex crate's NFA): a pattern such as 5,000 repetitions of `.*` is refused when the
+/// policy is written instead of making every byte of every text cost thousands of steps.
+pub const CUSTOM_SIZE_LIMIT: usize = 64 * 1024;
+/// The lazy DFA cache of one custom pattern (per thread that screens).
+const CUSTOM_DFA_LIMIT: usize = 1024 * 1024;
+/// Texts up to this size are screened in place; larger ones on the blocking pool.
+pub const INLINE_BYTES: usize = 8 * 1024;
+/// The longest one screening may take; past it the text is withheld.
+pub const SCREEN_BUDGET: Duration = Duration::from_secs(2);
+/// The detector named in a verdict when screening ran out of time.
+pub const TIMEOUT_DETECTOR: &str = "dlp_timeout";
+
+/// Compiles a tenant's custom pattern under the caps every custom pattern has, or says
+/// why it is refused (the message names the cap, for the policy writer's 400).
+pub fn compile_custom(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .size_limit(CUSTOM_SIZE_LIMIT)
+        .dfa_size_limit(CUSTOM_DFA_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => format!(
+                "the pattern compiles to more than {} KiB; use fewer repetitions, \
+                 counted repeats or Unicode classes (for example [0-9] instead of \\d)",
+                CUSTOM_SIZE_LIMIT / 1024
+            ),
+            other => other.to_string(),
+        })
+}
+
+/// The screening ran out of its time budget.
+struct OutOfTime;
 
 /// One match of a detector in a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +220,9 @@ impl Dlp {
             }
         }
         for c in &p.custom {
-            if let Ok(re) = Regex::new(&c.regex) {
+            // The same caps as at policy write: a policy stored before they existed may hold
+            // a pattern that no longer compiles, which is skipped like any other.
+            if let Ok(re) = compile_custom(&c.regex) {
                 detectors.push(Detector {
                     name: c.name.clone(),
                     re,
@@ -199,9 +240,23 @@ impl Dlp {
 
     /// Every match, the earliest first; overlapping matches keep the first (and longest).
     pub fn scan(&self, text: &str) -> Vec<Hit> {
+        // With no deadline the scan cannot run out of time.
+        self.scan_until(text, None).unwrap_or_default()
+    }
+
+    /// [`Dlp::scan`], giving up once `deadline` has passed (checked between detectors and
+    /// between matches; the size cap on patterns bounds the work between two checks).
+    fn scan_until(&self, text: &str, deadline: Option<Instant>) -> Result<Vec<Hit>, OutOfTime> {
+        let late = || deadline.is_some_and(|d| Instant::now() >= d);
         let mut hits: Vec<Hit> = Vec::new();
         for d in &self.detectors {
+            if late() {
+                return Err(OutOfTime);
+            }
             for m in d.re.find_iter(text) {
+                if late() {
+                    return Err(OutOfTime);
+                }
                 if (d.check)(m.as_str()) {
                     hits.push(Hit {
                         detector: d.name.clone(),
@@ -218,15 +273,43 @@ impl Dlp {
                 kept.push(h);
             }
         }
-        kept
+        Ok(kept)
     }
 
-    /// Applies `action` to `text`.
+    /// Applies `action` to `text`, within [`SCREEN_BUDGET`]. Synchronous: callers on an
+    /// async task use [`Dlp::screen`], which moves large texts to the blocking pool.
     pub fn apply(&self, text: &str, action: DlpAction) -> Verdict {
+        self.apply_until(text, action, Instant::now() + SCREEN_BUDGET)
+    }
+
+    /// Applies `action` to `text` on the blocking pool when it is large, so that a slow
+    /// screening holds no async worker (other requests, other tenants, `/healthz` go on);
+    /// a screening that exceeds [`SCREEN_BUDGET`] withholds the text ([`TIMEOUT_DETECTOR`]).
+    pub async fn screen(self: &Arc<Self>, text: &str, action: DlpAction) -> Verdict {
+        if action == DlpAction::Allow || self.detectors.is_empty() {
+            return Verdict::Clean(text.to_owned());
+        }
+        let deadline = Instant::now() + SCREEN_BUDGET;
+        if text.len() <= INLINE_BYTES {
+            return self.apply_until(text, action, deadline);
+        }
+        let (dlp, owned) = (self.clone(), text.to_owned());
+        let job = tokio::task::spawn_blocking(move || dlp.apply_until(&owned, action, deadline));
+        // The blocking task checks the deadline itself; this bound also covers the time it
+        // waited for a thread of the pool.
+        match tokio::time::timeout(SCREEN_BUDGET, job).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(_)) | Err(_) => out_of_time(text.len()),
+        }
+    }
+
+    fn apply_until(&self, text: &str, action: DlpAction, deadline: Instant) -> Verdict {
         if action == DlpAction::Allow {
             return Verdict::Clean(text.to_owned());
         }
-        let hits = self.scan(text);
+        let Ok(hits) = self.scan_until(text, Some(deadline)) else {
+            return out_of_time(text.len());
+        };
         if hits.is_empty() {
             return Verdict::Clean(text.to_owned());
         }
@@ -251,6 +334,22 @@ impl Dlp {
     }
 }
 
+/// The verdict of a screening that ran out of time: the text does not pass.
+fn out_of_time(bytes: usize) -> Verdict {
+    warn_out_of_time(bytes);
+    Verdict::Blocked {
+        detectors: vec![TIMEOUT_DETECTOR.to_owned()],
+    }
+}
+
+fn warn_out_of_time(bytes: usize) {
+    tracing::warn!(
+        bytes,
+        budget_ms = u64::try_from(SCREEN_BUDGET.as_millis()).unwrap_or(u64::MAX),
+        "data-loss screening ran out of time; the text is withheld"
+    );
+}
+
 /// What a [`StreamScreen`] lets through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Screened {
@@ -269,8 +368,24 @@ pub struct StreamScreen {
     dlp: std::sync::Arc<Dlp>,
     action: DlpAction,
     held: String,
+    /// The held text is scanned for a cut again only once it reaches this length: after a
+    /// scan that found no place to cut, the next waits until the text grew by a quarter
+    /// (at least `HOLD`), so a long run of text without whitespace, arriving in tiny pieces,
+    /// costs a linear number of scanned bytes, not a quadratic one.
+    scan_at: usize,
     /// Detectors that redacted something so far, sorted, each once.
     pub redacted: Vec<String>,
+}
+
+/// Runs `f`, which may take a while (screening a large text), without holding up the other
+/// tasks of this async worker: on a multi-threaded runtime they move to another thread
+/// for the time being (`block_in_place`); elsewhere `f` simply runs.
+fn off_the_async_workers<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 impl StreamScreen {
@@ -284,6 +399,7 @@ impl StreamScreen {
             dlp,
             action,
             held: String::new(),
+            scan_at: 0,
             redacted: Vec::new(),
         }
     }
@@ -291,24 +407,44 @@ impl StreamScreen {
     /// Takes the next piece; answers what may be passed on now.
     pub fn push(&mut self, piece: &str) -> Screened {
         self.held.push_str(piece);
-        let cut = self.cut();
-        self.release(cut)
+        if self.held.len() < self.scan_at {
+            return Screened::Pass(String::new());
+        }
+        let screen = |this: &mut Self| match this.cut() {
+            Ok(cut) => this.release(cut),
+            Err(OutOfTime) => {
+                warn_out_of_time(this.held.len());
+                Screened::Blocked(vec![TIMEOUT_DETECTOR.to_owned()])
+            }
+        };
+        if self.held.len() > INLINE_BYTES {
+            off_the_async_workers(|| screen(self))
+        } else {
+            screen(self)
+        }
     }
 
     /// The end of the text (or a point where text must not wait, such as a tool call
     /// starting): passes on everything held.
     pub fn finish(&mut self) -> Screened {
-        self.release(self.held.len())
+        let all = self.held.len();
+        if all > INLINE_BYTES {
+            off_the_async_workers(|| self.release(all))
+        } else {
+            self.release(all)
+        }
     }
 
     /// How much of the held text can go: at most all but the newest `HOLD` bytes, then back
     /// to before any match that crosses the cut, then back to just after whitespace.
-    fn cut(&self) -> usize {
+    fn cut(&mut self) -> Result<usize, OutOfTime> {
         let len = self.held.len();
         if len <= Self::HOLD {
-            return 0;
+            return Ok(0);
         }
-        let hits = self.dlp.scan(&self.held);
+        let hits = self
+            .dlp
+            .scan_until(&self.held, Some(Instant::now() + SCREEN_BUDGET))?;
         let mut cut = len - Self::HOLD;
         while !self.held.is_char_boundary(cut) {
             cut -= 1;
@@ -331,15 +467,21 @@ impl StreamScreen {
             }
         }
         if cut == 0 && len > Self::MAX_HELD {
-            return len;
+            return Ok(len);
         }
-        cut
+        self.scan_at = if cut == 0 {
+            len + (len / 4).max(Self::HOLD)
+        } else {
+            0
+        };
+        Ok(cut)
     }
 
     fn release(&mut self, cut: usize) -> Screened {
         if cut == 0 {
             return Screened::Pass(String::new());
         }
+        self.scan_at = 0;
         let out: String = self.held.drain(..cut).collect();
         match self.dlp.apply(&out, self.action) {
             Verdict::Clean(text) => Screened::Pass(text),
@@ -528,5 +670,61 @@ mod tests {
             panic!()
         };
         assert_eq!(out.len(), blob.len());
+    }
+
+    #[test]
+    fn custom_patterns_are_compiled_under_a_size_cap() {
+        let bomb = ".*".repeat(5000);
+        let e = compile_custom(&bomb).err().unwrap();
+        assert!(e.contains("compiles to more than 64 KiB"), "{e}");
+        assert!(compile_custom("TCK-[0-9]{6}").is_ok());
+        assert!(compile_custom(r"\bACME-[A-Za-z0-9]{8}\b").is_ok());
+        // A policy stored before the cap: its oversized pattern is skipped, the rest works.
+        let d = Dlp::from_policy(&DlpPolicy {
+            detect: vec!["email".into()],
+            custom: vec![CustomDetector {
+                name: "bomb".into(),
+                regex: bomb,
+            }],
+            on_tool_args: DlpAction::Block,
+            on_tool_results: DlpAction::Block,
+            on_llm_output: DlpAction::Block,
+        });
+        assert_eq!(found(&d, "a@b.io"), ["email"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_screening_past_its_budget_withholds_the_text() {
+        // The heaviest patterns the cap allows, as many as a policy may have, over 4 MB:
+        // far more than the budget, so the screening stops and the text does not pass.
+        let heavy = ".*".repeat(60);
+        assert!(compile_custom(&heavy).is_ok());
+        let d = Arc::new(Dlp::from_policy(&DlpPolicy {
+            detect: Vec::new(),
+            custom: (0..berth_core::policy::MAX_CUSTOM_DETECTORS)
+                .map(|i| CustomDetector {
+                    name: format!("heavy{i}"),
+                    regex: format!("{heavy}Z{i}Q"),
+                })
+                .collect(),
+            on_tool_args: DlpAction::Redact,
+            on_tool_results: DlpAction::Redact,
+            on_llm_output: DlpAction::Redact,
+        }));
+        let text = "lorem ipsum dolor sit amet\n".repeat(4_000_000 / 27);
+        let started = Instant::now();
+        let verdict = d.screen(&text, DlpAction::Redact).await;
+        assert_eq!(
+            verdict,
+            Verdict::Blocked {
+                detectors: vec![TIMEOUT_DETECTOR.into()]
+            }
+        );
+        assert!(started.elapsed() < SCREEN_BUDGET + Duration::from_millis(500));
+        // A small text is screened in place, as before.
+        assert_eq!(
+            d.screen("nothing here", DlpAction::Redact).await,
+            Verdict::Clean("nothing here".into())
+        );
     }
 }

@@ -143,7 +143,7 @@ pub struct RunSpec<'a> {
     /// How long an approval waits for a decision before it expires.
     pub approval_timeout: Duration,
     /// The tenant's data-loss rules, if its policy has any.
-    pub dlp: Option<&'a crate::dlp::Dlp>,
+    pub dlp: Option<&'a std::sync::Arc<crate::dlp::Dlp>>,
 }
 
 fn render_prompt(template: &str, spec: &RunSpec<'_>) -> String {
@@ -171,7 +171,7 @@ enum Stop {
 impl Exec<'_> {
     /// Applies the data-loss rules for `on` (`tool_args`, `tool_results`, `llm_output`);
     /// a hit is traced and kept for the audit log, by detector name only.
-    fn dlp(&mut self, on: &str, text: &str) -> crate::dlp::Verdict {
+    async fn dlp(&mut self, on: &str, text: &str) -> crate::dlp::Verdict {
         use crate::dlp::Verdict;
         let Some(dlp) = self.spec.dlp else {
             return Verdict::Clean(text.to_owned());
@@ -181,7 +181,7 @@ impl Exec<'_> {
             "tool_results" => dlp.on_tool_results,
             _ => dlp.on_llm_output,
         };
-        let verdict = dlp.apply(text, action);
+        let verdict = dlp.screen(text, action).await;
         let (detectors, what) = match &verdict {
             Verdict::Clean(_) => return verdict,
             Verdict::Redacted { detectors, .. } => (detectors.clone(), "redact"),
@@ -380,7 +380,7 @@ pub async fn run_builtin(
         let mut blocked_calls = Vec::new();
         for part in &mut content {
             match part {
-                Part::Text(t) => match ex.dlp("llm_output", t) {
+                Part::Text(t) => match ex.dlp("llm_output", t).await {
                     crate::dlp::Verdict::Clean(_) => {}
                     crate::dlp::Verdict::Redacted { text, .. } => *t = text,
                     crate::dlp::Verdict::Blocked { detectors } => {
@@ -391,7 +391,7 @@ pub async fn run_builtin(
                         return ex.stop(Stop::Failed("permission", "dlp_blocked", msg));
                     }
                 },
-                Part::ToolCall { id, arguments, .. } => match ex.dlp("tool_args", arguments) {
+                Part::ToolCall { id, arguments, .. } => match ex.dlp("tool_args", arguments).await {
                     crate::dlp::Verdict::Clean(_) => {}
                     crate::dlp::Verdict::Redacted { text, .. } => *arguments = text,
                     crate::dlp::Verdict::Blocked { .. } => {
@@ -673,7 +673,7 @@ async fn answer_calls(
                         }
                     };
                     match answer {
-                        Ok(text) => match ex.dlp("tool_results", &text) {
+                        Ok(text) => match ex.dlp("tool_results", &text).await {
                             crate::dlp::Verdict::Clean(t)
                             | crate::dlp::Verdict::Redacted { text: t, .. } => Ok(t),
                             crate::dlp::Verdict::Blocked { .. } => Err(format!(

@@ -205,7 +205,7 @@ async fn screen_output(
     let mut blocked = false;
     for part in &mut response.content {
         if let berth_llm::Part::Text(text) = part {
-            match dlp.apply(text, dlp.on_llm_output) {
+            match dlp.screen(text, dlp.on_llm_output).await {
                 Verdict::Clean(_) => {}
                 Verdict::Redacted { text: t, detectors } => {
                     *text = t;

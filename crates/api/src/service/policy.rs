@@ -72,7 +72,7 @@ pub async fn put(
         )
     })?;
     policy
-        .validate(|re| regex::Regex::new(re).map(|_| ()).map_err(|e| e.to_string()))
+        .validate(|re| berth_runtime::dlp::compile_custom(re).map(|_| ()))
         .map_err(|e| ApiError::invalid("invalid_policy", &e.field, e.to_string()))?;
     for (i, hook) in policy.webhooks.iter().enumerate() {
         state.egress.check_url(&hook.url).map_err(|e| {

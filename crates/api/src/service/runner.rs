@@ -554,7 +554,7 @@ async fn execute(
         run_id: &run.id,
         key_id: run.key_id.as_deref(),
         approval_timeout: state.runner.settings.approval_timeout,
-        dlp: dlp.as_deref(),
+        dlp: dlp.as_ref(),
     };
     let tools: &dyn ToolHost = state.runner.tools.as_ref();
     let outcome = run_builtin(&state.gateway, tools, &spec, live, begin, next_seq).await;

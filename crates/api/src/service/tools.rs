@@ -370,7 +370,7 @@ pub async fn mcp_call(
     let dlp = state.runner.dlp_for(scope, &policy);
     let mut hits = Vec::new();
     if let Some(d) = &dlp {
-        match d.apply(&args, d.on_tool_args) {
+        match d.screen(&args, d.on_tool_args).await {
             Verdict::Clean(t) => args = t,
             Verdict::Redacted { text, detectors } => {
                 hits.push(("tool_args", detectors, "redact"));
@@ -445,7 +445,7 @@ pub async fn mcp_call(
         Err(ToolError::Failed(m)) => McpCallOutcome::ToolError(m),
         Ok(text) => match &dlp {
             None => McpCallOutcome::Result(text),
-            Some(d) => match d.apply(&text, d.on_tool_results) {
+            Some(d) => match d.screen(&text, d.on_tool_results).await {
                 Verdict::Clean(t) => McpCallOutcome::Result(t),
                 Verdict::Redacted { text, detectors } => {
                     hits.push(("tool_results", detectors, "redact"));
