@@ -231,7 +231,11 @@ impl From<berth_gateway::GatewayError> for ApiError {
             G::Upstream { status, .. } if *status < 500 => {
                 ApiError::bad_request("upstream_rejected", e.to_string())
             }
-            G::Upstream { .. } | G::Connect { .. } | G::InvalidAnswer { .. } => {
+            G::Unpriced { .. } => ApiError::invalid(code, "model", e.to_string()),
+            G::Upstream { .. }
+            | G::Connect { .. }
+            | G::InvalidAnswer { .. }
+            | G::TooLarge { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream", code, e.to_string())
             }
             G::Timeout { .. } => {

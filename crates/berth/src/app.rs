@@ -172,7 +172,9 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         provider_store,
         &egress,
     )
-    .with_budgets(Arc::new(ledger));
+    .with_budgets(Arc::new(ledger))
+    .with_body_limits(config.gateway.body_limits())
+    .with_tasks(tasks.clone());
     // Built-in tool servers: `mock` always, the code sandbox unless disabled.
     let mut tool_hosts: Vec<Arc<dyn ToolHost>> = vec![Arc::new(MockTools)];
     if config.sandbox.enabled {

@@ -56,6 +56,8 @@ pub struct Config {
     #[serde(default)]
     pub mcp: McpConfig,
     #[serde(default)]
+    pub gateway: GatewayConfig,
+    #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
@@ -236,6 +238,53 @@ impl McpConfig {
             health_interval: d(&self.health_interval, 30),
             max_tools_per_server: self.max_tools_per_server,
             max_result_bytes,
+        }
+    }
+}
+
+/// `[gateway]`: how much of a provider's answers the gateway reads (a tenant's own provider
+/// may be anyone); beyond it the call fails with `upstream_too_large` (502).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// A whole non-streamed answer (chat or embeddings).
+    #[serde(default = "default_gateway_max_response_mb")]
+    pub max_response_mb: usize,
+    /// One event of a streamed answer.
+    #[serde(default = "default_gateway_max_event_mb")]
+    pub max_stream_event_mb: usize,
+    /// A whole streamed answer.
+    #[serde(default = "default_gateway_max_stream_mb")]
+    pub max_stream_mb: usize,
+}
+
+fn default_gateway_max_response_mb() -> usize {
+    32
+}
+fn default_gateway_max_event_mb() -> usize {
+    8
+}
+fn default_gateway_max_stream_mb() -> usize {
+    64
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_response_mb: default_gateway_max_response_mb(),
+            max_stream_event_mb: default_gateway_max_event_mb(),
+            max_stream_mb: default_gateway_max_stream_mb(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn body_limits(&self) -> berth_gateway::BodyLimits {
+        let mb = |n: usize| n.saturating_mul(1 << 20);
+        berth_gateway::BodyLimits {
+            max_body_bytes: mb(self.max_response_mb),
+            max_event_bytes: mb(self.max_stream_event_mb),
+            max_stream_bytes: mb(self.max_stream_mb),
         }
     }
 }
@@ -711,6 +760,18 @@ impl Config {
                 "must be between 1 and 65536",
             ));
         }
+        for (key, mb) in [
+            ("gateway.max_response_mb", self.gateway.max_response_mb),
+            (
+                "gateway.max_stream_event_mb",
+                self.gateway.max_stream_event_mb,
+            ),
+            ("gateway.max_stream_mb", self.gateway.max_stream_mb),
+        ] {
+            if !(1..=4096).contains(&mb) {
+                return Err(value_error(key, "must be between 1 and 4096 (MiB)"));
+            }
+        }
         if !(1..=10_000).contains(&self.mcp.max_tools_per_server) {
             return Err(value_error(
                 "mcp.max_tools_per_server",
@@ -746,6 +807,13 @@ impl Config {
             }
         }
         for (model, price) in &self.prices {
+            // Prices match exact names only, so a name no call can have is a mistake.
+            if model != berth_meter::DEFAULT_PRICE_KEY && !model.contains('/') {
+                return Err(value_error(
+                    format!("prices.\"{model}\""),
+                    "name a model as \"provider/model\", or \"*\" for the default price",
+                ));
+            }
             if price.input < 0.0
                 || price.output < 0.0
                 || price.cached_input.is_some_and(|c| c < 0.0)

@@ -466,3 +466,173 @@ async fn alerts_reach_signed_webhooks_and_the_audit_log_and_invoices_add_up() {
     assert_eq!(empty.body["total_nano_usd"], 0);
     assert_eq!(empty.body["final"], true);
 }
+
+#[tokio::test]
+async fn the_plan_cap_holds_under_a_larger_or_a_soft_tenant_budget() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        let mut plans = berth_core::plan::default_plans();
+        let mut capped = plans["free"].clone();
+        capped.monthly_budget_usd = Some(0.002);
+        capped.requests_per_minute = 1000;
+        plans.insert("capped".to_owned(), capped);
+        c.plans = plans;
+    })
+    .await;
+    let long = "word ".repeat(200);
+    for (name, hard) in [("larger", true), ("soft", false)] {
+        let key = tenant(&server, name, "capped").await;
+        // The tenant's own monthly budget is far above the plan's cap (or only alerts).
+        put_policy(
+            &server,
+            &key,
+            json!({"budgets": [{"scope": "tenant", "period": "month", "limit_usd": 100.0, "hard": hard}]}),
+        )
+        .await;
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..10 {
+            let r = server
+                .call(
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(&key),
+                    Some(chat(&long, Some(300))),
+                )
+                .await;
+            match r.status {
+                200 => ok += 1,
+                402 => {
+                    assert_eq!(r.code(), "budget_exceeded", "{:?}", r.body);
+                    assert!(
+                        r.body["error"]["message"]
+                            .as_str()
+                            .unwrap()
+                            .contains("plan"),
+                        "{:?}",
+                        r.body
+                    );
+                    refused += 1;
+                }
+                other => panic!("{name}: unexpected {other}: {:?}", r.body),
+            }
+        }
+        assert!(
+            ok >= 1 && refused >= 1,
+            "{name}: {ok} ok, {refused} refused"
+        );
+        let s = settled_summary(&server, &key).await;
+        let budgets = s["budgets"].as_array().unwrap();
+        let plan = budgets
+            .iter()
+            .find(|b| b["scope"] == "plan")
+            .unwrap_or_else(|| panic!("{name}: no plan budget in {budgets:?}"));
+        assert_eq!(plan["hard"], true);
+        assert!((plan["limit_usd"].as_f64().unwrap() - 0.002).abs() < 1e-12);
+        let spent = plan["spent_usd"].as_f64().unwrap();
+        assert!(spent <= 0.002 + 1e-12, "{name}: spent {spent} over the cap");
+        let own = budgets.iter().find(|b| b["scope"] == "tenant").unwrap();
+        assert!((own["spent_usd"].as_f64().unwrap() - spent).abs() < 1e-12);
+    }
+    server.stop().await;
+}
+
+async fn deploy_agent(server: &TestServer, key: &str, manifest: Value) {
+    let name = manifest["name"].as_str().unwrap().to_owned();
+    let d = server
+        .call(
+            "POST",
+            &format!("/v1/agents/{name}/versions"),
+            Some(key),
+            Some(json!({ "manifest": manifest })),
+        )
+        .await;
+    assert_eq!(d.status, 201, "{:?}", d.body);
+}
+
+#[tokio::test]
+async fn a_run_never_spends_past_its_max_cost_even_within_one_turn() {
+    let server = TestServer::start().await;
+    let key = tenant(&server, "thrifty", "pro").await;
+    let long = "word ".repeat(400);
+    // What one turn costs with no limit.
+    deploy_agent(
+        &server,
+        &key,
+        json!({"name": "free-spender", "model": {"name": "mock/echo"}}),
+    )
+    .await;
+    let probe = server
+        .call(
+            "POST",
+            "/v1/agents/free-spender/runs",
+            Some(&key),
+            Some(json!({"input": long})),
+        )
+        .await;
+    assert_eq!(probe.body["status"], "succeeded", "{:?}", probe.body);
+    let turn = probe.body["usage"]["cost_usd"].as_f64().unwrap();
+    // A limit that pays for the input and only part of the answer: the turn is held to it
+    // (the answer cut where the money ends), so the run fails at its limit, not past it.
+    let limit = turn * 0.6;
+    deploy_agent(
+        &server,
+        &key,
+        json!({"name": "thrifty", "model": {"name": "mock/echo"}, "limits": {"max_cost_usd": limit}}),
+    )
+    .await;
+    let run = server
+        .call(
+            "POST",
+            "/v1/agents/thrifty/runs",
+            Some(&key),
+            Some(json!({"input": long})),
+        )
+        .await;
+    assert_eq!(
+        (
+            run.body["status"].as_str(),
+            run.body["error"]["code"].as_str()
+        ),
+        (Some("failed"), Some("max_cost_exceeded")),
+        "{:?}",
+        run.body
+    );
+    let spent = run.body["usage"]["cost_usd"].as_f64().unwrap();
+    assert!(
+        spent > 0.0 && spent <= limit + 1e-12,
+        "spent {spent} of {limit}"
+    );
+    // The usage ledger agrees: the run's calls cost no more than its limit.
+    let id = run.body["id"].as_str().unwrap();
+    let trace = server.get(&format!("/v1/runs/{id}/trace"), &key).await;
+    let billed: f64 = trace.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["type"] == "llm_call")
+        .map(|s| s["cost_usd"].as_f64().unwrap())
+        .sum();
+    assert!(billed > 0.0, "{:?}", trace.body);
+    assert!(billed <= limit + 1e-12, "{billed} > {limit}");
+    // A limit too small for even the input is refused before the call.
+    deploy_agent(
+        &server,
+        &key,
+        json!({"name": "broke", "model": {"name": "mock/echo"}, "limits": {"max_cost_usd": 1e-9}}),
+    )
+    .await;
+    let run = server
+        .call(
+            "POST",
+            "/v1/agents/broke/runs",
+            Some(&key),
+            Some(json!({"input": long})),
+        )
+        .await;
+    assert_eq!(
+        run.body["error"]["code"], "max_cost_exceeded",
+        "{:?}",
+        run.body
+    );
+    assert_eq!(run.body["usage"]["cost_usd"], 0.0, "{:?}", run.body);
+    server.stop().await;
+}

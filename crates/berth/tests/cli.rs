@@ -1880,7 +1880,7 @@ async fn a_crash_interrupts_running_runs_keeps_their_usage_and_queued_runs_survi
     std::fs::write(
         &config,
         format!(
-            "[runs]\nworkers = 1\nlease = \"1s\"\n\n[[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"UP_KEY\"\n",
+            "[runs]\nworkers = 1\nlease = \"1s\"\n\n[prices.\"*\"]\ninput = 1.0\noutput = 2.0\n\n[[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"UP_KEY\"\n",
             mock.url
         ),
     )

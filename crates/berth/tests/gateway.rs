@@ -539,7 +539,7 @@ async fn every_stream_is_charged_finished_broken_abandoned_or_unreported() {
             row["output_tokens"].as_i64().unwrap() > 0,
             "{m} charged as zero: {row}"
         );
-        // Priced as gpt-4o-mini (dated and suffixed ids fall back to their base model).
+        // Priced by the test server's default price (a suffixed id is not its base model).
         assert!(row["cost_usd"].as_f64().unwrap() > 0.0, "{m}: {row}");
     }
     server.stop().await;
@@ -847,5 +847,562 @@ async fn requests_per_minute_are_limited_per_tenant_with_headers() {
             200
         );
     }
+    server.stop().await;
+}
+
+/// A tenant of `plan` and its admin key.
+async fn tenant_on(server: &TestServer, name: &str, plan: &str) -> String {
+    let t = server
+        .call(
+            "POST",
+            "/v1/tenants",
+            Some(berth_testkit::OPERATOR_TOKEN),
+            Some(json!({"name": name, "plan": plan})),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{:?}", t.body);
+    server
+        .create_key(t.body["id"].as_str().unwrap(), "admin")
+        .await
+        .1
+}
+
+/// Registers the tenant's own provider `name` (`kind`) at the mock, with `key` as its secret.
+async fn own_provider(
+    server: &TestServer,
+    admin: &str,
+    name: &str,
+    kind: &str,
+    url: &str,
+    key: &str,
+) {
+    let secret = format!("{}_KEY", name.to_uppercase());
+    let r = server
+        .call(
+            "PUT",
+            &format!("/v1/secrets/{secret}"),
+            Some(admin),
+            Some(json!({"value": key})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let r = server
+        .call(
+            "PUT",
+            &format!("/v1/providers/{name}"),
+            Some(admin),
+            Some(json!({"kind": kind, "base_url": url, "api_key_secret": secret})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+fn ask(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]})
+}
+
+#[tokio::test]
+async fn unknown_names_are_unpriced_and_refused_under_hard_budgets_whatever_the_provider() {
+    let mock = MockUpstream::start().await;
+    let url = mock.url.clone();
+    let server = TestServer::start_with(Backend::Sqlite, move |c| {
+        c.providers = vec![provider("up", "openai", &url, PLATFORM_OPENAI_KEY, "10s")];
+        c.egress.allow_private = vec!["127.0.0.0/8".into()];
+        // No default price: unknown names stay unpriced.
+        c.prices.remove("*");
+    })
+    .await;
+    // On the free plan, whose monthly cap is a hard budget.
+    let free = tenant_on(&server, "free-one", "free").await;
+    // A pricier sibling is not its base model: `o3-pro` is unpriced, refused before any
+    // request reaches the provider, and the error names the missing price.
+    let before = mock.requests();
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&free),
+            Some(ask("up/o3-pro")),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "model_unpriced"),
+        "{:?}",
+        r.body
+    );
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("up/o3-pro") && message.contains("prices"),
+        "{message}"
+    );
+    assert_eq!(mock.requests(), before, "refused before the provider");
+    // Exact names and listed snapshot ids are priced as themselves.
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&free),
+            Some(ask("up/o3")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let o3: f64 = r.headers["x-berth-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let u = &r.body["usage"];
+    let expected = (u["prompt_tokens"].as_f64().unwrap() * 2.0
+        + u["completion_tokens"].as_f64().unwrap() * 8.0)
+        / 1e6;
+    assert!((o3 - expected).abs() < 1e-9, "{o3} vs {expected}");
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&free),
+            Some(ask("up/gpt-4o-mini-2024-07-18")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // The tenant's own providers are held to the same rule: an unpriced model of an
+    // OpenAI-compatible server is refused, and one of an OpenAI-kind provider is priced
+    // like OpenAI's and reserves on the hard budget like any other call.
+    own_provider(
+        &server,
+        &free,
+        "local",
+        "openai-compatible",
+        &mock.url,
+        "sk-local-own-key-000000",
+    )
+    .await;
+    own_provider(
+        &server,
+        &free,
+        "myoa",
+        "openai",
+        &mock.url,
+        "sk-myoa-own-key-0000000",
+    )
+    .await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&free),
+            Some(ask("local/llama-3")),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "model_unpriced"),
+        "{:?}",
+        r.body
+    );
+    put_tenant_budget(&server, &free, 0.000_001).await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&free),
+            Some(ask("myoa/gpt-4o")),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (402, "budget_exceeded"),
+        "BYOK reserves: {:?}",
+        r.body
+    );
+    // So do embeddings, of any provider.
+    for model in ["mock/embed", "myoa/text-embedding-3-small"] {
+        let r = server
+            .call(
+                "POST",
+                "/v1/embeddings",
+                Some(&free),
+                Some(json!({"model": model, "input": "embed this sentence, which costs a little".repeat(40)})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (402, "budget_exceeded"),
+            "{model}: {:?}",
+            r.body
+        );
+    }
+    // Under no hard budget an unpriced model runs, metered in tokens at no cost.
+    let pro = tenant_on(&server, "pro-one", "pro").await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&pro),
+            Some(ask("up/o3-pro")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.headers["x-berth-cost-usd"], "0.000000000");
+    // With a hard budget of its own, the same call is refused.
+    put_tenant_budget(&server, &pro, 10.0).await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&pro),
+            Some(ask("up/o3-pro")),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "model_unpriced"),
+        "{:?}",
+        r.body
+    );
+    server.stop().await;
+}
+
+async fn put_tenant_budget(server: &TestServer, admin: &str, usd: f64) {
+    let r = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(admin),
+            Some(json!({"budgets": [{"scope": "tenant", "period": "month", "limit_usd": usd, "hard": true}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn embeddings_spend_is_held_and_settled_on_hard_budgets() {
+    let server = TestServer::start().await;
+    let key = tenant_on(&server, "embedder", "pro").await;
+    put_tenant_budget(&server, &key, 1.0).await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(&key),
+            Some(json!({"model": "mock/embed", "input": ["one sentence", "and another one"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let cost: f64 = r.headers["x-berth-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cost > 0.0);
+    // The budget counts it, to the nano-dollar, once its reservation is settled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = server.get("/v1/usage/summary", &key).await;
+        let b = &s.body["budgets"][0];
+        if b["reserved_usd"] == 0.0 && b["spent_usd"].as_f64().unwrap() > 0.0 {
+            assert!(
+                (b["spent_usd"].as_f64().unwrap() - cost).abs() < 1e-12,
+                "{b}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never settled: {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+/// The usage rows of `model`, waiting up to 5 s for one to appear.
+async fn usage_of(server: &TestServer, key: &str, model: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows = usage(server, key, "model").await;
+        if let Some(r) = rows.iter().find(|r| r["model"] == model) {
+            return r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no usage for {model}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_still_gets_the_call_metered() {
+    let mock = MockUpstream::start().await;
+    let server = server_with(&mock, "10s").await;
+    let key = tenant(&server, "leaver").await;
+    for (path, model) in [
+        ("/v1/chat/completions", "up/slow-800-no-usage"),
+        ("/v1/chat/completions", "up/slow-800"),
+        ("/v1/embeddings", "up/slow-800-embed"),
+    ] {
+        let body = if path == "/v1/embeddings" {
+            json!({"model": model, "input": "some words to embed"})
+        } else {
+            ask(model)
+        };
+        let gone = server
+            .http
+            .post(format!("{}{path}", server.url))
+            .bearer_auth(&key)
+            .timeout(Duration::from_millis(200))
+            .json(&body)
+            .send()
+            .await;
+        assert!(gone.is_err(), "{model}: the client left before the answer");
+        let row = usage_of(&server, &key, model).await;
+        assert_eq!(row["requests"], 1, "{model}: {row}");
+        assert!(row["input_tokens"].as_i64().unwrap() > 0, "{model}: {row}");
+        if path != "/v1/embeddings" {
+            assert!(row["output_tokens"].as_i64().unwrap() > 0, "{model}: {row}");
+        }
+        assert!(row["cost_usd"].as_f64().unwrap() > 0.0, "{model}: {row}");
+    }
+    // And its reservation was settled, not left to expire.
+    let s = server.get("/v1/usage/summary", &key).await;
+    let spent: f64 = s.body["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["spent_usd"].as_f64().unwrap())
+        .sum();
+    assert!(spent > 0.0, "{:?}", s.body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_byok_key_echoed_in_a_successful_answer_is_scrubbed_everywhere() {
+    let mock = MockUpstream::start().await;
+    let server = server_with(&mock, "10s").await;
+    let admin = tenant(&server, "echoed").await;
+    let own_key = "sk-tenant-echoed-own-key-0123456789";
+    own_provider(
+        &server,
+        &admin,
+        "mine",
+        "openai-compatible",
+        &mock.url,
+        own_key,
+    )
+    .await;
+    // Not streamed.
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&admin),
+            Some(ask("mine/echo-key")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        mock.seen.last_authorization.lock().unwrap().as_deref(),
+        Some(format!("Bearer {own_key}").as_str()),
+        "the provider did get the key"
+    );
+    let text = r.body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(text, "your key is [redacted]");
+    // Streamed in pieces that cut the key, on both client wires.
+    let mut streamed = ask("mine/echo-key");
+    streamed["stream"] = json!(true);
+    let (_, _, sse) = sse_text(&server, "/v1/chat/completions", &admin, streamed.clone()).await;
+    assert!(!sse.contains("0123456789"), "{sse}");
+    assert_eq!(openai_stream_text(&sse), "your key is [redacted]");
+    streamed["max_tokens"] = json!(100);
+    let (_, _, sse) = sse_text(&server, "/v1/messages", &admin, streamed).await;
+    assert_eq!(anthropic_stream_text(&sse), "your key is [redacted]");
+    // A run on that model: neither its output, its trace nor its thread holds the key.
+    let d = server
+        .call(
+            "POST",
+            "/v1/agents/echoer/versions",
+            Some(&admin),
+            Some(json!({"manifest": {"name": "echoer", "model": {"name": "mine/echo-key"}}})),
+        )
+        .await;
+    assert_eq!(d.status, 201, "{:?}", d.body);
+    let run = server
+        .call(
+            "POST",
+            "/v1/agents/echoer/runs",
+            Some(&admin),
+            Some(json!({"input": "hi"})),
+        )
+        .await;
+    assert_eq!(run.body["status"], "succeeded", "{:?}", run.body);
+    assert_eq!(run.body["output"], "your key is [redacted]");
+    let id = run.body["id"].as_str().unwrap();
+    let trace = server.get(&format!("/v1/runs/{id}/trace"), &admin).await;
+    assert_eq!(trace.status, 200);
+    assert!(
+        !trace.body.to_string().contains("0123456789"),
+        "{:?}",
+        trace.body
+    );
+    let run = server
+        .call(
+            "POST",
+            "/v1/agents/echoer/runs",
+            Some(&admin),
+            Some(json!({"input": "hi", "thread": "new"})),
+        )
+        .await;
+    let thread = run.body["thread"].as_str().unwrap();
+    let t = server.get(&format!("/v1/threads/{thread}"), &admin).await;
+    assert_eq!(t.status, 200, "{:?}", t.body);
+    assert!(t.body.to_string().contains("[redacted]"), "{:?}", t.body);
+    assert!(!t.body.to_string().contains("0123456789"), "{:?}", t.body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_byok_key_that_is_not_ascii_is_scrubbed_without_a_panic() {
+    let mock = MockUpstream::start().await;
+    let server = server_with(&mock, "10s").await;
+    let admin = tenant(&server, "unicode").await;
+    // Scrubbing it out of what the provider echoes (an error, or an answer) must not cut
+    // a char in half.
+    own_provider(
+        &server,
+        &admin,
+        "mine",
+        "openai-compatible",
+        &mock.url,
+        "sk-ключ-секрет-0123456789-ß",
+    )
+    .await;
+    for _ in 0..2 {
+        let r = server
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(&admin),
+                Some(ask("mine/error-401")),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (502, "upstream_auth_failed"),
+            "{:?}",
+            r.body
+        );
+        assert!(!r.body.to_string().contains("0123456789"), "{:?}", r.body);
+    }
+    let mut streamed = ask("mine/echo-key");
+    streamed["stream"] = json!(true);
+    let (status, _, sse) = sse_text(&server, "/v1/chat/completions", &admin, streamed).await;
+    assert_eq!(status, 200);
+    assert_eq!(openai_stream_text(&sse), "your key is [redacted]");
+    // The server lives on.
+    let ok = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&admin),
+            Some(ask("mock/echo")),
+        )
+        .await;
+    assert_eq!(ok.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn huge_upstream_answers_are_cut_off_with_a_clear_502() {
+    let mock = MockUpstream::start().await;
+    let url = mock.url.clone();
+    let server = TestServer::start_with(Backend::Sqlite, move |c| {
+        c.egress.allow_private = vec!["127.0.0.0/8".into()];
+        c.gateway.max_response_mb = 1;
+        c.gateway.max_stream_event_mb = 1;
+        c.gateway.max_stream_mb = 2;
+        let _ = url;
+    })
+    .await;
+    // On the pro plan: a flood of text is charged in tokens, beyond a free plan's minute.
+    let admin = tenant_on(&server, "flooded", "pro").await;
+    own_provider(
+        &server,
+        &admin,
+        "mine",
+        "openai-compatible",
+        &mock.url,
+        "sk-flooded-own-key-0000000",
+    )
+    .await;
+    // Not streamed: chat and embeddings.
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&admin),
+            Some(ask("mine/huge")),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (502, "upstream_too_large"),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1048576")
+    );
+    let r = server
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(&admin),
+            Some(json!({"model": "mine/huge", "input": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (502, "upstream_too_large"),
+        "{:?}",
+        r.body
+    );
+    // Streamed: endless events, and one endless event; each ends with an in-band error,
+    // and what was streamed is still charged.
+    for model in ["mine/huge", "mine/huge-event"] {
+        let mut body = ask(model);
+        body["stream"] = json!(true);
+        let (status, _, text) = sse_text(&server, "/v1/chat/completions", &admin, body).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.contains("upstream_too_large"),
+            "{model}: {}",
+            &text[text.len().saturating_sub(300)..]
+        );
+        assert!(
+            text.len() < 3 << 20,
+            "{model}: {} bytes passed on",
+            text.len()
+        );
+    }
+    let row = usage_of(&server, &admin, "mine/huge").await;
+    assert!(row["requests"].as_i64().unwrap() >= 2, "{row}");
+    assert!(
+        row["output_tokens"].as_i64().unwrap() > 0,
+        "the stream was charged: {row}"
+    );
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                Some(&admin),
+                Some(ask("mock/echo"))
+            )
+            .await
+            .status,
+        200
+    );
     server.stop().await;
 }

@@ -9,7 +9,8 @@ pub struct Plan {
     pub requests_per_minute: u32,
     pub tokens_per_minute: u64,
     pub concurrent_runs: u32,
-    /// A monthly spending cap applied when the tenant sets no budget of its own.
+    /// A monthly spending cap that always applies (hard); a tenant's own budgets can only
+    /// tighten it.
     #[serde(default)]
     pub monthly_budget_usd: Option<f64>,
     /// Share of capacity under contention (weighted fair queuing).

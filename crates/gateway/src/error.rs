@@ -30,8 +30,20 @@ pub enum GatewayError {
     Connect { provider: String, message: String },
     #[error("provider '{provider}' sent an invalid answer: {message}")]
     InvalidAnswer { provider: String, message: String },
+    /// An answer (or one streamed event, or a whole stream) past the gateway's limit.
+    #[error("provider '{provider}' sent an answer larger than the limit of {limit_bytes} bytes")]
+    TooLarge {
+        provider: String,
+        limit_bytes: usize,
+    },
     #[error("the {scope} budget of {limit_usd} USD has no room for this call")]
     BudgetExceeded { scope: String, limit_usd: f64 },
+    /// A hard budget applies and `model` has no price, so the call's worst case cannot be
+    /// held: refused rather than run for free.
+    #[error(
+        "model '{model}' has no price, and a hard {scope} budget applies: calls under a hard budget must be priced (the operator sets [prices.\"{model}\"], or a default [prices.\"*\"])"
+    )]
+    Unpriced { model: String, scope: String },
     #[error("internal gateway error: {0}")]
     Internal(String),
 }
@@ -61,7 +73,9 @@ impl GatewayError {
             GatewayError::Timeout { .. } => "upstream_timeout",
             GatewayError::Connect { .. } => "upstream_unreachable",
             GatewayError::InvalidAnswer { .. } => "upstream_invalid_answer",
+            GatewayError::TooLarge { .. } => "upstream_too_large",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+            GatewayError::Unpriced { .. } => "model_unpriced",
             GatewayError::Internal(_) => "internal_error",
         }
     }

@@ -1,6 +1,7 @@
 //! The LLM gateway: routes a call to a provider under the tenant's policy, retries and
 //! falls back, injects the provider key at the last moment, and meters every call once,
-//! streamed or not, finished, failed or abandoned.
+//! streamed or not, finished, failed or abandoned (a non-streamed call runs on a task of
+//! its own, so a caller that goes away does not take the metering with it).
 
 mod budget;
 mod error;
@@ -8,12 +9,14 @@ mod metered;
 pub mod mock;
 pub mod retry;
 pub mod route;
+mod scrub;
 mod upstream;
 
 pub use budget::{BudgetLedger, Refusal, Reservation};
 pub use error::GatewayError;
 pub use metered::MeteredStream;
 pub use route::{Route, RouteError, plan};
+pub use upstream::BodyLimits;
 
 use berth_core::clock::now_ms;
 use berth_core::{Id, IdKind, NanoUsd, TenantScope};
@@ -26,6 +29,7 @@ use retry::RetryPolicy;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
 
 /// The wire a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +110,23 @@ pub struct CallMeta {
     pub agent_version: Option<i64>,
     /// The budgets this call counts against (see `berth_meter::budget::applicable`).
     pub budgets: Vec<berth_meter::budget::ActiveBudget>,
+    /// The most this call may cost (what is left of a run's `max_cost_usd`): its worst
+    /// case is held to it like a hard budget's, refused with the scope
+    /// [`RUN_BUDGET_SCOPE`] when not even its input fits.
+    pub cost_limit: Option<NanoUsd>,
+}
+
+/// The scope named by a refusal under [`CallMeta::cost_limit`].
+pub const RUN_BUDGET_SCOPE: &str = "run";
+
+/// What a call holds until it settles: its reservation on the ledger (if budgets apply)
+/// and the output cap that what it holds pays for.
+#[derive(Default)]
+struct Hold {
+    reservation: Option<Reservation>,
+    cap: Option<u32>,
+    /// The cap is what the call's cost limit pays for (not a budget's room).
+    capped_by_cost_limit: bool,
 }
 
 /// A finished, non-streamed call.
@@ -123,6 +144,9 @@ pub struct StreamAnswer {
     pub provider: String,
     pub model: String,
     pub stream: MeteredStream,
+    /// The answer's output was capped to what the call's `cost_limit` pays for: an answer
+    /// cut for length was cut by that limit.
+    pub capped_by_cost_limit: bool,
 }
 
 pub struct EmbeddingAnswer {
@@ -144,6 +168,9 @@ pub struct Gateway {
     egress: EgressGuard,
     retry: RetryPolicy,
     budgets: Option<Arc<dyn BudgetLedger>>,
+    limits: BodyLimits,
+    /// Non-streamed calls run here, so that shutdown waits for them to be metered.
+    tasks: TaskTracker,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -187,7 +214,21 @@ impl Gateway {
             egress: egress.clone(),
             retry: RetryPolicy::default(),
             budgets: None,
+            limits: BodyLimits::default(),
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// How much of a provider's answers is read (see [`BodyLimits`]).
+    pub fn with_body_limits(mut self, limits: BodyLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Runs non-streamed calls on `tasks` (the server's, drained at shutdown).
+    pub fn with_tasks(mut self, tasks: TaskTracker) -> Self {
+        self.tasks = tasks;
+        self
     }
 
     /// Enforces budgets through `ledger` (without one, budgets are not checked).
@@ -196,86 +237,133 @@ impl Gateway {
         self
     }
 
-    /// Reserves the call's worst case on its budgets (`max_tokens` of output, or
-    /// `UNBOUNDED_OUTPUT_CAP` when a hard budget applies and the call sets none); when a
-    /// hard budget has less room than that, what it has, and the answer's output is capped
-    /// to what that pays for (`Some(cap)`). Models with no price cost nothing, so they hold
-    /// nothing.
+    /// Holds the call's worst case: `input_tokens` plus `max_tokens` of output (or
+    /// `UNBOUNDED_OUTPUT_CAP` when a hard budget or a cost limit applies and the call sets
+    /// none) at the dearest target's price, reserved on every budget the call counts
+    /// against and held within its cost limit. When less room is left than that, the call
+    /// gets what is left and its output is capped to what that pays for. Under a hard
+    /// budget every target must be priced: an unpriced one would run for free, so the call
+    /// is refused.
     async fn hold(
         &self,
         scope: &TenantScope,
         meta: &CallMeta,
-        req: &ChatRequest,
-        route: &Route,
-    ) -> Result<Option<(Reservation, Option<u32>)>, GatewayError> {
-        let Some(ledger) = &self.budgets else {
-            return Ok(None);
-        };
-        if meta.budgets.is_empty() {
-            return Ok(None);
+        targets: &[String],
+        input_tokens: u64,
+        max_tokens: Option<u32>,
+    ) -> Result<Hold, GatewayError> {
+        let ledger = self.budgets.as_ref().filter(|_| !meta.budgets.is_empty());
+        if ledger.is_none() && meta.cost_limit.is_none() {
+            return Ok(Hold::default());
         }
+        let hard = ledger.and(meta.budgets.iter().find(|b| b.hard));
         // The dearest target decides: a fallback may be pricier than the primary.
-        let Some(price) = route
-            .targets
-            .iter()
-            .filter_map(|t| self.price_of(t))
-            .max_by_key(|p| (p.output, p.input))
-        else {
-            return Ok(None);
+        let mut dearest: Option<berth_meter::Price> = None;
+        for full in targets {
+            match (self.target_price(scope, full).await?, hard) {
+                // No such provider: the call fails there, before anything is spent.
+                (None, _) | (Some(None), None) => {}
+                (Some(Some(p)), _) => {
+                    if dearest.is_none_or(|d| (p.output, p.input) > (d.output, d.input)) {
+                        dearest = Some(p);
+                    }
+                }
+                (Some(None), Some(b)) => {
+                    return Err(GatewayError::Unpriced {
+                        model: full.clone(),
+                        scope: b.scope.clone(),
+                    });
+                }
+            }
+        }
+        // Nothing priced costs nothing (and no hard budget applies: see above).
+        let Some(price) = dearest else {
+            return Ok(Hold::default());
         };
-        let input = berth_llm::tokens::estimate_request(req);
-        let hard = meta.budgets.iter().any(|b| b.hard);
-        // Under a hard budget every call needs a bounded worst case: one that sets no
-        // `max_tokens` is held to `UNBOUNDED_OUTPUT_CAP` tokens (or what the budget affords).
-        let max_out = match req.max_tokens {
+        let bounded = hard.is_some() || meta.cost_limit.is_some();
+        let max_out = match max_tokens {
             Some(m) => m,
-            None if hard => UNBOUNDED_OUTPUT_CAP,
+            None if bounded => UNBOUNDED_OUTPUT_CAP,
             None => 0,
         };
-        let want = berth_meter::budget::worst_case(price, input, Some(max_out));
-        let floor = price.cost(input, 1, 0);
-        let r = ledger
-            .reserve(scope, &meta.budgets, want, floor)
-            .await
-            .map_err(|r| GatewayError::BudgetExceeded {
-                scope: r.scope,
-                limit_usd: r.limit.as_usd(),
-            })?;
-        let full = want.is_some_and(|w| r.amount >= w);
-        let cap = match (hard, full, req.max_tokens) {
-            (false, _, _) => None,
-            (true, true, Some(_)) => None,
+        let worst = price.cost(input_tokens, u64::from(max_out), 0);
+        let floor = price.cost(input_tokens, 1, 0);
+        let mut want = worst;
+        if let Some(limit) = meta.cost_limit {
+            if floor > limit {
+                return Err(GatewayError::BudgetExceeded {
+                    scope: RUN_BUDGET_SCOPE.to_owned(),
+                    limit_usd: limit.as_usd(),
+                });
+            }
+            want = want.min(limit);
+        }
+        let (reservation, amount) = match ledger {
+            Some(l) => {
+                let r = l
+                    .reserve(scope, &meta.budgets, Some(want), floor)
+                    .await
+                    .map_err(|r| GatewayError::BudgetExceeded {
+                        scope: r.scope,
+                        limit_usd: r.limit.as_usd(),
+                    })?;
+                let amount = r.amount;
+                (Some(r), amount)
+            }
+            None => (None, want),
+        };
+        let cap = match (bounded, amount >= worst, max_tokens) {
+            (false, _, _) | (true, true, Some(_)) => None,
             (true, true, None) => Some(UNBOUNDED_OUTPUT_CAP),
             (true, false, asked) => Some(
                 u32::try_from(berth_meter::budget::affordable_output(
-                    price, input, r.amount,
+                    price,
+                    input_tokens,
+                    amount,
                 ))
                 .unwrap_or(u32::MAX)
                 .min(asked.unwrap_or(UNBOUNDED_OUTPUT_CAP))
                 .max(1),
             ),
         };
-        Ok(Some((r, cap)))
+        let capped_by_cost_limit =
+            cap.is_some() && meta.cost_limit.is_some_and(|l| l < worst && amount >= l);
+        Ok(Hold {
+            reservation,
+            cap,
+            capped_by_cost_limit,
+        })
     }
 
-    fn price_of(&self, full_model: &str) -> Option<berth_meter::Price> {
-        let provider = full_model.split_once('/')?.0;
-        let family = self
-            .platform
-            .get(provider)
-            .and_then(|p| p.kind.price_family());
-        self.prices
-            .lookup(full_model, family)
-            .or_else(|| self.prices.lookup(full_model, None))
-    }
-
-    fn settle(
+    /// The price of `full_model` as it would be charged: by its provider's kind, a
+    /// platform provider's or the tenant's own. Outer `None`: no provider of that name.
+    async fn target_price(
         &self,
         scope: &TenantScope,
-        hold: Option<(Reservation, Option<u32>)>,
-        actual: NanoUsd,
-    ) {
-        if let (Some(ledger), Some((r, _))) = (&self.budgets, hold) {
+        full_model: &str,
+    ) -> Result<Option<Option<berth_meter::Price>>, GatewayError> {
+        let Some((provider, _)) = full_model.split_once('/') else {
+            return Ok(None);
+        };
+        let kind = match self.platform.get(provider) {
+            Some(p) => p.kind,
+            None => {
+                let own = self
+                    .providers
+                    .get_provider(scope, provider)
+                    .await
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?;
+                match own.and_then(|o| Kind::parse(&o.kind)) {
+                    Some(k) => k,
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(self.prices.lookup(full_model, kind.price_family())))
+    }
+
+    fn settle(&self, scope: &TenantScope, hold: Hold, actual: NanoUsd) {
+        if let (Some(ledger), Some(r)) = (&self.budgets, hold.reservation) {
             ledger.settle(scope, r, actual);
         }
     }
@@ -393,7 +481,8 @@ impl Gateway {
     }
 
     /// The exact cost of `usage` on `target`'s model (zero, with a warning, when the
-    /// model has no price: usage is still recorded in tokens).
+    /// model has no price, which only a call under no hard budget can reach: usage is
+    /// still recorded in tokens).
     fn cost(&self, target: &Target, usage: &Usage) -> NanoUsd {
         match self
             .prices
@@ -487,8 +576,24 @@ impl Gateway {
         Err(err)
     }
 
-    /// A non-streamed call, metered once on success.
+    /// A non-streamed call, metered once on success. It runs on a task of its own: a
+    /// caller that goes away (a client that disconnects drops the request's future) does
+    /// not cancel it, so every answer the upstream gives is metered and settled.
     pub async fn chat(
+        self: &Arc<Self>,
+        scope: &TenantScope,
+        meta: &CallMeta,
+        req: ChatRequest,
+        route: &Route,
+    ) -> Result<Answer, GatewayError> {
+        let (me, scope, meta, route) = (self.clone(), scope.clone(), meta.clone(), route.clone());
+        self.tasks
+            .spawn(async move { me.chat_to_end(&scope, &meta, &req, &route).await })
+            .await
+            .map_err(|e| GatewayError::Internal(format!("the call's task failed: {e}")))?
+    }
+
+    async fn chat_to_end(
         &self,
         scope: &TenantScope,
         meta: &CallMeta,
@@ -496,9 +601,12 @@ impl Gateway {
         route: &Route,
     ) -> Result<Answer, GatewayError> {
         let started = Instant::now();
-        let hold = self.hold(scope, meta, req, route).await?;
+        let input_estimate = berth_llm::tokens::estimate_request(req);
+        let hold = self
+            .hold(scope, meta, &route.targets, input_estimate, req.max_tokens)
+            .await?;
         let capped;
-        let req = match hold.as_ref().and_then(|h| h.1) {
+        let req = match hold.cap {
             Some(cap) => {
                 capped = ChatRequest {
                     max_tokens: Some(cap),
@@ -508,11 +616,12 @@ impl Gateway {
             }
             None => req,
         };
+        let limits = &self.limits;
         let outcome = self
             .first_success(scope, meta, route, started, |target: Target| async move {
                 match target.kind {
                     Kind::Mock => mock::chat(req, &target.model),
-                    _ => upstream::chat(self.client(&target), &target, req).await,
+                    _ => upstream::chat(self.client(&target), &target, req, limits).await,
                 }
             })
             .await;
@@ -524,17 +633,7 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let (usage, estimated) = match response.usage {
-            Some(u) => (u, false),
-            None => (
-                Usage {
-                    input_tokens: berth_llm::tokens::estimate_request(req),
-                    output_tokens: estimate_output(&response),
-                    cached_input_tokens: 0,
-                },
-                true,
-            ),
-        };
+        let (usage, estimated) = complete_usage(response.usage, input_estimate, &response);
         response.usage = Some(usage);
         let cost = self.cost(&target, &usage);
         let mut ev = Self::event(meta, "llm", &target.provider, &target.full_model);
@@ -582,9 +681,12 @@ impl Gateway {
         route: &Route,
     ) -> Result<StreamAnswer, GatewayError> {
         let started = Instant::now();
-        let hold = self.hold(scope, meta, req, route).await?;
+        let input_estimate = berth_llm::tokens::estimate_request(req);
+        let hold = self
+            .hold(scope, meta, &route.targets, input_estimate, req.max_tokens)
+            .await?;
         let capped;
-        let req = match hold.as_ref().and_then(|h| h.1) {
+        let req = match hold.cap {
             Some(cap) => {
                 capped = ChatRequest {
                     max_tokens: Some(cap),
@@ -594,11 +696,13 @@ impl Gateway {
             }
             None => req,
         };
+        let capped_by_cost_limit = hold.capped_by_cost_limit;
+        let limits = &self.limits;
         let outcome = self
             .first_success(scope, meta, route, started, |target: Target| async move {
                 match target.kind {
                     Kind::Mock => Ok(mock::stream(req, &target.model)),
-                    _ => upstream::stream(self.client(&target), &target, req).await,
+                    _ => upstream::stream(self.client(&target), &target, req, limits).await,
                 }
             })
             .await;
@@ -613,7 +717,6 @@ impl Gateway {
             .prices
             .lookup(&target.full_model, target.kind.price_family());
         let event = Self::event(meta, "llm", &target.provider, &target.full_model);
-        let input_estimate = berth_llm::tokens::estimate_request(req);
         let stream = MeteredStream::new(
             rx,
             self.recorder.clone(),
@@ -625,8 +728,8 @@ impl Gateway {
         );
         // The stream settles its reservation when it is charged: at its end, when it
         // breaks, or when its reader goes away.
-        let stream = match (self.budgets.clone(), hold) {
-            (Some(ledger), Some((reservation, _))) => {
+        let stream = match (self.budgets.clone(), hold.reservation) {
+            (Some(ledger), Some(reservation)) => {
                 let scope = scope.clone();
                 stream.on_charged(Box::new(move |cost| {
                     ledger.settle(&scope, reservation, cost)
@@ -638,32 +741,75 @@ impl Gateway {
             provider: target.provider,
             model: target.full_model,
             stream,
+            capped_by_cost_limit,
         })
     }
 
     /// Forwards an embeddings request to the routed provider (no fallbacks: vectors of
-    /// different models are not interchangeable).
+    /// different models are not interchangeable), on a task of its own like
+    /// [`Gateway::chat`], holding its worst case on the call's budgets first.
     pub async fn embeddings(
+        self: &Arc<Self>,
+        scope: &TenantScope,
+        meta: &CallMeta,
+        body: serde_json::Value,
+        full_model: &str,
+        input_chars: u64,
+    ) -> Result<EmbeddingAnswer, GatewayError> {
+        let (me, scope, meta, model) = (
+            self.clone(),
+            scope.clone(),
+            meta.clone(),
+            full_model.to_owned(),
+        );
+        self.tasks
+            .spawn(async move {
+                me.embeddings_to_end(&scope, &meta, body, &model, input_chars)
+                    .await
+            })
+            .await
+            .map_err(|e| GatewayError::Internal(format!("the call's task failed: {e}")))?
+    }
+
+    async fn embeddings_to_end(
         &self,
         scope: &TenantScope,
         meta: &CallMeta,
-        body: &serde_json::Value,
+        body: serde_json::Value,
         full_model: &str,
         input_chars: u64,
     ) -> Result<EmbeddingAnswer, GatewayError> {
         let started = Instant::now();
-        let target = self.resolve(scope, full_model).await?;
+        // No output; the input's worst case is a token per character (estimates, and what
+        // is billed when the upstream reports nothing, are a quarter of that).
+        let hold = self
+            .hold(
+                scope,
+                meta,
+                &[full_model.to_owned()],
+                input_chars.max(1),
+                Some(0),
+            )
+            .await?;
+        let target = match self.resolve(scope, full_model).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.settle(scope, hold, NanoUsd(0));
+                return Err(e);
+            }
+        };
         let result = match target.kind {
-            Kind::Mock => Ok(mock::embeddings(body, &target.full_model)),
+            Kind::Mock => Ok(mock::embeddings(&body, &target.full_model)),
             Kind::Anthropic => Err(GatewayError::BadRequest(format!(
                 "provider '{}' offers no embeddings",
                 target.provider
             ))),
-            _ => upstream::embeddings(self.client(&target), &target, body).await,
+            _ => upstream::embeddings(self.client(&target), &target, body, &self.limits).await,
         };
         let mut answer = match result {
             Ok(a) => a,
             Err(e) => {
+                self.settle(scope, hold, NanoUsd(0));
                 self.record_failure(
                     scope,
                     meta,
@@ -677,8 +823,8 @@ impl Gateway {
             }
         };
         let (tokens, estimated) = match berth_llm::embeddings::usage(&answer) {
-            Some(t) => (t, false),
-            None => (input_chars.div_ceil(4).max(1), true),
+            Some(t) if t > 0 => (t, false),
+            _ => (input_chars.div_ceil(4).max(1), true),
         };
         let usage = Usage {
             input_tokens: tokens,
@@ -694,12 +840,43 @@ impl Gateway {
         ev.status = "ok".to_owned();
         ev.estimated = estimated;
         self.recorder.record(scope, ev).await;
+        self.settle(scope, hold, cost);
         Ok(EmbeddingAnswer {
             body: answer,
             provider: target.provider.clone(),
             cost,
         })
     }
+}
+
+/// The usage to meter for an answer: what the upstream reported, with estimates for what
+/// it left out or reported as zero (an answer is never free), and whether any of it is
+/// an estimate.
+fn complete_usage(
+    reported: Option<Usage>,
+    input_estimate: u64,
+    resp: &ChatResponse,
+) -> (Usage, bool) {
+    let u = reported.unwrap_or_default();
+    let input = if u.input_tokens == 0 {
+        input_estimate.max(1)
+    } else {
+        u.input_tokens
+    };
+    let output = if u.output_tokens == 0 {
+        estimate_output(resp)
+    } else {
+        u.output_tokens
+    };
+    let estimated = input != u.input_tokens || output != u.output_tokens;
+    (
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_input_tokens: u.cached_input_tokens.min(input),
+        },
+        estimated,
+    )
 }
 
 fn estimate_output(resp: &ChatResponse) -> u64 {

@@ -1,10 +1,14 @@
 //! Calls to HTTP providers (OpenAI, Anthropic, OpenAI-compatible): the key is added to the
-//! outbound request only, and error bodies are scrubbed of it before they go anywhere.
+//! outbound request only, and everything that comes back, answers and errors, streamed or
+//! not, is scrubbed of it before it goes anywhere. Every read of an answer is bounded
+//! ([`BodyLimits`]): a provider (a tenant's own may be anyone) cannot make the gateway
+//! buffer without end.
 
 use crate::error::GatewayError;
+use crate::scrub::{StreamScrub, scrub, scrub_value};
 use crate::{Kind, Target};
 use berth_llm::sse::SseParser;
-use berth_llm::{ChatRequest, ChatResponse, StreamEvent, anthropic, openai};
+use berth_llm::{ChatRequest, ChatResponse, LlmError, StreamEvent, anthropic, openai};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -12,8 +16,38 @@ use tokio::sync::mpsc;
 pub(crate) type EventRx = mpsc::Receiver<Result<StreamEvent, GatewayError>>;
 
 const ANTHROPIC_VERSION: &str = "2023-06-01";
-/// Error bodies longer than this are cut: they are for people, not for parsing.
-const MAX_ERROR_MESSAGE: usize = 500;
+/// Of an error answer only this much is read: its message is for people, and is cut to
+/// a few hundred bytes anyway.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// How much of a provider's answers the gateway reads; beyond a limit the call fails with
+/// `upstream_too_large` (502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// A whole non-streamed answer (chat or embeddings).
+    pub max_body_bytes: usize,
+    /// One event of a streamed answer.
+    pub max_event_bytes: usize,
+    /// A whole streamed answer.
+    pub max_stream_bytes: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            max_body_bytes: 32 << 20,
+            max_event_bytes: berth_llm::sse::MAX_EVENT_BYTES,
+            max_stream_bytes: 64 << 20,
+        }
+    }
+}
+
+fn too_large(target: &Target, limit: usize) -> GatewayError {
+    GatewayError::TooLarge {
+        provider: target.provider.clone(),
+        limit_bytes: limit,
+    }
+}
 
 fn request(
     client: &reqwest::Client,
@@ -50,42 +84,6 @@ fn render(target: &Target, req: &ChatRequest) -> (&'static str, Value) {
     }
 }
 
-/// Removes the provider key (and anything shaped like a key) from upstream text.
-pub(crate) fn scrub(text: &str, key: Option<&str>) -> String {
-    let mut out = text.to_owned();
-    if let Some(k) = key.filter(|k| k.len() >= 4) {
-        out = out.replace(k, "[redacted]");
-        // Providers often echo a key partially ("sk-abc...xyz"): drop its tail too.
-        if k.len() > 8 {
-            out = out.replace(&k[k.len() - 6..], "[redacted]");
-            out = out.replace(&k[..8], "[redacted]");
-        }
-    }
-    let masked: Vec<String> = out
-        .split(' ')
-        .map(|w| {
-            let looks_like_key =
-                (w.starts_with("sk-") || w.starts_with("sk_") || w.starts_with("key-"))
-                    && w.len() > 12;
-            if looks_like_key {
-                "[redacted]".to_owned()
-            } else {
-                w.to_owned()
-            }
-        })
-        .collect();
-    let mut out = masked.join(" ");
-    if out.len() > MAX_ERROR_MESSAGE {
-        let mut cut = MAX_ERROR_MESSAGE;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push('…');
-    }
-    out
-}
-
 async fn send(
     rb: reqwest::RequestBuilder,
     target: &Target,
@@ -116,10 +114,12 @@ async fn send(
     if status.is_success() {
         return Ok(resp);
     }
-    let body = tokio::time::timeout(target.timeout, resp.bytes())
+    let mut resp = resp;
+    let body = tokio::time::timeout(target.timeout, read_capped(&mut resp, MAX_ERROR_BODY))
         .await
         .ok()
         .and_then(Result::ok)
+        .map(|(body, _cut)| body)
         .unwrap_or_default();
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let message = parsed
@@ -149,9 +149,37 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Reads a whole answer body within the provider's timeout.
-async fn read_body(resp: reqwest::Response, target: &Target) -> Result<bytes::Bytes, GatewayError> {
-    tokio::time::timeout(target.timeout, resp.bytes())
+/// Reads at most `limit` bytes of `resp`'s body; `true` when there was more.
+async fn read_capped(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf, true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, false))
+}
+
+/// Reads a whole answer body within the provider's timeout, refusing one larger than
+/// `limit` (before reading, when its length is declared).
+async fn read_body(
+    mut resp: reqwest::Response,
+    target: &Target,
+    limit: usize,
+) -> Result<Vec<u8>, GatewayError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large(target, limit));
+    }
+    let (body, cut) = tokio::time::timeout(target.timeout, read_capped(&mut resp, limit))
         .await
         .map_err(|_| GatewayError::Timeout {
             provider: target.provider.clone(),
@@ -159,25 +187,33 @@ async fn read_body(resp: reqwest::Response, target: &Target) -> Result<bytes::By
         .map_err(|e| GatewayError::Connect {
             provider: target.provider.clone(),
             message: scrub(&error_chain(&e), target.key.as_deref().map(|k| k.expose())),
-        })
+        })?;
+    if cut {
+        return Err(too_large(target, limit));
+    }
+    Ok(body)
 }
 
 pub(crate) async fn chat(
     client: &reqwest::Client,
     target: &Target,
     req: &ChatRequest,
+    limits: &BodyLimits,
 ) -> Result<ChatResponse, GatewayError> {
     let mut req = req.clone();
     req.stream = false;
     let (path, body) = render(target, &req);
     let resp = send(request(client, target, path, &body), target).await?;
-    let bytes = read_body(resp, target).await?;
+    let bytes = read_body(resp, target, limits.max_body_bytes).await?;
     let invalid = |message: String| GatewayError::InvalidAnswer {
         provider: target.provider.clone(),
         message,
     };
-    let value: Value =
+    let mut value: Value =
         serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not JSON ({e})")))?;
+    drop(bytes);
+    // A provider may echo the key it was given in a successful answer too.
+    scrub_value(&mut value, target.key.as_deref().map(|k| k.expose()));
     let parsed = match target.kind {
         Kind::Anthropic => anthropic::parse_response(&value),
         _ => openai::parse_response(&value),
@@ -196,6 +232,7 @@ pub(crate) async fn stream(
     client: &reqwest::Client,
     target: &Target,
     req: &ChatRequest,
+    limits: &BodyLimits,
 ) -> Result<EventRx, GatewayError> {
     let mut req = req.clone();
     req.stream = true;
@@ -206,10 +243,15 @@ pub(crate) async fn stream(
     let kind = target.kind;
     let idle = target.timeout;
     let key = target.key.clone();
+    let limits = *limits;
+    let oversize = too_large(target, limits.max_stream_bytes);
+    let event_oversize = too_large(target, limits.max_event_bytes);
     tokio::spawn(async move {
         let mut bytes = resp.bytes_stream();
-        let mut parser = SseParser::default();
+        let mut parser = SseParser::with_limit(limits.max_event_bytes);
         let mut anthropic_decoder = anthropic::StreamDecoder::default();
+        let mut scrubber = StreamScrub::new(key.as_deref().map(|k| k.expose()));
+        let mut total: usize = 0;
         let broken = |message: String| GatewayError::InvalidAnswer {
             provider: provider.clone(),
             message,
@@ -224,7 +266,14 @@ pub(crate) async fn stream(
                         .await;
                     return;
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    for item in scrubber.finish() {
+                        if tx.send(Ok(item)).await.is_err() {
+                            return;
+                        }
+                    }
+                    break;
+                }
                 Ok(Some(Err(e))) => {
                     let message = scrub(&error_chain(&e), key.as_deref().map(|k| k.expose()));
                     let _ = tx
@@ -237,8 +286,17 @@ pub(crate) async fn stream(
                 }
                 Ok(Some(Ok(c))) => c,
             };
+            total = total.saturating_add(chunk.len());
+            if total > limits.max_stream_bytes {
+                let _ = tx.send(Err(oversize)).await;
+                return;
+            }
             let events = match parser.feed(&chunk) {
                 Ok(e) => e,
+                Err(LlmError::EventTooLarge(_)) => {
+                    let _ = tx.send(Err(event_oversize)).await;
+                    return;
+                }
                 Err(e) => {
                     let _ = tx.send(Err(broken(e.to_string()))).await;
                     return;
@@ -251,7 +309,7 @@ pub(crate) async fn stream(
                 };
                 match decoded {
                     Ok(list) => {
-                        for item in list {
+                        for item in list.into_iter().flat_map(|e| scrubber.push(e)) {
                             if tx.send(Ok(item)).await.is_err() {
                                 return; // the client is gone
                             }
@@ -276,35 +334,18 @@ pub(crate) async fn stream(
 pub(crate) async fn embeddings(
     client: &reqwest::Client,
     target: &Target,
-    body: &Value,
+    mut body: Value,
+    limits: &BodyLimits,
 ) -> Result<Value, GatewayError> {
-    let mut body = body.clone();
     body["model"] = Value::String(target.model.clone());
     let resp = send(request(client, target, "embeddings", &body), target).await?;
-    let bytes = read_body(resp, target).await?;
-    serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidAnswer {
-        provider: target.provider.clone(),
-        message: format!("not JSON ({e})"),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scrub_removes_keys_whole_and_partial() {
-        let key = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX";
-        let out = scrub(
-            &format!(
-                "Incorrect API key provided: {key}. Also sk-proj-ABC...UVWX and sk-otherkey1234567"
-            ),
-            Some(key),
-        );
-        assert!(!out.contains("ABCDEFGHIJKL"), "{out}");
-        assert!(!out.contains("QRSTUVWX"), "{out}");
-        assert!(!out.contains("sk-otherkey"), "{out}");
-        assert!(out.starts_with("Incorrect API key provided"));
-        assert!(scrub(&"x".repeat(2000), None).chars().count() <= MAX_ERROR_MESSAGE + 1);
-    }
+    drop(body);
+    let bytes = read_body(resp, target, limits.max_body_bytes).await?;
+    let mut value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidAnswer {
+            provider: target.provider.clone(),
+            message: format!("not JSON ({e})"),
+        })?;
+    scrub_value(&mut value, target.key.as_deref().map(|k| k.expose()));
+    Ok(value)
 }

@@ -7,10 +7,14 @@ use berth_core::clock::rfc3339;
 use berth_core::policy::{Budget, Period};
 use berth_core::{NanoUsd, Plan};
 
+/// The scope of the plan's monthly cap when the tenant has a monthly budget of its own
+/// that does not cover it; it counts everything the tenant spends, like `tenant`.
+pub const PLAN_SCOPE: &str = "plan";
+
 /// A budget in force for one call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActiveBudget {
-    /// `tenant`, `agent:NAME` or `key:key_…`.
+    /// `tenant`, `agent:NAME`, `key:key_…` or [`PLAN_SCOPE`].
     pub scope: String,
     pub period: Period,
     /// The counter: `"<scope>|<period start>"`, e.g. `"tenant|2026-12"`.
@@ -67,20 +71,36 @@ fn select(
             alert_at: b.alert_at.clone(),
         })
         .collect();
-    let tenant_month = budgets
-        .iter()
-        .any(|b| b.scope == "tenant" && b.period == Period::Month);
-    if let Some(cap) = plan.monthly_budget_usd
-        && !tenant_month
-    {
-        out.push(ActiveBudget {
-            scope: "tenant".to_owned(),
-            period: Period::Month,
-            counter: format!("tenant|{}", period_key(Period::Month, now_ms)),
-            limit: NanoUsd::from_usd(cap),
-            hard: true,
-            alert_at: vec![0.8, 1.0],
-        });
+    // The plan's cap always holds: a tenant's own monthly budget can only tighten it. A
+    // hard tenant budget at or below the cap already enforces it; otherwise (none, larger,
+    // or soft) the cap is a budget of its own, so the lower limit wins and a soft budget
+    // (which only alerts) never lifts it.
+    if let Some(cap) = plan.monthly_budget_usd {
+        let cap = NanoUsd::from_usd(cap);
+        let tenant_months: Vec<&Budget> = budgets
+            .iter()
+            .filter(|b| b.scope == "tenant" && b.period == Period::Month)
+            .collect();
+        let covered = tenant_months
+            .iter()
+            .any(|b| b.hard && NanoUsd::from_usd(b.limit_usd) <= cap);
+        if !covered {
+            // With no tenant budget the cap is the tenant's monthly budget, as reports
+            // have always shown it; next to one of the tenant's own it is the plan's.
+            let scope = if tenant_months.is_empty() {
+                "tenant"
+            } else {
+                PLAN_SCOPE
+            };
+            out.push(ActiveBudget {
+                scope: scope.to_owned(),
+                period: Period::Month,
+                counter: format!("{scope}|{}", period_key(Period::Month, now_ms)),
+                limit: cap,
+                hard: true,
+                alert_at: vec![0.8, 1.0],
+            });
+        }
     }
     out
 }
@@ -174,9 +194,53 @@ mod tests {
             NanoUsd::from_usd(5.0),
             "plan default when no monthly tenant budget"
         );
-        let own = [budget("tenant", Period::Month, 9.0)];
-        assert_eq!(applicable(&own, &plan(Some(5.0)), None, None, NOW).len(), 1);
         assert!(applicable(&[], &plan(None), None, None, NOW).is_empty());
+    }
+
+    #[test]
+    fn the_plan_cap_holds_whatever_the_tenant_sets() {
+        let limits = |got: &[ActiveBudget]| -> Vec<(String, f64, bool)> {
+            got.iter()
+                .map(|a| (a.counter.clone(), a.limit.as_usd(), a.hard))
+                .collect()
+        };
+        let cap = plan(Some(5.0));
+        // A larger hard budget of the tenant's: both hold, so the cap (lower) wins.
+        let larger = [budget("tenant", Period::Month, 9.0)];
+        assert_eq!(
+            limits(&applicable(&larger, &cap, None, None, NOW)),
+            [
+                ("tenant|2026-12".to_owned(), 9.0, true),
+                ("plan|2026-12".to_owned(), 5.0, true)
+            ]
+        );
+        // A soft one, even far lower, never lifts the hard cap.
+        let mut soft = budget("tenant", Period::Month, 1.0);
+        soft.hard = false;
+        assert_eq!(
+            limits(&applicable(&[soft], &cap, None, None, NOW)),
+            [
+                ("tenant|2026-12".to_owned(), 1.0, false),
+                ("plan|2026-12".to_owned(), 5.0, true)
+            ]
+        );
+        // A hard one at or below the cap enforces it already.
+        let lower = [budget("tenant", Period::Month, 2.0)];
+        assert_eq!(
+            limits(&applicable(&lower, &cap, None, None, NOW)),
+            [("tenant|2026-12".to_owned(), 2.0, true)]
+        );
+        // A daily tenant budget leaves the monthly cap as the tenant's monthly budget.
+        let daily = [budget("tenant", Period::Day, 50.0)];
+        assert_eq!(
+            limits(&applicable(&daily, &cap, None, None, NOW)),
+            [
+                ("tenant|2026-12-01".to_owned(), 50.0, true),
+                ("tenant|2026-12".to_owned(), 5.0, true)
+            ]
+        );
+        // Without a plan cap, the tenant's budget is the only one.
+        assert_eq!(applicable(&larger, &plan(None), None, None, NOW).len(), 1);
     }
 
     #[test]

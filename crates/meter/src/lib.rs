@@ -11,5 +11,5 @@ pub mod recorder;
 pub use limiter::{
     Decision, MemoryLimiter, RateLimiter, RedisLimiter, RedisLimiterError, RedisOptions,
 };
-pub use prices::{Price, PriceTable};
+pub use prices::{DEFAULT_PRICE_KEY, Price, PriceTable};
 pub use recorder::UsageRecorder;

@@ -62,14 +62,65 @@ const BUILT_IN: &[(&str, f64, f64, f64)] = &[
     ("mock/embed", 0.10, 0.0, 0.10),
 ];
 
+/// Snapshot ids the providers publish for the models above, each priced exactly like the
+/// model it pins: (snapshot, model). Only names listed here (or configured) are priced;
+/// a name is never shortened to find a price (`o3-pro` is not `o3`).
+const ALIASES: &[(&str, &str)] = &[
+    ("openai/gpt-5-2025-08-07", "openai/gpt-5"),
+    ("openai/gpt-5-mini-2025-08-07", "openai/gpt-5-mini"),
+    ("openai/gpt-5-nano-2025-08-07", "openai/gpt-5-nano"),
+    ("openai/gpt-4.1-2025-04-14", "openai/gpt-4.1"),
+    ("openai/gpt-4.1-mini-2025-04-14", "openai/gpt-4.1-mini"),
+    ("openai/gpt-4.1-nano-2025-04-14", "openai/gpt-4.1-nano"),
+    ("openai/gpt-4o-2024-08-06", "openai/gpt-4o"),
+    ("openai/gpt-4o-2024-11-20", "openai/gpt-4o"),
+    ("openai/gpt-4o-mini-2024-07-18", "openai/gpt-4o-mini"),
+    ("openai/o3-2025-04-16", "openai/o3"),
+    ("openai/o4-mini-2025-04-16", "openai/o4-mini"),
+    (
+        "anthropic/claude-opus-4-1-20250805",
+        "anthropic/claude-opus-4-1",
+    ),
+    (
+        "anthropic/claude-opus-4-20250514",
+        "anthropic/claude-opus-4",
+    ),
+    (
+        "anthropic/claude-sonnet-4-5-20250929",
+        "anthropic/claude-sonnet-4-5",
+    ),
+    (
+        "anthropic/claude-sonnet-4-20250514",
+        "anthropic/claude-sonnet-4",
+    ),
+    (
+        "anthropic/claude-haiku-4-5-20251001",
+        "anthropic/claude-haiku-4-5",
+    ),
+    (
+        "anthropic/claude-3-5-haiku-20241022",
+        "anthropic/claude-3-5-haiku",
+    ),
+    (
+        "anthropic/claude-3-5-haiku-latest",
+        "anthropic/claude-3-5-haiku",
+    ),
+];
+
+/// The config name of the price charged for any model that has none of its own.
+pub const DEFAULT_PRICE_KEY: &str = "*";
+
 #[derive(Debug, Clone)]
 pub struct PriceTable {
     prices: HashMap<String, Price>,
+    /// For models with no price of their own (`[prices."*"]`); none by default, so an
+    /// unknown model is unpriced rather than guessed.
+    default: Option<Price>,
 }
 
 impl Default for PriceTable {
     fn default() -> Self {
-        let prices = BUILT_IN
+        let mut prices: HashMap<String, Price> = BUILT_IN
             .iter()
             .map(|(m, i, o, c)| {
                 (
@@ -78,46 +129,53 @@ impl Default for PriceTable {
                 )
             })
             .collect();
-        PriceTable { prices }
+        for (alias, model) in ALIASES {
+            if let Some(p) = prices.get(*model).copied() {
+                prices.insert((*alias).to_owned(), p);
+            }
+        }
+        PriceTable {
+            prices,
+            default: None,
+        }
     }
 }
 
 impl PriceTable {
-    /// The built-in table with `overrides` applied on top.
+    /// The built-in table with `overrides` applied on top; an override named
+    /// [`DEFAULT_PRICE_KEY`] prices every model that has no price of its own.
     pub fn with_overrides(overrides: impl IntoIterator<Item = (String, Price)>) -> Self {
         let mut t = PriceTable::default();
-        t.prices.extend(overrides);
+        for (model, price) in overrides {
+            if model == DEFAULT_PRICE_KEY {
+                t.default = Some(price);
+            } else {
+                t.prices.insert(model, price);
+            }
+        }
         t
     }
 
-    /// Every model with a price.
+    /// Every model with a price of its own.
     pub fn models(&self) -> impl Iterator<Item = String> + '_ {
         self.prices.keys().cloned()
     }
 
-    /// The price of `model` (`provider/model`). A tenant's own provider is priced like the
-    /// provider kind it speaks (`kind/model`), and a dated model id like its base name
-    /// (`gpt-4o-mini-2024-07-18` → `gpt-4o-mini`).
+    /// The price of `model` (`provider/model`): its own, exactly as named (snapshot ids
+    /// are listed as aliases of their model), else, for a tenant's own provider, that of
+    /// the provider kind it speaks (`kind/model`), else the configured default. `None`:
+    /// the model is unpriced.
     pub fn lookup(&self, model: &str, kind: Option<&str>) -> Option<Price> {
-        let (provider, name) = model.split_once('/')?;
-        let mut candidates = vec![format!("{provider}/{name}")];
-        if let Some(k) = kind {
-            candidates.push(format!("{k}/{name}"));
+        self.lookup_exact(model, kind).or(self.default)
+    }
+
+    /// Like [`PriceTable::lookup`], without the configured default.
+    pub fn lookup_exact(&self, model: &str, kind: Option<&str>) -> Option<Price> {
+        let (_, name) = model.split_once('/')?;
+        if let Some(p) = self.prices.get(model) {
+            return Some(*p);
         }
-        for c in candidates {
-            if let Some(p) = self.prices.get(&c) {
-                return Some(*p);
-            }
-            // Strip trailing version segments one at a time: foo-2024-07-18 → foo-2024-07 → …
-            let mut base = c.as_str();
-            while let Some((head, _)) = base.rsplit_once('-') {
-                if let Some(p) = self.prices.get(head) {
-                    return Some(*p);
-                }
-                base = head;
-            }
-        }
-        None
+        kind.and_then(|k| self.prices.get(&format!("{k}/{name}")).copied())
     }
 }
 
@@ -143,9 +201,10 @@ mod tests {
     }
 
     #[test]
-    fn lookup_by_name_kind_and_dated_ids() {
+    fn lookup_by_exact_name_alias_and_kind_only() {
         let t = PriceTable::default();
         assert!(t.lookup("openai/gpt-4o-mini", None).is_some());
+        // A snapshot id listed as an alias is priced like its model.
         assert_eq!(
             t.lookup("openai/gpt-4o-mini-2024-07-18", None),
             t.lookup("openai/gpt-4o-mini", None)
@@ -154,7 +213,17 @@ mod tests {
             t.lookup("myopenai/gpt-4o", Some("openai")),
             t.lookup("openai/gpt-4o", None)
         );
-        assert!(t.lookup("openai/unknown-model", None).is_none());
+        // A name is never shortened to find a price: a pricier sibling is not its base.
+        for unknown in [
+            "openai/o3-pro",
+            "openai/gpt-4o-mini-2099-01-01",
+            "openai/gpt-5-pro",
+            "anthropic/claude-opus-4-1-extended",
+            "openai/unknown-model",
+        ] {
+            assert!(t.lookup(unknown, None).is_none(), "{unknown} is unpriced");
+        }
+        assert!(t.lookup("mine/o3-pro", Some("openai")).is_none());
         assert!(t.lookup("no-slash", None).is_none());
         let o = PriceTable::with_overrides([(
             "openai/gpt-4o".to_owned(),
@@ -164,5 +233,20 @@ mod tests {
             o.lookup("openai/gpt-4o", None).map(|p| p.input),
             Some(1_000_000_000)
         );
+        // The configured default prices what has no price of its own, and only that.
+        let d = PriceTable::with_overrides([(
+            DEFAULT_PRICE_KEY.to_owned(),
+            Price::from_usd_per_million(9.0, 9.0, None),
+        )]);
+        assert_eq!(
+            d.lookup("openai/o3-pro", None).map(|p| p.input),
+            Some(9_000_000_000)
+        );
+        assert_eq!(d.lookup_exact("openai/o3-pro", None), None);
+        assert_eq!(
+            d.lookup("openai/o3", None),
+            PriceTable::default().lookup("openai/o3", None)
+        );
+        assert!(!d.models().any(|m| m == DEFAULT_PRICE_KEY));
     }
 }

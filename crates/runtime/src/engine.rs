@@ -344,11 +344,13 @@ pub async fn run_builtin(
             include_usage: true,
             ..ChatRequest::default()
         };
+        // Each call may cost at most what is left of `max_cost_usd`, so no turn overshoots it.
+        let cost_left = max_cost.map(|l| NanoUsd((l.0 - ex.cp.usage.cost_nano).max(0)));
         let call_started = Instant::now();
         let turn = tokio::select! {
             biased;
             _ = live.cancel.cancelled() => return ex.stop(Stop::Cancelled),
-            r = tokio::time::timeout(remaining, model_turn(gateway, spec, &req, &route, live, screened)) => r,
+            r = tokio::time::timeout(remaining, model_turn(gateway, spec, &req, &route, live, screened, cost_left)) => r,
         };
         let turn = match turn {
             Err(_) => {
@@ -360,12 +362,25 @@ pub async fn run_builtin(
                 if let Some(t) = spent {
                     add_usage(&mut ex.cp.usage, &t);
                 }
-                let kind = if matches!(e, GatewayError::BudgetExceeded { .. }) {
-                    "budget_exceeded"
-                } else {
-                    "upstream"
+                let stop = match &e {
+                    GatewayError::BudgetExceeded { scope, .. }
+                        if scope == berth_gateway::RUN_BUDGET_SCOPE =>
+                    {
+                        let msg = format!(
+                            "what is left of the run's max_cost_usd of {} cannot pay for another model call",
+                            max_cost.unwrap_or_default().as_usd()
+                        );
+                        Stop::Failed("budget_exceeded", "max_cost_exceeded", msg)
+                    }
+                    GatewayError::BudgetExceeded { .. } => {
+                        Stop::Failed("budget_exceeded", e.code(), e.to_string())
+                    }
+                    GatewayError::Unpriced { .. } => {
+                        Stop::Failed("invalid_request", e.code(), e.to_string())
+                    }
+                    _ => Stop::Failed("upstream", e.code(), e.to_string()),
                 };
-                return ex.stop(Stop::Failed(kind, e.code(), e.to_string()));
+                return ex.stop(stop);
             }
             Ok(Ok(t)) => t,
         };
@@ -432,8 +447,11 @@ pub async fn run_builtin(
             ex.cp.messages.push(reply.clone());
             ex.cp.new_messages.push(reply);
         }
+        // An answer cut short because what was left of max_cost_usd paid for no more is
+        // the run hitting its limit too (the manifest's own max_tokens did not cut it).
+        let cut_by_cost = turn.capped_by_cost_limit && turn.response.finish == FinishReason::Length;
         if let Some(limit) = max_cost
-            && NanoUsd(ex.cp.usage.cost_nano) > limit
+            && (NanoUsd(ex.cp.usage.cost_nano) > limit || cut_by_cost)
         {
             let msg = format!(
                 "the run cost more than its max_cost_usd of {}",
@@ -500,6 +518,8 @@ struct Turn {
     provider: String,
     model: String,
     cost: NanoUsd,
+    /// Its output was capped to what was left of the run's max_cost_usd.
+    capped_by_cost_limit: bool,
 }
 
 /// One streamed model call, its text forwarded to the run's followers as it arrives and its
@@ -512,9 +532,21 @@ async fn model_turn(
     route: &Route,
     live: &LiveRun,
     screened: bool,
+    cost_limit: Option<NanoUsd>,
 ) -> Result<Turn, (GatewayError, Option<Turn>)> {
+    let limited;
+    let meta = match cost_limit {
+        None => &spec.meta,
+        Some(_) => {
+            limited = CallMeta {
+                cost_limit,
+                ..spec.meta.clone()
+            };
+            &limited
+        }
+    };
     let answer = gateway
-        .chat_stream(spec.scope, &spec.meta, req, route)
+        .chat_stream(spec.scope, meta, req, route)
         .await
         .map_err(|e| (e, None))?;
     let mut stream = answer.stream;
@@ -579,6 +611,7 @@ async fn model_turn(
         provider: answer.provider,
         model: answer.model,
         cost: stream.cost(),
+        capped_by_cost_limit: answer.capped_by_cost_limit,
     };
     match failure {
         Some(e) => Err((e, Some(turn))),

@@ -73,6 +73,17 @@ impl TestServer {
         config.operator_token = Some(OPERATOR_TOKEN.to_owned());
         // Request logs would drown test output; RUST_LOG still overrides this.
         config.log.level = "error".to_owned();
+        // The mock upstream's models (`up/slow-100`, `mine/llama-3`…) have no price of their
+        // own, and calls under a hard budget (the free plan's cap) must be priced: tests
+        // price them by a default (at mock/echo's rates); tests of unpriced models remove it.
+        config.prices.insert(
+            berth_meter::DEFAULT_PRICE_KEY.to_owned(),
+            berth::config::PriceConfig {
+                input: 1.0,
+                output: 2.0,
+                cached_input: Some(0.5),
+            },
+        );
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres(db) => {

@@ -6,7 +6,11 @@
 //! dies mid-answer), `no-usage`, `garbage` (invalid JSON), `broken-sse`, `tools` (answers with
 //! a call of the first tool offered, arguments `{"q":"mock"}`), `tools-args-<base64url JSON>`
 //! (the call carries those arguments, and once the last message is the tool's result the
-//! model answers `tool result: <result>`). Any other model echoes the last user message.
+//! model answers `tool result: <result>`), `echo-key` (a successful answer whose text is the
+//! credential the mock was sent; streamed in 5-char pieces, so the key is cut between
+//! events), `huge` (a 200 answer of 64 MiB: one unending JSON body, or SSE events of 16 KiB
+//! text each when streamed; any endpoint) and `huge-event` (streamed: one SSE line of 64
+//! MiB). Any other model echoes the last user message.
 //! Token counts are deterministic: ceil(characters / 4), at least 1.
 
 use axum::Router;
@@ -184,11 +188,11 @@ async fn front(
     anthropic: bool,
 ) -> Option<Response> {
     state.seen.requests.fetch_add(1, Ordering::SeqCst);
+    // Lossy: a key may hold any bytes a header can carry.
     let header_text = |name| {
         headers
             .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
     *state.seen.last_authorization.lock().expect("lock") = header_text(header::AUTHORIZATION);
     *state.seen.last_api_key.lock().expect("lock") =
@@ -242,6 +246,9 @@ async fn front(
             &format!("invalid key {}", key.unwrap_or_default()),
         );
     }
+    if model.contains("huge") {
+        return Some(huge(body["stream"].as_bool().unwrap_or(false), model));
+    }
     if model.contains("garbage") {
         return Some(
             (
@@ -253,6 +260,70 @@ async fn front(
         );
     }
     None
+}
+
+/// Size of a `huge` answer.
+const HUGE_BYTES: usize = 64 << 20;
+
+/// A `huge` answer, produced as it is sent (the mock never holds it) and given up as soon
+/// as the reader goes away.
+fn huge(stream: bool, model: &str) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (first, piece): (String, String) = if !stream {
+        (
+            "{\"id\": \"chatcmpl-huge\", \"content\": \"".to_owned(),
+            "a".repeat(64 << 10),
+        )
+    } else if model.contains("huge-event") {
+        ("data: ".to_owned(), "a".repeat(64 << 10))
+    } else {
+        let chunk = json!({"id": "chatcmpl-huge", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                           "choices": [{"index": 0, "delta": {"content": "a ".repeat(8 << 10)}, "finish_reason": null}]});
+        (String::new(), format!("data: {chunk}\n\n"))
+    };
+    tokio::spawn(async move {
+        let mut sent = first.len();
+        if tx.send(Ok(Bytes::from(first))).await.is_err() {
+            return;
+        }
+        let piece = Bytes::from(piece);
+        while sent < HUGE_BYTES {
+            sent += piece.len();
+            if tx.send(Ok(piece.clone())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let content_type = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// With `echo-key`, the credential the request carried (without `Bearer `).
+fn echoed_key(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .or_else(|| headers.get("x-api-key"))
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim_start_matches("Bearer ")
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// Text cut into pieces of `n` chars.
+fn pieces(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(n).map(|c| c.iter().collect()).collect()
 }
 
 fn sse(frames: Vec<String>, latency: Duration, drop_after: Option<usize>) -> Response {
@@ -338,6 +409,8 @@ async fn openai_chat(State(state): State<MockState>, headers: HeaderMap, body: B
         String::new()
     } else if let Some(result) = answered {
         format!("tool result: {result}")
+    } else if model.contains("echo-key") {
+        format!("your key is {}", echoed_key(&headers))
     } else {
         format!("echo: {}", last_user_text(&body["messages"]))
     };
@@ -385,7 +458,12 @@ async fn openai_chat(State(state): State<MockState>, headers: HeaderMap, body: B
             Value::Null,
         ));
     } else {
-        for w in words(&text) {
+        let parts = if model.contains("echo-key") {
+            pieces(&text, 5)
+        } else {
+            words(&text)
+        };
+        for w in parts {
             frames.push(chunk(json!({"content": w}), Value::Null));
         }
     }

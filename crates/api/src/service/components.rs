@@ -199,10 +199,11 @@ impl AgentHost for ServerHost {
         let route = berth_gateway::plan(&self.policy, &request.model, &self.meta.tags)
             .map_err(|e| gateway_error(&e.into()))?;
         let started = Instant::now();
+        let asked = json!({"system": request.system, "messages": request.messages});
         let answer = self
             .state
             .gateway
-            .chat(&self.scope, &self.meta, &request, &route)
+            .chat(&self.scope, &self.meta, request, &route)
             .await
             .map_err(|e| gateway_error(&e))?;
         {
@@ -221,7 +222,7 @@ impl AgentHost for ServerHost {
         self.step(
             "llm_call",
             json!({"model": answer.model, "provider": answer.provider,
-                   "request": {"system": request.system, "messages": request.messages},
+                   "request": asked,
                    "response": answer.response.content, "input_tokens": answer.usage.input_tokens,
                    "output_tokens": answer.usage.output_tokens, "cost_usd": answer.cost.as_usd(),
                    "latency_ms": started.elapsed().as_millis() as u64}),
@@ -422,5 +423,6 @@ pub fn call_meta(
         run_id: Some(run.id.clone()),
         agent_version: Some(run.version),
         budgets: budgets::for_tenant(state, plan, policy, Some(&run.agent), run.key_id.as_deref()),
+        cost_limit: None,
     }
 }

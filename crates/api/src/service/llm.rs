@@ -163,7 +163,7 @@ pub async fn chat(
         resp.headers_mut().extend(limit_headers);
         return Ok(resp);
     }
-    let answer = match state.gateway.chat(scope, &meta, &req, &route).await {
+    let answer = match state.gateway.chat(scope, &meta, req, &route).await {
         Ok(a) => a,
         Err(e) => {
             admitted.settle(state.limiter.as_ref(), 0).await;
@@ -343,6 +343,7 @@ fn stream_response(
         provider,
         model,
         stream,
+        ..
     } = answer;
     let id = format!(
         "chatcmpl-{}",
@@ -452,9 +453,10 @@ pub async fn embeddings(
     body: &Value,
 ) -> Result<Response, ApiError> {
     let scope = auth.require_role(Role::Invoker)?;
-    let meta = call_meta(auth, headers)?;
+    let mut meta = call_meta(auth, headers)?;
     let (model, chars) = berth_llm::embeddings::check_request(body).map_err(llm_error)?;
     let policy = policy::effective(state, scope).await?;
+    meta.budgets = crate::service::budgets::for_call(state, auth, &policy, meta.agent.as_deref());
     let route = berth_gateway::plan(&policy, &model, &meta.tags)
         .map_err(berth_gateway::GatewayError::from)?;
     // Embeddings produce no tokens: the input's estimate (as the gateway bills it when
@@ -467,7 +469,7 @@ pub async fn embeddings(
     let target = route.targets.first().cloned().unwrap_or(model);
     let answer = state
         .gateway
-        .embeddings(scope, &meta, body, &target, chars)
+        .embeddings(scope, &meta, body.clone(), &target, chars)
         .await?;
     let mut resp = axum::Json(answer.body).into_response();
     resp.headers_mut()

@@ -546,6 +546,7 @@ async fn execute(
                 Some(&run.agent),
                 run.key_id.as_deref(),
             ),
+            cost_limit: None,
         },
         policy: &policy,
         manifest,
