@@ -16,11 +16,14 @@ pub struct Reservation {
     pub budgets: Vec<ActiveBudget>,
 }
 
-/// A call refused because a hard budget has no room for it.
+/// A call refused because a hard budget has no room for it, or because the ledger could
+/// not be read (money is at stake: no call runs unaccounted).
 #[derive(Debug, Clone)]
 pub struct Refusal {
     pub scope: String,
     pub limit: NanoUsd,
+    /// The ledger was unavailable: the budget may well have room (503, not 402).
+    pub unavailable: bool,
 }
 
 #[async_trait]

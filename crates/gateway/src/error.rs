@@ -38,6 +38,10 @@ pub enum GatewayError {
     },
     #[error("the {scope} budget of {limit_usd} USD has no room for this call")]
     BudgetExceeded { scope: String, limit_usd: f64 },
+    /// The budget ledger could not be read or written: the call is refused (no call runs
+    /// unaccounted), and may be retried.
+    #[error("the {scope} budget cannot be checked right now (the store is unavailable); retry shortly")]
+    BudgetUnavailable { scope: String },
     /// A hard budget applies and `model` has no price, so the call's worst case cannot be
     /// held: refused rather than run for free.
     #[error(
@@ -75,6 +79,7 @@ impl GatewayError {
             GatewayError::InvalidAnswer { .. } => "upstream_invalid_answer",
             GatewayError::TooLarge { .. } => "upstream_too_large",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+            GatewayError::BudgetUnavailable { .. } => "store_unavailable",
             GatewayError::Unpriced { .. } => "model_unpriced",
             GatewayError::Internal(_) => "internal_error",
         }

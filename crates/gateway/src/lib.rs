@@ -116,6 +116,18 @@ pub struct CallMeta {
     pub cost_limit: Option<NanoUsd>,
 }
 
+/// The gateway error for a ledger's refusal.
+fn refused(r: Refusal) -> GatewayError {
+    if r.unavailable {
+        GatewayError::BudgetUnavailable { scope: r.scope }
+    } else {
+        GatewayError::BudgetExceeded {
+            scope: r.scope,
+            limit_usd: r.limit.as_usd(),
+        }
+    }
+}
+
 /// The scope named by a refusal under [`CallMeta::cost_limit`].
 pub const RUN_BUDGET_SCOPE: &str = "run";
 
@@ -303,10 +315,7 @@ impl Gateway {
                 let r = l
                     .reserve(scope, &meta.budgets, Some(want), floor)
                     .await
-                    .map_err(|r| GatewayError::BudgetExceeded {
-                        scope: r.scope,
-                        limit_usd: r.limit.as_usd(),
-                    })?;
+                    .map_err(refused)?;
                 let amount = r.amount;
                 (Some(r), amount)
             }

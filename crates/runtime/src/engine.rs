@@ -375,6 +375,9 @@ pub async fn run_builtin(
                     GatewayError::BudgetExceeded { .. } => {
                         Stop::Failed("budget_exceeded", e.code(), e.to_string())
                     }
+                    GatewayError::BudgetUnavailable { .. } => {
+                        Stop::Failed("unavailable", e.code(), e.to_string())
+                    }
                     GatewayError::Unpriced { .. } => {
                         Stop::Failed("invalid_request", e.code(), e.to_string())
                     }

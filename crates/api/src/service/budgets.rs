@@ -289,6 +289,7 @@ impl BudgetLedger for StoreLedger {
             return Err(Refusal {
                 scope: budgets.first().map(|b| b.scope.clone()).unwrap_or_default(),
                 limit: budgets.first().map(|b| b.limit).unwrap_or(NanoUsd(0)),
+                unavailable: true,
             });
         }
         let id = format!("hold_{}", Id::new(IdKind::Event).as_str());
@@ -302,6 +303,7 @@ impl BudgetLedger for StoreLedger {
             Refusal {
                 scope: b.map(|b| b.scope.clone()).unwrap_or_default(),
                 limit: b.map(|b| b.limit).unwrap_or(NanoUsd(0)),
+                unavailable: false,
             }
         };
         match self
@@ -326,7 +328,10 @@ impl BudgetLedger for StoreLedger {
                 // Money is at stake: when the ledger cannot be read, refuse rather than
                 // let calls run unaccounted.
                 tracing::error!(error = %e, "budget reservation failed");
-                Err(refusal())
+                Err(Refusal {
+                    unavailable: true,
+                    ..refusal()
+                })
             }
         }
     }
