@@ -5,6 +5,7 @@
 //! failures become HTTP statuses in the OpenAI error shape.
 
 pub mod auth;
+pub mod conn;
 mod context;
 pub mod dto;
 pub mod error;
@@ -41,14 +42,14 @@ pub async fn serve(
     state.tasks.spawn(mcp.run_health_checks(stop));
     let runner = state.runner.clone();
     let closing = runner.closing.clone();
+    let limits = state.settings.connections;
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Event streams end and workers take no new runs, so connections can drain.
-            closing.cancel();
-        })
-        .await?;
+    conn::serve_connections(listener, app, limits, async move {
+        shutdown.await;
+        // Event streams end and workers take no new runs, so connections can drain.
+        closing.cancel();
+    })
+    .await;
     // Runs still executing finish (and are metered) before the background writers stop.
     runner.drain().await;
     stop_background.cancel();

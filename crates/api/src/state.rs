@@ -17,6 +17,8 @@ pub struct ApiSettings {
     pub plans: BTreeMap<String, Plan>,
     /// The plan a tenant gets when created without one.
     pub default_plan: String,
+    /// Connection caps and the header deadline of the HTTP server.
+    pub connections: crate::conn::ConnLimits,
 }
 
 impl Default for ApiSettings {
@@ -24,6 +26,7 @@ impl Default for ApiSettings {
         ApiSettings {
             plans: berth_core::plan::default_plans(),
             default_plan: "free".to_owned(),
+            connections: crate::conn::ConnLimits::default(),
         }
     }
 }

@@ -234,6 +234,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         settings: Arc::new(ApiSettings {
             plans: config.plans(),
             default_plan: config.default_plan.clone(),
+            connections: config.http.limits(),
         }),
         tasks,
         metrics: metrics_handle(),

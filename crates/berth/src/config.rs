@@ -58,6 +58,8 @@ pub struct Config {
     #[serde(default)]
     pub gateway: GatewayConfig,
     #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
@@ -285,6 +287,53 @@ impl GatewayConfig {
             max_body_bytes: mb(self.max_response_mb),
             max_event_bytes: mb(self.max_stream_event_mb),
             max_stream_bytes: mb(self.max_stream_mb),
+        }
+    }
+}
+
+/// `[http]`: the server's connections. A client holds a connection only while it sends
+/// its request's headers in time, and one address cannot take them all.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The longest a client may take to send a request's headers (also how long an idle
+    /// keep-alive connection stays open).
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// Open connections in all; keep it below the process's file-descriptor limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections from one client address (raise it behind a load balancer).
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+fn default_header_read_timeout_secs() -> u64 {
+    10
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_max_connections_per_ip() -> usize {
+    256
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout_secs: default_header_read_timeout_secs(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn limits(&self) -> berth_api::conn::ConnLimits {
+        berth_api::conn::ConnLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
         }
     }
 }
@@ -758,6 +807,24 @@ impl Config {
             return Err(value_error(
                 "mcp.max_result_kb",
                 "must be between 1 and 65536",
+            ));
+        }
+        if !(1..=300).contains(&self.http.header_read_timeout_secs) {
+            return Err(value_error(
+                "http.header_read_timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return Err(value_error(
+                "http.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=self.http.max_connections).contains(&self.http.max_connections_per_ip) {
+            return Err(value_error(
+                "http.max_connections_per_ip",
+                "must be between 1 and http.max_connections",
             ));
         }
         for (key, mb) in [

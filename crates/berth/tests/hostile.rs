@@ -267,3 +267,93 @@ async fn oversize_headers_are_refused_and_the_server_goes_on() {
     assert_eq!(server.get("/v1/me", &admin).await.status, 200);
     server.stop().await;
 }
+
+/// Issue 14, item 18: connections that send nothing, or their headers a byte at a time
+/// (slowloris), are closed after the header deadline; one address holds at most its share
+/// of connections, so a flood of them from one address leaves the server reachable from
+/// another (here 127.0.0.2, which the loopback interface answers too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_clients_are_cut_off_and_cannot_take_every_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.http.header_read_timeout_secs = 1;
+        c.http.max_connections_per_ip = 100;
+    })
+    .await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let t = server.create_tenant("acme").await;
+    let (_, admin) = server.create_key(&t, "admin").await;
+    // 300 connections from 127.0.0.1: the first 100 are held until their deadline, the rest
+    // are closed at once. Half send nothing, half dribble a request line.
+    let mut flood = Vec::new();
+    for i in 0..300 {
+        let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+            continue;
+        };
+        if i % 2 == 1 {
+            let _ = s.write_all(b"GET /v1/me HTTP/1.1\r\nHost: x\r\n").await;
+        }
+        flood.push(s);
+    }
+    // Another address is served meanwhile, at once.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let url = &server.url;
+    let started = Instant::now();
+    let r = other
+        .get(format!("{url}/v1/me"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "another address waited {:?}",
+        started.elapsed()
+    );
+    // A slowloris keeps sending a byte every 300 ms: it is cut off at the header deadline.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await;
+    if let Ok(s) = &mut slow {
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\n").await;
+    }
+    // Every held connection is closed by the server within the deadline (plus slack).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut closed = 0;
+    for s in &mut flood {
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            // End of stream, or an error answer (408) followed by the end.
+            Ok(Ok(0) | Err(_)) => closed += 1,
+            Ok(Ok(_)) => {
+                if matches!(s.read(&mut buf).await, Ok(0) | Err(_)) {
+                    closed += 1;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    assert_eq!(closed, flood.len(), "connections left open past the deadline");
+    if let Ok(s) = &mut slow {
+        let mut cut = false;
+        for _ in 0..20 {
+            if s.write_all(b"X").await.is_err() {
+                cut = true;
+                break;
+            }
+            let mut buf = [0u8; 512];
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await
+            {
+                cut = true;
+                break;
+            }
+        }
+        assert!(cut, "a slowloris kept its connection past the header deadline");
+    }
+    // And the flooding address is served again once its connections are gone.
+    assert_eq!(server.get("/v1/me", &admin).await.status, 200);
+    server.stop().await;
+}

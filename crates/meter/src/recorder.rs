@@ -1,9 +1,11 @@
 //! The usage recorder: request handlers hand events to a channel and return; a tracked
-//! background task writes them in batches, grouped by tenant, retrying on store errors.
+//! background task writes them in batches, grouped by tenant, waiting out a store that
+//! is down and setting aside a row the store refuses (see [`write_tenant`]).
 //! Each event carries its idempotency key, so a batch retried after a partial failure
 //! counts every event once.
 
 use berth_core::{TenantId, TenantScope};
+use berth_store::poison::{BatchSink, without_controls, write_isolating};
 use berth_store::{UsageEvent, UsageStore};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,28 +122,59 @@ async fn run(
     }
 }
 
-/// Writes every pending batch, retrying each with backoff until it is stored: usage is
-/// money, so it is kept in memory rather than dropped while the store is down.
+/// Writes every pending batch, one tenant at a time (a tenant's failure is its own).
 async fn write_all(
     store: &dyn UsageStore,
     pending: &mut HashMap<TenantId, (TenantScope, Vec<UsageEvent>)>,
 ) {
     for (_, (scope, events)) in pending.drain() {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match store.insert_usage(&scope, &events).await {
-                Ok(_) => break,
-                Err(e) if e.is_missing_tenant() => {
-                    tracing::warn!(tenant = %scope.tenant(), events = events.len(), "usage events of a deleted tenant dropped");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(tenant = %scope.tenant(), events = events.len(), error = %e, "usage write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        write_tenant(store, &scope, events).await;
+    }
+}
+
+/// Writes one tenant's events: a store that is down is waited for, a row it refuses is
+/// set aside (see [`berth_store::poison::write_isolating`]), never retried for ever.
+async fn write_tenant(store: &dyn UsageStore, scope: &TenantScope, events: Vec<UsageEvent>) {
+    let mut sink = Sink { store, scope };
+    let describe = |e: &UsageEvent| {
+        format!(
+            "tenant {} usage event {:?} cost_nano {} tokens {}+{}",
+            scope.tenant(),
+            e.id,
+            e.cost_nano,
+            e.input_tokens,
+            e.output_tokens
+        )
+    };
+    write_isolating("usage", &mut sink, events, cleaned, &describe).await;
+}
+
+struct Sink<'a> {
+    store: &'a dyn UsageStore,
+    scope: &'a TenantScope,
+}
+
+#[async_trait::async_trait]
+impl BatchSink<UsageEvent> for Sink<'_> {
+    async fn insert(&mut self, rows: &[UsageEvent]) -> Result<(), berth_store::StoreError> {
+        self.store.insert_usage(self.scope, rows).await.map(|_| ())
+    }
+}
+/// `row` with control characters removed from its text fields (its tokens and cost kept).
+fn cleaned(row: &UsageEvent) -> UsageEvent {
+    let clean = without_controls;
+    let clean_opt = |s: &Option<String>| s.as_deref().map(clean);
+    UsageEvent {
+        id: clean(&row.id),
+        kind: clean(&row.kind),
+        key_id: clean_opt(&row.key_id),
+        agent: clean_opt(&row.agent),
+        tags: clean_opt(&row.tags),
+        provider: clean_opt(&row.provider),
+        model: clean_opt(&row.model),
+        status: clean(&row.status),
+        run_id: clean_opt(&row.run_id),
+        ..row.clone()
     }
 }
 
@@ -207,5 +240,98 @@ mod tests {
             store.query_usage(&a, &UsageQuery::default()).await.unwrap()[0].requests,
             2501
         );
+    }
+
+    /// A store double in front of a real one: down for its first `down` writes, then
+    /// refusing, like PostgreSQL, any batch with a NUL byte in a text field.
+    struct Picky {
+        inner: Arc<dyn Store>,
+        down: std::sync::atomic::AtomicU32,
+        calls: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl UsageStore for Picky {
+        async fn insert_usage(
+            &self,
+            scope: &TenantScope,
+            events: &[UsageEvent],
+        ) -> berth_store::Result<u64> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.calls.fetch_add(1, SeqCst);
+            if self.down.load(SeqCst) > 0 {
+                self.down.fetch_sub(1, SeqCst);
+                return Err(berth_store::StoreError::Backend(sqlx::Error::PoolTimedOut));
+            }
+            let poisoned = |e: &UsageEvent| {
+                [&e.model, &e.agent, &e.tags]
+                    .iter()
+                    .any(|f| f.as_deref().is_some_and(|v| v.contains('\0')))
+                    || e.id.contains('\0')
+            };
+            if events.iter().any(poisoned) {
+                return Err(berth_store::StoreError::Corrupt(
+                    "invalid byte sequence for encoding \"UTF8\": 0x00".into(),
+                ));
+            }
+            self.inner.insert_usage(scope, events).await
+        }
+        async fn query_usage(
+            &self,
+            scope: &TenantScope,
+            query: &UsageQuery,
+        ) -> berth_store::Result<Vec<berth_store::UsageRow>> {
+            self.inner.query_usage(scope, query).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poison_row_is_set_aside_and_the_rest_written_after_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&format!("sqlite://{}", dir.path().join("p.db").display()))
+                .await
+                .unwrap(),
+        );
+        let a = new_tenant(inner.as_ref(), "poison-a").await;
+        let picky = Arc::new(Picky {
+            inner: inner.clone(),
+            down: 3.into(),
+            calls: 0.into(),
+        });
+        let tasks = TaskTracker::new();
+        let rec = UsageRecorder::start(picky.clone(), &tasks, CancellationToken::new());
+        let event = |i: usize, model: &str, id: &str| UsageEvent {
+            id: id.to_owned(),
+            kind: "llm".into(),
+            status: "ok".into(),
+            model: Some(model.to_owned()),
+            cost_nano: 5,
+            input_tokens: i64::try_from(i).unwrap(),
+            ..Default::default()
+        };
+        for i in 0..600 {
+            let ev = match i {
+                // Cleaned and kept: its id is fine, its model has a NUL.
+                100 => event(i, "mock/echo\0", "evt_nul_model"),
+                // Its id itself is poison: cleaned, it is stored under the cleaned id.
+                400 => event(i, "mock/echo", "evt_\0id"),
+                _ => event(i, "mock/echo", &format!("evt_{i}")),
+            };
+            rec.record(&a, ev).await;
+        }
+        tokio::time::timeout(Duration::from_secs(60), rec.flush())
+            .await
+            .expect("the recorder neither stalls on the outage nor on the poison rows");
+        let rows = inner.query_usage(&a, &UsageQuery::default()).await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            (rows[0].requests, rows[0].cost_nano),
+            (600, 3000),
+            "every row is billed, the poison ones cleaned"
+        );
+        // The split touched only the halves holding the two rows, not every row one by one.
+        let calls = picky.calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(calls < 120, "{calls} writes");
     }
 }

@@ -7,8 +7,15 @@
 //! tenant with the smallest virtual time that may start one, so under contention tenants
 //! get runs in proportion to their plan's weight, and a tenant with a long queue cannot
 //! starve one with a short queue. When the node fills up, admission sheds the lowest tiers
-//! first: a tenant of weight `w` is only admitted while the node is below
-//! `1 - SHED_MARGIN / w` of its capacity, so headroom stays for heavier plans.
+//! first: a tenant of weight `w` is only admitted while fewer than `1 - SHED_MARGIN / w` of
+//! the node's capacity execute, so headroom stays for heavier plans.
+//!
+//! Nobody is shed because of another tenant's backlog: queued runs do not count against
+//! admission, and a tenant still under its fair share of that headroom (by weight, among
+//! the tenants with work on the node) is admitted even when other tenants' runs fill the
+//! node, up to twice its capacity (runs mostly wait on I/O; without this, one tenant's
+//! backlog would hold every slot until it drained). The queue is bounded per tenant, and
+//! for the node as a whole only for tenants past their fair share of it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -114,6 +121,19 @@ impl<J: Send + 'static> Scheduler<J> {
         ((self.capacity as f64) * frac).floor().max(1.0) as usize
     }
 
+    /// `of` slots shared by weight among the tenants with work here (`tenant` included,
+    /// which must already be in the map): this tenant's part, rounded down.
+    fn fair_part(s: &State<J>, weight: u32, of: usize) -> usize {
+        let total: u64 = s
+            .tenants
+            .values()
+            .map(|t| u64::from(t.share.weight.max(1)))
+            .sum();
+        let mine = u64::from(weight.max(1));
+        usize::try_from(u64::try_from(of).unwrap_or(u64::MAX).saturating_mul(mine) / total.max(mine))
+            .unwrap_or(usize::MAX)
+    }
+
     fn tenant<'a>(s: &'a mut State<J>, tenant: &str, share: Share) -> &'a mut TenantState<J> {
         let now = s.now;
         let t = s.tenants.entry(tenant.to_owned()).or_insert(TenantState {
@@ -129,13 +149,16 @@ impl<J: Send + 'static> Scheduler<J> {
     /// Admits a run that starts now (synchronous and streamed runs), or refuses it.
     pub fn admit(self: &Arc<Self>, tenant: &str, share: Share) -> Result<Permit<J>, Refused> {
         let mut s = self.lock();
-        let load = s.running + s.queued;
         let t = Self::tenant(&mut s, tenant, share);
+        let mine = t.running as usize;
         if t.running >= share.concurrency.max(1) {
             self.forget_idle(&mut s, tenant);
             return Err(Refused::TenantLimit);
         }
-        if load >= self.admit_below(share.weight) || s.running >= self.capacity {
+        let headroom = self.admit_below(share.weight);
+        let under_share = mine < Self::fair_part(&s, share.weight, headroom);
+        let full = s.running >= headroom.min(self.capacity);
+        if (full && !under_share) || s.running >= self.capacity.saturating_mul(2) {
             self.forget_idle(&mut s, tenant);
             return Err(Refused::Overloaded);
         }
@@ -152,16 +175,22 @@ impl<J: Send + 'static> Scheduler<J> {
     /// Whether a new queued run of this tenant would be accepted now (checked before the
     /// run is stored).
     pub fn can_queue(&self, tenant: &str, share: Share) -> Result<(), Refused> {
-        let s = self.lock();
-        let queued = s.tenants.get(tenant).map_or(0, |t| t.queue.len());
-        if queued >= self.max_queued {
-            return Err(Refused::TenantLimit);
-        }
-        // The queue may hold several capacities' worth, shed by tier like admission.
-        if s.running + s.queued >= self.admit_below(share.weight) * 4 {
-            return Err(Refused::Overloaded);
-        }
-        Ok(())
+        let mut s = self.lock();
+        let queued = Self::tenant(&mut s, tenant, share).queue.len();
+        let verdict = if queued >= self.max_queued {
+            Err(Refused::TenantLimit)
+        } else {
+            // The node's queue may hold several capacities' worth, shed by tier like
+            // admission, but only for a tenant past its fair share of it.
+            let ceiling = self.admit_below(share.weight) * 4;
+            if s.queued >= ceiling && queued >= Self::fair_part(&s, share.weight, ceiling) {
+                Err(Refused::Overloaded)
+            } else {
+                Ok(())
+            }
+        };
+        self.forget_idle(&mut s, tenant);
+        verdict
     }
 
     /// Queues a run (never refused: admission was `can_queue`'s, and runs recovered after
@@ -334,5 +363,41 @@ mod tests {
         }
         assert_eq!(s.can_queue("a", FREE).err(), Some(Refused::TenantLimit));
         assert!(s.can_queue("b", FREE).is_ok());
+    }
+
+    /// Issue 14, item 23: one free tenant's backlog of hundreds of queued runs, with its
+    /// executing runs filling the node, sheds no other tenant, of any tier.
+    #[tokio::test]
+    async fn another_tenants_backlog_sheds_no_one() {
+        let s = Scheduler::<u32>::new(10, 1000);
+        let wide_free = Share {
+            concurrency: 10,
+            weight: 1,
+        };
+        let mut held = Vec::new();
+        for i in 0..400 {
+            assert!(s.can_queue("flood", wide_free).is_ok(), "run {i}");
+            s.enqueue("flood", wide_free, i);
+        }
+        for _ in 0..10 {
+            held.push(s.next().await.1);
+        }
+        assert_eq!(s.load(), (10, 390));
+        // Another free tenant and a pro one are admitted (and may queue) all the same.
+        let b = s.admit("other-free", FREE).expect("not shed by the flood's backlog");
+        let p = s.admit("pro", PRO).expect("not shed by the flood's backlog");
+        assert!(s.can_queue("other-free", FREE).is_ok());
+        assert!(s.can_queue("pro", PRO).is_ok());
+        // The flooding tenant itself, past its share, is shed.
+        assert_eq!(s.admit("flood", wide_free).err(), Some(Refused::Overloaded));
+        // And the node never holds more than twice its capacity.
+        let mut extra = Vec::new();
+        for i in 0..40 {
+            if let Ok(p) = s.admit(&format!("t{i}"), PRO) {
+                extra.push(p);
+            }
+        }
+        assert!(s.load().0 <= 20, "{:?}", s.load());
+        drop((b, p, extra, held));
     }
 }

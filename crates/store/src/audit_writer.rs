@@ -8,13 +8,12 @@
 //! is killed are lost (the window is about one write: a millisecond or two); on shutdown
 //! the queue is drained.
 
-use crate::{AuditHead, AuditStore};
+use crate::{AuditHead, AuditStore, StoreError};
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::{TenantId, TenantScope};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -138,8 +137,10 @@ async fn run(
 }
 
 /// Writes the entries of `batch`, one write per tenant in arrival order, then answers
-/// the flushes in it. A failed write is retried with backoff until it is stored: the
-/// entries stay in memory meanwhile, and `append` waits once the queue is full.
+/// the flushes in it. A store that is down is waited for with backoff until the entries
+/// are stored (they stay in memory meanwhile, and `append` waits once the queue is full);
+/// an entry the store refuses is stored cleaned of control characters or set aside, so
+/// it never holds up the others (see [`crate::poison::write_isolating`]).
 async fn write(store: &dyn AuditStore, heads: &mut Heads, batch: &mut Vec<Message>) {
     let mut tenants: Vec<(TenantScope, Vec<NewEntry>)> = Vec::new();
     let mut index: HashMap<TenantId, usize> = HashMap::new();
@@ -157,22 +158,50 @@ async fn write(store: &dyn AuditStore, heads: &mut Heads, batch: &mut Vec<Messag
             Message::Flush(done) => flushed.push(done),
         }
     }
-    for (scope, entries) in &tenants {
-        let mut delay = Duration::from_millis(50);
-        while let Err(e) = heads.append(store, scope, entries).await {
-            if e.is_missing_tenant() {
-                tracing::warn!(tenant = %scope.tenant(), entries = entries.len(),
-                    "audit entries of a deleted tenant dropped");
-                break;
-            }
-            tracing::warn!(tenant = %scope.tenant(), entries = entries.len(), error = %e,
-                "audit write failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+    for (scope, entries) in tenants {
+        let mut sink = Sink {
+            store,
+            heads: &mut *heads,
+            scope: &scope,
+        };
+        let describe = |e: &NewEntry| {
+            format!(
+                "tenant {} audit entry {:?} on {:?} by {:?}",
+                scope.tenant(),
+                e.action,
+                e.target,
+                e.actor
+            )
+        };
+        crate::poison::write_isolating("audit", &mut sink, entries, cleaned, &describe).await;
     }
     for done in flushed {
         let _ = done.send(());
+    }
+}
+
+struct Sink<'a> {
+    store: &'a dyn AuditStore,
+    heads: &'a mut Heads,
+    scope: &'a TenantScope,
+}
+
+#[async_trait::async_trait]
+impl crate::poison::BatchSink<NewEntry> for Sink<'_> {
+    async fn insert(&mut self, rows: &[NewEntry]) -> Result<(), StoreError> {
+        self.heads.append(self.store, self.scope, rows).await
+    }
+}
+
+/// `entry` with control characters removed from its text.
+fn cleaned(entry: &NewEntry) -> NewEntry {
+    use crate::poison::{json_without_controls, without_controls};
+    NewEntry {
+        actor: without_controls(&entry.actor),
+        action: without_controls(&entry.action),
+        target: without_controls(&entry.target),
+        details: json_without_controls(&entry.details),
+        at_ms: entry.at_ms,
     }
 }
 
@@ -182,6 +211,7 @@ mod tests {
     use crate::contract::new_tenant;
     use crate::{SqliteStore, TenantRegistry};
     use serde_json::json;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn entries_from_many_callers_land_in_order_per_tenant_and_the_chains_verify() {
@@ -263,5 +293,82 @@ mod tests {
         tasks.wait().await;
         let entries = store.list_audit(&b, 0, 1000).await.unwrap();
         assert_eq!(entries.last().unwrap().action, "last");
+    }
+
+    /// An audit store in front of a real one that refuses, like PostgreSQL, any batch
+    /// with a NUL byte in an entry's text.
+    struct Picky(Arc<SqliteStore>);
+
+    fn poisoned(entries: &[NewEntry]) -> bool {
+        entries
+            .iter()
+            .any(|e| e.target.contains('\0') || e.details.to_string().contains("\\u0000"))
+    }
+
+    #[async_trait::async_trait]
+    impl AuditStore for Picky {
+        async fn append_audit(
+            &self,
+            scope: &TenantScope,
+            entry: &NewEntry,
+        ) -> crate::Result<berth_audit::Entry> {
+            self.0.append_audit(scope, entry).await
+        }
+        async fn append_audit_batch(
+            &self,
+            scope: &TenantScope,
+            entries: &[NewEntry],
+        ) -> crate::Result<Vec<berth_audit::Entry>> {
+            if poisoned(entries) {
+                return Err(StoreError::Corrupt("invalid byte sequence: 0x00".into()));
+            }
+            self.0.append_audit_batch(scope, entries).await
+        }
+        async fn list_audit(
+            &self,
+            scope: &TenantScope,
+            after: i64,
+            limit: i64,
+        ) -> crate::Result<Vec<berth_audit::Entry>> {
+            self.0.list_audit(scope, after, limit).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_entry_is_stored_cleaned_and_the_others_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let store = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let a = new_tenant(store.as_ref(), "a").await;
+        let tasks = TaskTracker::new();
+        let writer = AuditWriter::start(
+            Arc::new(Picky(store.clone())),
+            &tasks,
+            CancellationToken::new(),
+        );
+        for i in 0..300 {
+            let target = if i == 150 {
+                "tool\0name".to_owned()
+            } else {
+                format!("t{i}")
+            };
+            let details = if i == 200 {
+                json!({"args": "x\u{0}y"})
+            } else {
+                json!(null)
+            };
+            writer
+                .append(&a, NewEntry::new("k", "tool.call", &target, details))
+                .await;
+        }
+        tokio::time::timeout(Duration::from_secs(60), writer.flush())
+            .await
+            .expect("a poison entry does not stall the writer");
+        let entries = store.list_audit(&a, 0, 1000).await.unwrap();
+        assert_eq!(entries.len(), 300, "every entry is kept");
+        assert_eq!(entries[150].target, "toolname");
+        assert_eq!(entries[200].details, json!({"args": "xy"}));
+        assert_eq!(entries[299].target, "t299", "order is kept");
+        assert!(berth_audit::verify(a.tenant().as_str(), &entries).ok, "the chain verifies");
     }
 }

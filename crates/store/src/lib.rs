@@ -9,6 +9,7 @@ mod audit_writer;
 pub mod contract;
 mod error;
 pub mod model;
+pub mod poison;
 pub mod postgres;
 mod shared;
 pub mod sqlite;

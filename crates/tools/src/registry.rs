@@ -156,8 +156,8 @@ pub struct McpRegistry {
     conns: Mutex<HashMap<ConnKey, Arc<Conn>>>,
     /// One connect at a time per server, so a burst of calls opens one connection.
     connecting: Mutex<HashMap<ConnKey, Arc<tokio::sync::Mutex<()>>>>,
-    changed_tx: mpsc::UnboundedSender<ListChanged>,
-    changed_rx: Mutex<Option<mpsc::UnboundedReceiver<ListChanged>>>,
+    changed_tx: mpsc::Sender<ListChanged>,
+    changed_rx: Mutex<Option<mpsc::Receiver<ListChanged>>>,
 }
 
 /// What registration found.
@@ -234,6 +234,9 @@ fn skipped_note(skipped: &[String]) -> Option<String> {
     })
 }
 
+/// Tool-list change notifications waiting to be handled, for all tenants together.
+const LIST_CHANGED_QUEUE: usize = 1024;
+
 impl McpRegistry {
     pub fn new(
         store: Arc<dyn Store>,
@@ -242,7 +245,9 @@ impl McpRegistry {
         config: RegistryConfig,
         log_mask: Option<Arc<dyn LogMask>>,
     ) -> Arc<McpRegistry> {
-        let (changed_tx, changed_rx) = mpsc::unbounded_channel();
+        // Bounded: a server that sends notifications without end fills it, and the
+        // notifications beyond are dropped (see `upstream::notify`).
+        let (changed_tx, changed_rx) = mpsc::channel(LIST_CHANGED_QUEUE);
         Arc::new(McpRegistry {
             log_mask,
             http: egress.client_without_timeout(),
@@ -747,7 +752,15 @@ impl McpRegistry {
                 .await?;
             for tenant in &page.items {
                 let scope = TenantScope::for_system(tenant.id.clone());
-                for record in self.store.list_mcp_servers(&scope).await? {
+                // One tenant's store error skips that tenant's checks, not everyone's.
+                let records = match self.store.list_mcp_servers(&scope).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant.id, error = %e, "could not list a tenant's MCP servers for health checks");
+                        continue;
+                    }
+                };
+                for record in records {
                     let Ok(slot) = slots.clone().acquire_owned().await else {
                         break;
                     };

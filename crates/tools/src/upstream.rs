@@ -50,15 +50,24 @@ pub enum UpstreamError {
     Closed,
 }
 
+/// Passes on that a server's tool list changed. The queue is bounded: when it is full (a
+/// server sending notifications without end), this one is dropped and counted; the
+/// periodic health check lists every server again anyway.
+fn notify(changed: &mpsc::Sender<ListChanged>, who: &ListChanged) {
+    if changed.try_send(who.clone()).is_err() {
+        metrics::counter!("berth_mcp_list_changed_dropped_total").increment(1);
+    }
+}
+
 /// Receives the server's notifications on a legacy (session) connection.
 struct Watcher {
-    changed: mpsc::UnboundedSender<ListChanged>,
+    changed: mpsc::Sender<ListChanged>,
     who: ListChanged,
 }
 
 impl ClientHandler for Watcher {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        let _ = self.changed.send(self.who.clone());
+        notify(&self.changed, &self.who);
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -100,7 +109,7 @@ impl Upstream {
         headers: HashMap<reqwest::header::HeaderName, reqwest::header::HeaderValue>,
         limits: &UpstreamLimits,
         who: ListChanged,
-        changed: mpsc::UnboundedSender<ListChanged>,
+        changed: mpsc::Sender<ListChanged>,
     ) -> Result<Upstream, UpstreamError> {
         let mut config =
             StreamableHttpClientTransportConfig::with_uri(url.to_owned()).custom_headers(headers);
@@ -160,9 +169,10 @@ impl Upstream {
                     return;
                 };
                 while let Ok(Some(_)) = sub.next().await {
-                    if changed.send(who.clone()).is_err() {
+                    if changed.is_closed() {
                         return;
                     }
+                    notify(&changed, &who);
                 }
             })
         });

@@ -61,7 +61,7 @@ pub async fn deploy(
         || ctype.starts_with("application/x-gzip")
         || ctype.starts_with("application/octet-stream")
     {
-        Source::Bundle(&body)
+        Source::Bundle(body.clone())
     } else {
         return Err(ApiError::unsupported_media(
             "send a tar.gz as application/gzip, or {\"manifest\": ...} as application/json",

@@ -20,8 +20,8 @@ fn not_found(name: &str) -> ApiError {
 }
 
 /// The payload of a deploy.
-pub enum Source<'a> {
-    Bundle(&'a [u8]),
+pub enum Source {
+    Bundle(bytes::Bytes),
     Manifest(serde_json::Value),
 }
 
@@ -35,12 +35,12 @@ pub async fn deploy(
     state: &AppState,
     scope: &TenantScope,
     name: &AgentName,
-    source: Source<'_>,
+    source: Source,
     promote: bool,
 ) -> Result<Deployed, ApiError> {
     let (manifest, digest, bundle_bytes) = match source {
         Source::Bundle(gz) => {
-            let b = bundle::unpack(name.as_str(), gz)?;
+            let b = bundle::unpack_off_the_workers(name.as_str(), gz.clone()).await?;
             // A component must compile now: a broken one is refused at deploy, not at run.
             crate::service::components::compile_from_bundle(state, &b.manifest, &b.files).await?;
             (b.manifest, b.digest, Some(gz))
@@ -83,7 +83,7 @@ pub async fn deploy(
         description: &manifest.description,
         digest: &digest,
         manifest: &manifest_json,
-        bundle: bundle_bytes,
+        bundle: bundle_bytes.as_deref(),
         created_by: &actor,
         promote,
     };

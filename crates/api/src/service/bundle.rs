@@ -40,6 +40,15 @@ fn clean_path(raw: &str) -> Result<Option<String>, ApiError> {
     Ok((!parts.is_empty()).then(|| parts.join("/")))
 }
 
+/// [`unpack`] on the blocking pool: decompressing up to 200 MiB takes long enough to hold
+/// up every other request served by the same async worker.
+pub async fn unpack_off_the_workers(name: &str, gz: bytes::Bytes) -> Result<Bundle, ApiError> {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || unpack(&name, &gz))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+}
+
 /// Unpacks and checks a bundle for the agent `name`.
 pub fn unpack(name: &str, gz: &[u8]) -> Result<Bundle, ApiError> {
     if gz.len() > MAX_BUNDLE_BYTES {

@@ -95,7 +95,9 @@ pub async fn load(
                         "this version has no bundle with its component",
                     )
                 })?;
-            let bundle = crate::service::bundle::unpack(agent, &gz)?;
+            let bundle =
+                crate::service::bundle::unpack_off_the_workers(agent, bytes::Bytes::from(gz))
+                    .await?;
             let a = Arc::new(compile_from_bundle(state, manifest, &bundle.files).await?);
             lock(&state.artifacts.by_digest).insert(key, a.clone());
             a

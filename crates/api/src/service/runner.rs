@@ -939,10 +939,10 @@ async fn sweeper(state: AppState) {
     }
 }
 
+/// Sweeps every tenant. One tenant's failure (a store error on its rows, a policy that no
+/// longer reads) is logged, counted and skipped: the tenants after it are swept all the
+/// same. Only a failure to list tenants ends the pass early.
 pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
-    let interrupted = json!({"type": "internal", "code": "interrupted",
-        "message": "the process running this run stopped before it finished; usage spent so far is kept"})
-    .to_string();
     let mut cursor = None;
     loop {
         let page = state
@@ -953,48 +953,9 @@ pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
             })
             .await?;
         for tenant in &page.items {
-            let scope = TenantScope::for_system(tenant.id.clone());
-            for id in state
-                .store
-                .fail_expired_leases(&scope, now_ms(), &interrupted)
-                .await?
-            {
-                tracing::warn!(tenant = %tenant.id, run = %id, "run interrupted: its process stopped");
-                if let Some(live) = state.runner.hub.get(&scope, &id)
-                    && let Ok(Some(run)) = state.store.get_run(&scope, &id).await
-                {
-                    end_live(state, &scope, run, &live);
-                }
-            }
-            let policy = policy::effective(state, &scope).await?;
-            let share = share_of(state, &tenant.plan, &policy);
-            for a in state.store.expired_approvals(&scope, now_ms()).await? {
-                let entry = NewEntry::new(
-                    "system",
-                    "approval.expire",
-                    &a.id,
-                    json!({"run": a.run_id, "tool": a.tool}),
-                );
-                if state
-                    .store
-                    .decide_approval(
-                        &scope,
-                        &a.id,
-                        "expired",
-                        Some("no decision in time"),
-                        "system",
-                        &entry,
-                    )
-                    .await?
-                    .is_some()
-                    && let Some(run_id) = a.run_id.as_deref()
-                {
-                    state.runner.enqueue(&scope, share, run_id);
-                }
-            }
-            state.store.release_expired_holds(&scope, now_ms()).await?;
-            for run in state.store.queued_runs(&scope, 100).await? {
-                state.runner.enqueue(&scope, share, &run.id);
+            if let Err(e) = sweep_tenant(state, tenant).await {
+                metrics::counter!("berth_sweep_tenant_failures_total").increment(1);
+                tracing::warn!(tenant = %tenant.id, error = %e.message, "sweep of one tenant failed; the others go on");
             }
         }
         cursor = page.next_cursor;
@@ -1002,4 +963,56 @@ pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
             return Ok(());
         }
     }
+}
+
+async fn sweep_tenant(state: &AppState, tenant: &berth_store::Tenant) -> Result<(), ApiError> {
+    let interrupted = json!({"type": "internal", "code": "interrupted",
+        "message": "the process running this run stopped before it finished; usage spent so far is kept"})
+    .to_string();
+    let scope = TenantScope::for_system(tenant.id.clone());
+    for id in state
+        .store
+        .fail_expired_leases(&scope, now_ms(), &interrupted)
+        .await?
+    {
+        tracing::warn!(tenant = %tenant.id, run = %id, "run interrupted: its process stopped");
+        if let Some(live) = state.runner.hub.get(&scope, &id)
+            && let Ok(Some(run)) = state.store.get_run(&scope, &id).await
+        {
+            end_live(state, &scope, run, &live);
+        }
+    }
+    // Holds first: they need no policy, so a policy that no longer reads does not keep
+    // this tenant's expired holds (and their money) from being settled.
+    state.store.release_expired_holds(&scope, now_ms()).await?;
+    let policy = policy::effective(state, &scope).await?;
+    let share = share_of(state, &tenant.plan, &policy);
+    for a in state.store.expired_approvals(&scope, now_ms()).await? {
+        let entry = NewEntry::new(
+            "system",
+            "approval.expire",
+            &a.id,
+            json!({"run": a.run_id, "tool": a.tool}),
+        );
+        if state
+            .store
+            .decide_approval(
+                &scope,
+                &a.id,
+                "expired",
+                Some("no decision in time"),
+                "system",
+                &entry,
+            )
+            .await?
+            .is_some()
+            && let Some(run_id) = a.run_id.as_deref()
+        {
+            state.runner.enqueue(&scope, share, run_id);
+        }
+    }
+    for run in state.store.queued_runs(&scope, 100).await? {
+        state.runner.enqueue(&scope, share, &run.id);
+    }
+    Ok(())
 }
