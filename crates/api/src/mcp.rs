@@ -60,7 +60,9 @@ impl ServerHandler for Endpoint {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let (state, auth) = caller(&context)?;
-        let usable = tools::usable(&state, &auth).await.map_err(api_error)?;
+        let usable = tools::usable(&state, &auth, true)
+            .await
+            .map_err(api_error)?;
         let listed = usable
             .into_iter()
             .filter_map(|t| {

@@ -178,6 +178,16 @@ async fn official_python_mcp_sdk_as_upstream_and_as_client() {
 
     // The Python client lists and calls tools through Berth's /mcp, both lifecycles; the
     // tenant's credential reached the upstream (it echoes it) and came back scrubbed.
+    // Built-in tools are offered there because the policy names them.
+    let r = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&admin),
+            Some(serde_json::json!({"tools": {"allow": {"*": ["*", "mock__echo"]}}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/test_mcp.py");
     let expect = serde_json::json!({"tools": ["pyshop__lookup", "pyshop__add", "pyshop__whoami", "mock__echo"],
                                     "whoami": "Bearer [REDACTED]"});

@@ -562,6 +562,49 @@ async fn the_tenant_mcp_endpoint_serves_both_lifecycles_with_approvals_by_id() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     let url = format!("{}/mcp", server.url);
 
+    // Issue 14, item 5: built-in tools are offered to an MCP client only when the policy
+    // names them; a policy that allows every tool by default does not.
+    let mcp = mock_mcp::client(&url, &invoker, false).await.unwrap();
+    let listed: Vec<String> = mcp
+        .peer()
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(
+        listed.contains(&"shop__add".to_owned())
+            && !listed.iter().any(|t| t.starts_with("mock__") || t.starts_with("sandbox__")),
+        "{listed:?}"
+    );
+    for name in ["sandbox__exec", "mock__echo"] {
+        let refused = mcp
+            .peer()
+            .call_tool(
+                CallToolRequestParams::new(name).with_arguments(
+                    json!({"language": "sh", "code": "echo hi"})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(refused.is_error, Some(true), "{name}: {refused:?}");
+        assert!(result_text(&refused).contains("not available"), "{refused:?}");
+    }
+    drop(mcp);
+    let r = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&key),
+            Some(json!({"tools": {"allow": {"*": ["*", "mock__*"]}, "approval": ["*__destroy"]}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
     for legacy in [true, false] {
         let mcp = mock_mcp::client(&url, &invoker, legacy).await.unwrap();
         let info = mcp.peer().peer_info().unwrap();
@@ -1024,4 +1067,51 @@ async fn a_developer_cannot_send_an_admins_secret_to_a_server_of_its_own() {
     )
     .await;
     assert_eq!(r.code(), "invalid_binding", "{:?}", r.body);
+}
+
+/// Issue 14, item 5: `/mcp` requests pass the tenant's request limits like gateway calls.
+#[tokio::test]
+async fn the_mcp_endpoint_is_held_to_the_request_limits() {
+    let (_llm, server) = server_with(|_| {}).await;
+    let (_t, key) = admin(&server, "limited").await;
+    let r = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&key),
+            Some(json!({"limits": {"requests_per_minute": 3}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = server
+            .http
+            .post(format!("{}/mcp", server.url))
+            .bearer_auth(&key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&list)
+            .send()
+            .await
+            .unwrap();
+        statuses.push((r.status().as_u16(), r.headers().contains_key("retry-after")));
+    }
+    assert!(
+        statuses.iter().take(3).all(|(s, _)| *s != 429),
+        "{statuses:?}"
+    );
+    assert!(statuses[3..].iter().all(|s| *s == (429, true)), "{statuses:?}");
+    // And the gateway shares the same minute: it is refused too.
+    let g = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&key),
+            Some(json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert_eq!(g.status, 429, "{:?}", g.body);
+    server.stop().await;
 }

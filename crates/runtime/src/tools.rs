@@ -103,6 +103,30 @@ pub fn policy_allows(policy: &Policy, agent: &str, tool: &str) -> bool {
         .any(|p| glob_match(p, tool))
 }
 
+/// The tool servers built into Berth (no tenant may register one of these names).
+pub const BUILTIN_TOOL_SERVERS: &[&str] = &["mock", "sandbox"];
+
+/// Whether an external MCP client (no manifest) may use `tool`: as [`policy_allows`], and
+/// a built-in tool (`sandbox__exec`, `mock__*`) only when the policy names it: a pattern
+/// naming its server (`sandbox__exec`, `sandbox__*`), not a wildcard such as `*` that
+/// merely happens to match. Agents name built-ins in their manifest's `tools.use`;
+/// without this, every invoker key could run code in the node's sandboxes.
+pub fn mcp_caller_allowed(policy: &Policy, agent: &str, tool: &str) -> bool {
+    let builtin = tool
+        .split_once("__")
+        .is_some_and(|(server, _)| BUILTIN_TOOL_SERVERS.contains(&server));
+    if !builtin {
+        return policy_allows(policy, agent, tool);
+    }
+    let server = tool.split_once("__").map_or("", |(s, _)| s);
+    let prefix = format!("{server}__");
+    [agent, "*"]
+        .iter()
+        .filter_map(|a| policy.tools.allow.get(*a))
+        .flatten()
+        .any(|p| p.starts_with(&prefix) && glob_match(p, tool))
+}
+
 /// Calls matching the manifest's or the policy's `tools.approval` wait for a human.
 pub fn needs_approval(manifest: &Manifest, policy: &Policy, tool: &str) -> bool {
     manifest

@@ -8,6 +8,7 @@
 //! container with hakoniwa and reports back (`protocol.rs`). `sandbox.rs` is the server's
 //! side of that exchange; `tool.rs` the `ToolHost` with validation, metering and audit.
 
+pub mod fair;
 pub mod helper;
 pub mod protocol;
 pub mod sandbox;

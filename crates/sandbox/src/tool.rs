@@ -34,6 +34,8 @@ struct ExecInput {
 /// The built-in `sandbox` tool server.
 pub struct SandboxTools {
     sandbox: Sandbox,
+    /// Each tenant's share of the node's sandboxes.
+    slots: crate::fair::FairSlots,
     audit: Arc<dyn AuditStore>,
     usage: UsageRecorder,
 }
@@ -45,6 +47,7 @@ impl SandboxTools {
         usage: UsageRecorder,
     ) -> Self {
         SandboxTools {
+            slots: crate::fair::FairSlots::new(settings.max_concurrent),
             sandbox: Sandbox::new(settings),
             audit,
             usage,
@@ -148,6 +151,9 @@ impl SandboxTools {
         };
         let digest = hex::encode(Sha256::digest(input.code.as_bytes()));
         let language = input.language;
+        let Some(_place) = self.slots.acquire(ctx.scope.tenant().as_str()).await else {
+            return Err(ToolError::Failed(format!("{TOOL_NAME}: the sandbox is shutting down")));
+        };
         match self.sandbox.run(language, &input.code, timeout).await {
             Ok(outcome) => {
                 self.meter(ctx, language, &outcome).await;

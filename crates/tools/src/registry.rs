@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Tool hosts built into every Berth; a tenant's server may not take their names.
-const RESERVED_SERVERS: &[&str] = &["mock", "sandbox"];
+const RESERVED_SERVERS: &[&str] = berth_runtime::tools::BUILTIN_TOOL_SERVERS;
 /// Request headers a tenant may not set: the transport's own, and hop-by-hop ones.
 const FORBIDDEN_HEADERS: &[&str] = &[
     "accept",

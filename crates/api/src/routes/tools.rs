@@ -11,7 +11,6 @@ use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use berth_core::Role;
 
 /// Register (or replace) an MCP server: its URL passes the egress guard, its headers are
 /// filled from the tenant's secrets, and its tools are discovered before it is stored.
@@ -90,7 +89,7 @@ pub async fn usable(
     auth: TenantAuth,
     State(state): State<AppState>,
 ) -> Result<Json<ListBody<ToolDto>>, ApiError> {
-    let all = tools::usable(&state, &auth).await?;
+    let all = tools::usable(&state, &auth, false).await?;
     Ok(Json(ListBody {
         data: all.iter().map(ToolDto::from).collect(),
         next_cursor: None,
@@ -99,12 +98,15 @@ pub async fn usable(
 
 /// The tenant's MCP endpoint (Streamable HTTP, stateless, JSON answers): `tools/list` and
 /// `tools/call` over the tenant's allowed tools, with the tenant key as bearer token.
-#[utoipa::path(post, path = "/mcp", tag = "tools", responses((status = 200), (status = 401), (status = 403)))]
+/// Each request passes the tenant's (and key's) request limits first, like a gateway call.
+#[utoipa::path(post, path = "/mcp", tag = "tools", responses((status = 200), (status = 401), (status = 403), (status = 429)))]
 pub async fn endpoint(
     auth: TenantAuth,
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    auth.require_role(Role::Invoker)?;
-    Ok(mcp::serve(state, auth, request).await)
+    let admitted = tools::admit_mcp_request(&state, &auth).await?;
+    let mut response = mcp::serve(state, auth, request).await;
+    admitted.add_headers(response.headers_mut());
+    Ok(response)
 }

@@ -230,10 +230,16 @@ struct CallerTools {
     policy: Arc<Policy>,
     agent: String,
     uses: Option<Arc<Vec<String>>>,
+    /// Through `/mcp`: built-in tools only where the policy names them.
+    via_mcp: bool,
 }
 
 impl CallerTools {
-    async fn of(state: &AppState, auth: &TenantAuth) -> Result<CallerTools, ApiError> {
+    async fn of(
+        state: &AppState,
+        auth: &TenantAuth,
+        via_mcp: bool,
+    ) -> Result<CallerTools, ApiError> {
         let scope = &auth.0.scope;
         let policy = crate::service::policy::effective(state, scope).await?;
         let agent = mcp_agent(auth);
@@ -250,11 +256,17 @@ impl CallerTools {
             policy,
             agent,
             uses,
+            via_mcp,
         })
     }
 
     fn allows(&self, tool: &str) -> bool {
-        policy_allows(&self.policy, &self.agent, tool)
+        let by_policy = if self.via_mcp {
+            berth_runtime::tools::mcp_caller_allowed(&self.policy, &self.agent, tool)
+        } else {
+            policy_allows(&self.policy, &self.agent, tool)
+        };
+        by_policy
             && self
                 .uses
                 .as_ref()
@@ -309,9 +321,15 @@ impl AgentToolsCache {
 
 /// Every tool the caller may use: the built-in servers' and the tenant's MCP servers', as
 /// the policy's `tools.allow` allows for the caller's agent (or `*`).
-pub async fn usable(state: &AppState, auth: &TenantAuth) -> Result<Vec<ToolEntry>, ApiError> {
+/// The tools `auth` may use: through `/mcp` (`via_mcp`), or as `/v1/tools` lists them for
+/// agents (which name built-in tools in their manifests).
+pub async fn usable(
+    state: &AppState,
+    auth: &TenantAuth,
+    via_mcp: bool,
+) -> Result<Vec<ToolEntry>, ApiError> {
     let scope = auth.require_role(Role::Viewer)?;
-    let allowed = CallerTools::of(state, auth).await?;
+    let allowed = CallerTools::of(state, auth, via_mcp).await?;
     let mcp = state.mcp.tools(scope).await?;
     let mut all: Vec<ToolEntry> = state
         .runner
@@ -340,6 +358,27 @@ pub async fn usable(state: &AppState, auth: &TenantAuth) -> Result<Vec<ToolEntry
     Ok(all)
 }
 
+/// Admits one request to `/mcp` under the request limits gateway calls pass (per key,
+/// per agent, per tenant), so that the endpoint is no way around them.
+pub async fn admit_mcp_request(
+    state: &AppState,
+    auth: &TenantAuth,
+) -> Result<crate::service::limits::Admitted, ApiError> {
+    let scope = auth.require_role(Role::Invoker)?;
+    let policy = crate::service::policy::effective(state, scope).await?;
+    let agent = scope.principal().agent_restriction().map(str::to_owned);
+    crate::service::limits::admit(
+        state,
+        auth,
+        &policy,
+        crate::service::limits::Ask {
+            agent: agent.as_deref(),
+            tokens: None,
+        },
+    )
+    .await
+}
+
 /// What a call through `/mcp` gave.
 pub enum McpCallOutcome {
     /// The tool's result text.
@@ -359,7 +398,7 @@ pub async fn mcp_call(
     arguments: Option<serde_json::Map<String, Value>>,
 ) -> Result<McpCallOutcome, ApiError> {
     let scope = auth.require_role(Role::Invoker)?;
-    let allowed = CallerTools::of(state, auth).await?;
+    let allowed = CallerTools::of(state, auth, true).await?;
     let (policy, agent) = (allowed.policy.clone(), allowed.agent.clone());
     if !allowed.allows(name) {
         return Ok(McpCallOutcome::ToolError(format!(
