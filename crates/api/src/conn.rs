@@ -126,8 +126,7 @@ pub async fn serve_connections(
             metrics::counter!("berth_connections_refused_total", "cap" => "total").increment(1);
             continue;
         };
-        let Some(address) =
-            PerAddress::take(&addresses, peer.ip(), limits.max_connections_per_ip)
+        let Some(address) = PerAddress::take(&addresses, peer.ip(), limits.max_connections_per_ip)
         else {
             metrics::counter!("berth_connections_refused_total", "cap" => "address").increment(1);
             continue;

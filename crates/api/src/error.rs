@@ -205,7 +205,9 @@ impl From<berth_gateway::GatewayError> for ApiError {
                 "budget_exceeded",
                 e.to_string(),
             ),
-            G::BudgetUnavailable { .. } => ApiError::unavailable("store_unavailable", e.to_string()),
+            G::BudgetUnavailable { .. } => {
+                ApiError::unavailable("store_unavailable", e.to_string())
+            }
             G::ProviderKeyMissing { .. } => {
                 ApiError::invalid("provider_key_missing", "model", e.to_string())
             }

@@ -307,7 +307,9 @@ mod tests {
         r.register_tenant_secret("ten_a", "CRM", long);
         r.register_tenant_secret("ten_a", "PW", short);
         r.register_tenant_secret("ten_b", "CRM", "other-tenant-value-42");
-        let line = format!("upstream said {long}{long} and é{short}é, not crm-token-0123456789-abcdefghij");
+        let line = format!(
+            "upstream said {long}{long} and é{short}é, not crm-token-0123456789-abcdefghij"
+        );
         let out = r.redact(&line);
         assert_eq!(
             out,

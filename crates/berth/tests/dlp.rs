@@ -477,13 +477,15 @@ async fn costly_custom_patterns_are_refused_and_heavy_screens_stall_no_one() {
                 .await
         }
     };
-    let r = put(json!({"custom": [{"name": "bomb", "regex": ".*".repeat(5000)}],
-                       "on_llm_output": "redact"}))
+    let r = put(
+        json!({"custom": [{"name": "bomb", "regex": ".*".repeat(5000)}],
+                       "on_llm_output": "redact"}),
+    )
     .await;
-    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.status, 422, "{:?}", r.body);
     assert_eq!(r.body["error"]["param"], "dlp.custom[0].regex");
     let r = put(json!({"custom": [{"name": "bomb", "regex": ".*".repeat(300)}]})).await;
-    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.status, 422, "{:?}", r.body);
     assert!(
         r.body["error"]["message"]
             .as_str()
@@ -496,7 +498,7 @@ async fn costly_custom_patterns_are_refused_and_heavy_screens_stall_no_one() {
         .map(|i| json!({"name": format!("d{i}"), "regex": "x"}))
         .collect();
     let r = put(json!({ "custom": many })).await;
-    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.status, 422, "{:?}", r.body);
     assert_eq!(r.body["error"]["param"], "dlp.custom");
 
     // The heaviest policy that is allowed, over a 480 KB answer.
@@ -532,7 +534,9 @@ async fn costly_custom_patterns_are_refused_and_heavy_screens_stall_no_one() {
                 "POST",
                 "/v1/chat/completions",
                 Some(&other_key),
-                Some(json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})),
+                Some(
+                    json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}),
+                ),
             )
             .await;
         assert_eq!(g.status, 200, "{:?}", g.body);

@@ -149,10 +149,14 @@ async fn a_postgres_outage_mid_run_answers_503_loses_no_usage_and_strands_no_run
     // The warm call, the calls answered during the outage, and the run's model call (the
     // upstream answered it while the database was down).
     let want = 1 + answered as u64 + 1;
-    let usage = until("every answered call is metered", Duration::from_secs(30), || async {
-        let u = server.get("/v1/usage", &admin).await;
-        (u.body["data"][0]["llm_calls"].as_u64() == Some(want)).then_some(u.body)
-    })
+    let usage = until(
+        "every answered call is metered",
+        Duration::from_secs(30),
+        || async {
+            let u = server.get("/v1/usage", &admin).await;
+            (u.body["data"][0]["llm_calls"].as_u64() == Some(want)).then_some(u.body)
+        },
+    )
     .await;
     // And charged to the budget: the run's settlement failed while the database was down
     // and was retried until it landed, so the plan's budget holds no reservation and has

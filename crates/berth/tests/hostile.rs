@@ -335,7 +335,11 @@ async fn slow_and_silent_clients_are_cut_off_and_cannot_take_every_connection() 
             Err(_) => {}
         }
     }
-    assert_eq!(closed, flood.len(), "connections left open past the deadline");
+    assert_eq!(
+        closed,
+        flood.len(),
+        "connections left open past the deadline"
+    );
     if let Ok(s) = &mut slow {
         let mut cut = false;
         for _ in 0..20 {
@@ -351,7 +355,10 @@ async fn slow_and_silent_clients_are_cut_off_and_cannot_take_every_connection() 
                 break;
             }
         }
-        assert!(cut, "a slowloris kept its connection past the header deadline");
+        assert!(
+            cut,
+            "a slowloris kept its connection past the header deadline"
+        );
     }
     // And the flooding address is served again once its connections are gone.
     assert_eq!(server.get("/v1/me", &admin).await.status, 200);

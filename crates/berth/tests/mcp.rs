@@ -575,7 +575,9 @@ async fn the_tenant_mcp_endpoint_serves_both_lifecycles_with_approvals_by_id() {
         .collect();
     assert!(
         listed.contains(&"shop__add".to_owned())
-            && !listed.iter().any(|t| t.starts_with("mock__") || t.starts_with("sandbox__")),
+            && !listed
+                .iter()
+                .any(|t| t.starts_with("mock__") || t.starts_with("sandbox__")),
         "{listed:?}"
     );
     for name in ["sandbox__exec", "mock__echo"] {
@@ -592,7 +594,10 @@ async fn the_tenant_mcp_endpoint_serves_both_lifecycles_with_approvals_by_id() {
             .await
             .unwrap();
         assert_eq!(refused.is_error, Some(true), "{name}: {refused:?}");
-        assert!(result_text(&refused).contains("not available"), "{refused:?}");
+        assert!(
+            result_text(&refused).contains("not available"),
+            "{refused:?}"
+        );
     }
     drop(mcp);
     let r = server
@@ -1102,7 +1107,10 @@ async fn the_mcp_endpoint_is_held_to_the_request_limits() {
         statuses.iter().take(3).all(|(s, _)| *s != 429),
         "{statuses:?}"
     );
-    assert!(statuses[3..].iter().all(|s| *s == (429, true)), "{statuses:?}");
+    assert!(
+        statuses[3..].iter().all(|s| *s == (429, true)),
+        "{statuses:?}"
+    );
     // And the gateway shares the same minute: it is refused too.
     let g = server
         .call(

@@ -40,7 +40,9 @@ pub enum GatewayError {
     BudgetExceeded { scope: String, limit_usd: f64 },
     /// The budget ledger could not be read or written: the call is refused (no call runs
     /// unaccounted), and may be retried.
-    #[error("the {scope} budget cannot be checked right now (the store is unavailable); retry shortly")]
+    #[error(
+        "the {scope} budget cannot be checked right now (the store is unavailable); retry shortly"
+    )]
     BudgetUnavailable { scope: String },
     /// A hard budget applies and `model` has no price, so the call's worst case cannot be
     /// held: refused rather than run for free.

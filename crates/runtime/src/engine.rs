@@ -409,14 +409,16 @@ pub async fn run_builtin(
                         return ex.stop(Stop::Failed("permission", "dlp_blocked", msg));
                     }
                 },
-                Part::ToolCall { id, arguments, .. } => match ex.dlp("tool_args", arguments).await {
-                    crate::dlp::Verdict::Clean(_) => {}
-                    crate::dlp::Verdict::Redacted { text, .. } => *arguments = text,
-                    crate::dlp::Verdict::Blocked { .. } => {
-                        *arguments = BLOCKED_ARGS.to_owned();
-                        blocked_calls.push(id.clone());
+                Part::ToolCall { id, arguments, .. } => {
+                    match ex.dlp("tool_args", arguments).await {
+                        crate::dlp::Verdict::Clean(_) => {}
+                        crate::dlp::Verdict::Redacted { text, .. } => *arguments = text,
+                        crate::dlp::Verdict::Blocked { .. } => {
+                            *arguments = BLOCKED_ARGS.to_owned();
+                            blocked_calls.push(id.clone());
+                        }
                     }
-                },
+                }
                 _ => {}
             }
         }

@@ -130,8 +130,10 @@ impl<J: Send + 'static> Scheduler<J> {
             .map(|t| u64::from(t.share.weight.max(1)))
             .sum();
         let mine = u64::from(weight.max(1));
-        usize::try_from(u64::try_from(of).unwrap_or(u64::MAX).saturating_mul(mine) / total.max(mine))
-            .unwrap_or(usize::MAX)
+        usize::try_from(
+            u64::try_from(of).unwrap_or(u64::MAX).saturating_mul(mine) / total.max(mine),
+        )
+        .unwrap_or(usize::MAX)
     }
 
     fn tenant<'a>(s: &'a mut State<J>, tenant: &str, share: Share) -> &'a mut TenantState<J> {
@@ -371,12 +373,19 @@ mod tests {
     async fn another_tenants_backlog_sheds_no_one() {
         let s = Scheduler::<u32>::new(10, 1000);
         let wide_free = Share {
-            concurrency: 10,
+            concurrency: 20,
             weight: 1,
         };
         let mut held = Vec::new();
-        for i in 0..400 {
-            assert!(s.can_queue("flood", wide_free).is_ok(), "run {i}");
+        // It queues until the node's queue is full for it (a few capacities' worth), and
+        // more runs come back queued after a restart.
+        let mut queued = 0;
+        while s.can_queue("flood", wide_free).is_ok() {
+            s.enqueue("flood", wide_free, queued);
+            queued += 1;
+        }
+        assert_eq!(queued, 32);
+        for i in queued..400 {
             s.enqueue("flood", wide_free, i);
         }
         for _ in 0..10 {
@@ -384,8 +393,12 @@ mod tests {
         }
         assert_eq!(s.load(), (10, 390));
         // Another free tenant and a pro one are admitted (and may queue) all the same.
-        let b = s.admit("other-free", FREE).expect("not shed by the flood's backlog");
-        let p = s.admit("pro", PRO).expect("not shed by the flood's backlog");
+        let b = s
+            .admit("other-free", FREE)
+            .expect("not shed by the flood's backlog");
+        let p = s
+            .admit("pro", PRO)
+            .expect("not shed by the flood's backlog");
         assert!(s.can_queue("other-free", FREE).is_ok());
         assert!(s.can_queue("pro", PRO).is_ok());
         // The flooding tenant itself, past its share, is shed.

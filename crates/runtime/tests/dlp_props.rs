@@ -32,21 +32,33 @@ fn all() -> Dlp {
 
 /// A card number that passes Luhn, in groups of four split by `sep`.
 fn card() -> impl Strategy<Value = String> {
-    (prop::collection::vec(0u32..10, 15), prop_oneof![Just(""), Just(" "), Just("-")]).prop_map(
-        |(mut d, sep)| {
+    (
+        prop::collection::vec(0u32..10, 15),
+        prop_oneof![Just(""), Just(" "), Just("-")],
+    )
+        .prop_map(|(mut d, sep)| {
             let sum: u32 = d
                 .iter()
                 .rev()
                 .enumerate()
-                .map(|(i, &x)| if i % 2 == 0 { if x * 2 > 9 { x * 2 - 9 } else { x * 2 } } else { x })
+                .map(|(i, &x)| {
+                    if i % 2 == 0 {
+                        if x * 2 > 9 { x * 2 - 9 } else { x * 2 }
+                    } else {
+                        x
+                    }
+                })
                 .sum();
             d.push((10 - sum % 10) % 10);
             d.chunks(4)
-                .map(|g| g.iter().map(|x| char::from_digit(*x, 10).unwrap()).collect::<String>())
+                .map(|g| {
+                    g.iter()
+                        .map(|x| char::from_digit(*x, 10).unwrap())
+                        .collect::<String>()
+                })
                 .collect::<Vec<_>>()
                 .join(sep)
-        },
-    )
+        })
 }
 
 /// A fragment of text: prose, numbers, and things every detector looks for (and things

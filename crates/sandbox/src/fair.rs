@@ -60,7 +60,10 @@ mod tests {
         let a1 = slots.acquire("a").await.unwrap();
         let _a2 = slots.acquire("a").await.unwrap();
         let third = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire("a"));
-        assert!(third.await.is_err(), "a third place for the same tenant waits");
+        assert!(
+            third.await.is_err(),
+            "a third place for the same tenant waits"
+        );
         let _b = tokio::time::timeout(std::time::Duration::from_millis(50), slots.acquire("b"))
             .await
             .expect("another tenant is not behind the first one's line");

@@ -152,7 +152,9 @@ impl SandboxTools {
         let digest = hex::encode(Sha256::digest(input.code.as_bytes()));
         let language = input.language;
         let Some(_place) = self.slots.acquire(ctx.scope.tenant().as_str()).await else {
-            return Err(ToolError::Failed(format!("{TOOL_NAME}: the sandbox is shutting down")));
+            return Err(ToolError::Failed(format!(
+                "{TOOL_NAME}: the sandbox is shutting down"
+            )));
         };
         match self.sandbox.run(language, &input.code, timeout).await {
             Ok(outcome) => {

@@ -578,7 +578,13 @@ pub async fn budgets(store: &dyn Store) {
             .unwrap(),
         Some(100)
     );
-    assert!(store.settle_budget(&b, "h2", 50, &[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .settle_budget(&b, "h2", 50, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A counter starts from what its period already spent, once.
     store.init_budget(&a, "tenant|2026-11", 40).await.unwrap();
     store.init_budget(&a, "tenant|2026-11", 99).await.unwrap();

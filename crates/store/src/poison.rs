@@ -88,7 +88,11 @@ async fn insert_waiting<T: Sync>(
         match sink.insert(batch).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_missing_tenant() => {
-                tracing::warn!(writer, rows = batch.len(), "rows of a deleted tenant dropped");
+                tracing::warn!(
+                    writer,
+                    rows = batch.len(),
+                    "rows of a deleted tenant dropped"
+                );
                 return Ok(());
             }
             Err(e) if e.is_unavailable() => {
