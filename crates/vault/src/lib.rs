@@ -146,10 +146,10 @@ impl Vault {
             .as_deref()
             .and_then(|r| r.parse::<Role>().ok())
             .unwrap_or(Role::Admin);
-        let binding: Option<Vec<String>> = match &sealed.binding {
-            None => None,
-            Some(json) => Some(serde_json::from_str(json).unwrap_or_default()),
-        };
+        let binding: Option<Vec<String>> = sealed
+            .binding
+            .as_ref()
+            .map(|json| serde_json::from_str(json).unwrap_or_default());
         if !permits(binding.as_deref(), writer, dest) {
             let entry = NewEntry::new(
                 scope.actor(),
