@@ -247,6 +247,25 @@ impl Dlp {
     /// [`Dlp::scan`], giving up once `deadline` has passed (checked between detectors and
     /// between matches; the size cap on patterns bounds the work between two checks).
     fn scan_until(&self, text: &str, deadline: Option<Instant>) -> Result<Vec<Hit>, OutOfTime> {
+        let mut hits = self.matches_until(text, deadline, true)?;
+        hits.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        let mut kept: Vec<Hit> = Vec::new();
+        for h in hits {
+            if kept.last().is_none_or(|k| h.start >= k.end) {
+                kept.push(h);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Every detector's matches, overlapping ones included: only those that pass the
+    /// detector's check (`checked`), or every candidate (where a stream may not be cut).
+    fn matches_until(
+        &self,
+        text: &str,
+        deadline: Option<Instant>,
+        checked: bool,
+    ) -> Result<Vec<Hit>, OutOfTime> {
         let late = || deadline.is_some_and(|d| Instant::now() >= d);
         let mut hits: Vec<Hit> = Vec::new();
         for d in &self.detectors {
@@ -257,7 +276,7 @@ impl Dlp {
                 if late() {
                     return Err(OutOfTime);
                 }
-                if (d.check)(m.as_str()) {
+                if !checked || (d.check)(m.as_str()) {
                     hits.push(Hit {
                         detector: d.name.clone(),
                         start: m.start(),
@@ -266,14 +285,7 @@ impl Dlp {
                 }
             }
         }
-        hits.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
-        let mut kept: Vec<Hit> = Vec::new();
-        for h in hits {
-            if kept.last().is_none_or(|k| h.start >= k.end) {
-                kept.push(h);
-            }
-        }
-        Ok(kept)
+        Ok(hits)
     }
 
     /// Applies `action` to `text`, within [`SCREEN_BUDGET`]. Synchronous: callers on an
@@ -319,19 +331,42 @@ impl Dlp {
         if action == DlpAction::Block {
             return Verdict::Blocked { detectors };
         }
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        for h in &hits {
-            out.push_str(&text[at..h.start]);
-            out.push_str(&format!("[REDACTED:{}]", h.detector));
-            at = h.end;
+        let mut out = redact(text, &hits);
+        // A match that overlapped a redacted one may stand alone once that one is masked:
+        // screen again until nothing is left (each pass masks at least one more match).
+        for _ in 0..REDACT_PASSES {
+            let Ok(more) = self.scan_until(&out, Some(deadline)) else {
+                return out_of_time(text.len());
+            };
+            if more.is_empty() {
+                break;
+            }
+            detectors.extend(more.iter().map(|h| h.detector.clone()));
+            out = redact(&out, &more);
         }
-        out.push_str(&text[at..]);
+        detectors.sort();
+        detectors.dedup();
         Verdict::Redacted {
             text: out,
             detectors,
         }
     }
+}
+
+/// Passes of redaction over a text at most (see [`Dlp::apply`]).
+const REDACT_PASSES: usize = 4;
+
+/// `text` with each of `hits` (sorted, not overlapping) masked.
+fn redact(text: &str, hits: &[Hit]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for h in hits {
+        out.push_str(&text[at..h.start]);
+        out.push_str(&format!("[REDACTED:{}]", h.detector));
+        at = h.end;
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// The verdict of a screening that ran out of time: the text does not pass.
@@ -442,9 +477,11 @@ impl StreamScreen {
         if len <= Self::HOLD {
             return Ok(0);
         }
-        let hits = self
-            .dlp
-            .scan_until(&self.held, Some(Instant::now() + SCREEN_BUDGET))?;
+        // Every candidate, checked or not: cutting through one (a number that fails its
+        // checksum as a whole, say) could leave a piece that passes it alone.
+        let hits =
+            self.dlp
+                .matches_until(&self.held, Some(Instant::now() + SCREEN_BUDGET), false)?;
         let mut cut = len - Self::HOLD;
         while !self.held.is_char_boundary(cut) {
             cut -= 1;
