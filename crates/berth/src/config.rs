@@ -129,6 +129,13 @@ pub struct RunsConfig {
     /// Queued runs one tenant may have waiting on this node (beyond: 429).
     #[serde(default = "default_max_queued")]
     pub max_queued_per_tenant: usize,
+    /// The largest input text a run accepts, in KiB (beyond: 413).
+    #[serde(default = "default_max_input_kb")]
+    pub max_input_kb: usize,
+}
+
+fn default_max_input_kb() -> usize {
+    1024
 }
 
 fn default_max_concurrent() -> usize {
@@ -156,6 +163,7 @@ impl Default for RunsConfig {
             approval_timeout: default_approval_timeout(),
             max_concurrent: default_max_concurrent(),
             max_queued_per_tenant: default_max_queued(),
+            max_input_kb: default_max_input_kb(),
         }
     }
 }
@@ -170,6 +178,7 @@ impl RunsConfig {
             approval_timeout: parse_duration(&self.approval_timeout).unwrap_or(d.approval_timeout),
             max_concurrent: self.max_concurrent,
             max_queued_per_tenant: self.max_queued_per_tenant,
+            max_input_bytes: self.max_input_kb.saturating_mul(1024),
         }
     }
 }
@@ -787,6 +796,12 @@ impl Config {
             return Err(value_error(
                 "runs.max_queued_per_tenant",
                 "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=10_240).contains(&self.runs.max_input_kb) {
+            return Err(value_error(
+                "runs.max_input_kb",
+                "must be between 1 and 10240 (a request body is at most 10 MiB)",
             ));
         }
         for (key, value) in [

@@ -1928,6 +1928,29 @@ async fn a_crash_interrupts_running_runs_keeps_their_usage_and_queued_runs_survi
     }
     let (_, queued) = get(&server.url, &format!("/v1/runs/{second}"), &key).await;
     assert_eq!(queued["status"], "queued");
+    // Its steps are stored as they happen (with the heartbeat), not only at its end.
+    let trace_of = |url: String, key: String, id: String| async move {
+        let (_, t) = get(&url, &format!("/v1/runs/{id}/trace"), &key).await;
+        let kinds: Vec<String> = t["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["type"].as_str().unwrap().to_owned())
+            .collect();
+        kinds
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before_crash = loop {
+        let kinds = trace_of(server.url.clone(), key.clone(), first.clone()).await;
+        if kinds.iter().filter(|k| *k == "tool_call").count() >= 1 {
+            break kinds;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no step stored while running: {kinds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
 
     drop(server); // SIGKILL: no drain, no goodbye
     let server = Server::start(&data, &args, &env).await;
@@ -1939,6 +1962,31 @@ async fn a_crash_interrupts_running_runs_keeps_their_usage_and_queued_runs_survi
     assert_eq!(survived["output"], "after the crash");
     // The model calls the interrupted run made are billed.
     assert!(looper_llm_calls(&server.url, &key).await >= 2);
+    // Its trace keeps what was stored before the crash, and the tool calls in it are
+    // billed as well (issue 14, item 25).
+    let after = trace_of(server.url.clone(), key.clone(), first.clone()).await;
+    assert!(
+        after.len() >= before_crash.len() && after.starts_with(&before_crash),
+        "{before_crash:?} then {after:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, usage) = get(&server.url, "/v1/usage?group_by=agent", &key).await;
+        let tools = usage["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["agent"] == "looper")
+            .map_or(0, |r| r["tool_calls"].as_u64().unwrap_or(0));
+        if tools >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the interrupted run's tool calls were not billed: {usage}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (_, running) = get(&server.url, "/v1/runs?status=running", &key).await;
     assert!(running["data"].as_array().unwrap().is_empty(), "{running}");
 }

@@ -201,3 +201,85 @@ async fn hostile_components_fail_alone_with_a_precise_code() {
     assert_eq!(bad.status, 422, "{:?}", bad.body);
     assert_eq!(bad.body["error"]["param"], "component.path");
 }
+
+/// Issue 14, item 14: a component agent is held to its manifest's `max_steps` and
+/// `max_cost_usd` and to the tenant's data-loss rules, as a built-in agent is; the run
+/// fails with the limit's code even though the component may handle the refusal.
+#[tokio::test]
+async fn component_agents_get_the_limits_and_rules_of_built_in_ones() {
+    let wasm = berth_testkit::wasm::example("rust-agent");
+    let server = TestServer::start().await;
+    let t = server.create_tenant("wasm-limits").await;
+    let (_, key) = server.create_key(&t, "admin").await;
+    let component = "[component]\npath = \"agent.wasm\"\nmemory_mb = 64\ncpu_ms = 2000\n";
+
+    // One model call allowed: the tool call's follow-up call is refused.
+    let manifest = format!(
+        "name = \"stepper\"\n[model]\nname = \"mock/tools\"\n[tools]\nuse = [\"mock__echo\"]\n\
+         [limits]\nmax_steps = 1\n{component}"
+    );
+    let d = deploy(&server, &key, "stepper", &manifest, &wasm).await;
+    assert_eq!(d.status, 201, "{:?}", d.body);
+    let r = run(&server, &key, "stepper", "please call mock__echo").await;
+    assert_eq!(
+        (r["status"].as_str(), r["error"]["code"].as_str()),
+        (Some("failed"), Some("max_steps")),
+        "{r:?}"
+    );
+    assert_eq!(r["usage"]["llm_calls"], 1, "{r:?}");
+
+    // A max_cost_usd that cannot pay for one call: nothing is spent.
+    let manifest = format!(
+        "name = \"frugal\"\n[model]\nname = \"mock/echo\"\n[limits]\nmax_cost_usd = 0.000000001\n{component}"
+    );
+    let d = deploy(&server, &key, "frugal", &manifest, &wasm).await;
+    assert_eq!(d.status, 201, "{:?}", d.body);
+    let r = run(&server, &key, "frugal", "hello").await;
+    assert_eq!(
+        (r["status"].as_str(), r["error"]["code"].as_str()),
+        (Some("failed"), Some("max_cost_exceeded")),
+        "{r:?}"
+    );
+    assert_eq!(r["usage"]["llm_calls"], 0, "{r:?}");
+    assert_eq!(r["usage"]["cost_usd"], 0.0, "{r:?}");
+
+    // The tenant's data-loss rules apply to what the model answers a component.
+    let p = server
+        .call(
+            "PUT",
+            "/v1/policy",
+            Some(&key),
+            Some(
+                json!({"dlp": {"detect": ["email"], "on_llm_output": "redact",
+                                "on_tool_args": "redact", "on_tool_results": "redact"}}),
+            ),
+        )
+        .await;
+    assert_eq!(p.status, 200, "{:?}", p.body);
+    let manifest = format!("name = \"talker\"\n[model]\nname = \"mock/echo\"\n{component}");
+    let d = deploy(&server, &key, "talker", &manifest, &wasm).await;
+    assert_eq!(d.status, 201, "{:?}", d.body);
+    let r = run(&server, &key, "talker", "write to jane.doe@example.com").await;
+    assert_eq!(r["status"], "succeeded", "{r:?}");
+    let out = r["output"].as_str().unwrap();
+    assert!(
+        out.contains("[REDACTED:email]") && !out.contains("jane.doe@example.com"),
+        "{out}"
+    );
+    let id = r["id"].as_str().unwrap();
+    let trace = server.get(&format!("/v1/runs/{id}/trace"), &key).await;
+    let steps = trace.body["data"].as_array().unwrap();
+    let call = steps.iter().find(|s| s["type"] == "llm_call").unwrap();
+    assert!(
+        call["response"].is_array() && !call["response"].to_string().contains("jane.doe"),
+        "{call:?}"
+    );
+    assert!(steps.iter().any(|s| s["type"] == "dlp"), "{steps:?}");
+    let audit = server.get("/v1/audit", &key).await;
+    assert!(
+        audit.body.to_string().contains("dlp.hit"),
+        "{:?}",
+        audit.body
+    );
+    server.stop().await;
+}

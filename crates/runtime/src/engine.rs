@@ -197,12 +197,14 @@ impl Exec<'_> {
     }
 
     fn step(&mut self, kind: &str, data: Value) {
-        self.steps.push(RunStep {
+        let step = RunStep {
             seq: self.cp.next_seq,
             kind: kind.to_owned(),
             at_ms: now_ms(),
             data: data.to_string(),
-        });
+        };
+        self.live.keep_step(&step);
+        self.steps.push(step);
         self.cp.next_seq += 1;
     }
 

@@ -53,9 +53,29 @@ pub struct LiveRun {
     executing: AtomicBool,
     pub cancel: CancellationToken,
     usage: Mutex<Value>,
+    /// Steps taken since the heartbeat last stored them, so that a crash keeps (and bills)
+    /// what was done: the heartbeat writes them with the lease, the end writes the rest.
+    unsaved_steps: Mutex<Vec<berth_store::RunStep>>,
 }
 
 impl LiveRun {
+    /// Keeps a copy of a step for the heartbeat to store.
+    pub fn keep_step(&self, step: &berth_store::RunStep) {
+        lock(&self.unsaved_steps).push(step.clone());
+    }
+
+    /// The steps not stored yet (the caller stores them, or puts them back on failure).
+    pub fn take_unsaved_steps(&self) -> Vec<berth_store::RunStep> {
+        std::mem::take(&mut *lock(&self.unsaved_steps))
+    }
+
+    /// Puts back steps whose write failed, ahead of newer ones.
+    pub fn return_unsaved_steps(&self, mut steps: Vec<berth_store::RunStep>) {
+        let mut kept = lock(&self.unsaved_steps);
+        steps.append(&mut kept);
+        *kept = steps;
+    }
+
     /// Appends an event and wakes the followers; nothing is appended after a terminal one.
     pub fn emit(&self, event: RunEvent) {
         {

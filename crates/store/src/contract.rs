@@ -230,10 +230,27 @@ pub async fn run_queue(store: &dyn Store) {
         .await
         .unwrap()
         .unwrap();
-    store
-        .renew_lease(&a, "run_q1", now_ms() + 60_000, "{\"llm_calls\":1}")
-        .await
-        .unwrap();
+    // The heartbeat stores the steps taken so far with the lease, once each however often
+    // it is retried (and the run's end writes them again, below, keeping one copy).
+    let first_step = [RunStep {
+        seq: 1,
+        kind: "llm_call".into(),
+        at_ms: now_ms(),
+        data: "{}".into(),
+    }];
+    for _ in 0..2 {
+        store
+            .renew_lease(
+                &a,
+                "run_q1",
+                now_ms() + 60_000,
+                "{\"llm_calls\":1}",
+                &first_step,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.run_steps(&a, "run_q1").await.unwrap().len(), 1);
     let err = "{\"code\":\"interrupted\"}";
     assert!(
         store
@@ -300,7 +317,7 @@ pub async fn run_queue(store: &dyn Store) {
     assert_eq!(
         store.run_steps(&a, "run_q1").await.unwrap().len(),
         1,
-        "its steps are kept"
+        "its steps are kept, once"
     );
     // A finished run cannot be cancelled.
     assert!(

@@ -272,13 +272,16 @@ pub trait RunStore: Send + Sync {
         id: &str,
         lease_until_ms: i64,
     ) -> Result<Option<RunRecord>>;
-    /// Extends the lease of a running run and records its usage so far.
+    /// Extends the lease of a running run and records its usage so far and the steps it
+    /// took since the last renewal (a step already stored is skipped, so a retried write,
+    /// or the run's end writing its steps again, keeps one copy).
     async fn renew_lease(
         &self,
         scope: &TenantScope,
         id: &str,
         lease_until_ms: i64,
         usage: &str,
+        steps: &[RunStep],
     ) -> Result<()>;
     /// Writes a run's final state, its steps and the thread's new messages in one
     /// transaction. A run cancelled meanwhile stays `cancelled` (its steps and usage are

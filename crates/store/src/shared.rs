@@ -1316,7 +1316,8 @@ macro_rules! impl_store {
 
         async fn insert_steps(tx: &mut Tx, tenant: &str, run_id: &str, steps: &[RunStep]) -> Result<()> {
             for s in steps {
-                sqlx::query("INSERT INTO run_steps (tenant_id, run_id, seq, kind, at, data) VALUES ($1, $2, $3, $4, $5, $6)")
+                sqlx::query("INSERT INTO run_steps (tenant_id, run_id, seq, kind, at, data) VALUES ($1, $2, $3, $4, $5, $6) \
+                             ON CONFLICT (tenant_id, run_id, seq) DO NOTHING")
                     .bind(tenant)
                     .bind(run_id)
                     .bind(s.seq)
@@ -1436,16 +1437,20 @@ macro_rules! impl_store {
                 Ok(run)
             }
 
-            async fn renew_lease(&self, scope: &TenantScope, id: &str, lease_until_ms: i64, usage: &str) -> Result<()> {
+            async fn renew_lease(&self, scope: &TenantScope, id: &str, lease_until_ms: i64, usage: &str, steps: &[RunStep]) -> Result<()> {
                 let tenant = scope.tenant_str();
                 let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
-                sqlx::query("UPDATE runs SET lease_until = $1, usage = $2 WHERE tenant_id = $3 AND id = $4 AND status = 'running'")
+                let renewed = sqlx::query("UPDATE runs SET lease_until = $1, usage = $2 WHERE tenant_id = $3 AND id = $4 AND status = 'running'")
                     .bind(lease_until_ms)
                     .bind(usage)
                     .bind(tenant)
                     .bind(id)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if renewed > 0 {
+                    insert_steps(&mut tx, tenant, id, steps).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }

@@ -12,9 +12,10 @@ use berth_component::{
     AgentHost, Grants, HostError, HttpError, HttpRequest, HttpResponse, Limits, LogLevel,
 };
 use berth_core::clock::now_ms;
-use berth_core::{Manifest, Policy, TenantScope};
+use berth_core::{Manifest, NanoUsd, Policy, TenantScope};
 use berth_gateway::{CallMeta, GatewayError};
 use berth_llm::{ChatRequest, ChatResponse, Message, ToolDef};
+use berth_runtime::dlp::{Dlp, Verdict};
 use berth_runtime::tools::{ToolCallCtx, ToolError, needs_approval, tool_allowed};
 use berth_runtime::{LiveRun, RunEvent, RunUsage};
 use berth_store::RunStep;
@@ -126,10 +127,21 @@ pub struct ServerHost {
     pub version: i64,
     pub history: Vec<Message>,
     pub live: Arc<LiveRun>,
+    /// The tenant's data-loss rules, applied to what the component's calls give and get
+    /// as they are to a built-in agent's.
+    dlp: Option<Arc<Dlp>>,
     steps: Mutex<Vec<RunStep>>,
     next_seq: Mutex<i64>,
     usage: Mutex<RunUsage>,
+    /// The first limit or rule the run hit (`max_steps`, `max_cost_usd`, a blocked
+    /// answer): the run fails with it, whatever the component does with the refusal.
+    stopped: Mutex<Option<Stopped>>,
+    /// Data-loss hits, for the audit log: (where, detectors, action).
+    dlp_hits: Mutex<Vec<(String, Vec<String>, String)>>,
 }
+
+/// Why the host ended a component's run: the run error's type, code and message.
+pub type Stopped = (&'static str, &'static str, String);
 
 impl ServerHost {
     #[allow(clippy::too_many_arguments)] // one run's context, given once
@@ -144,6 +156,7 @@ impl ServerHost {
         version: i64,
         history: Vec<Message>,
         live: Arc<LiveRun>,
+        dlp: Option<Arc<Dlp>>,
     ) -> Self {
         ServerHost {
             state,
@@ -156,20 +169,70 @@ impl ServerHost {
             version,
             history,
             live,
+            dlp,
             steps: Mutex::new(Vec::new()),
             next_seq: Mutex::new(1),
             usage: Mutex::new(RunUsage::default()),
+            stopped: Mutex::new(None),
+            dlp_hits: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Ends the run with `(kind, code, message)` (the first stop wins) and answers the
+    /// component's call with the same refusal.
+    fn stop(&self, kind: &'static str, code: &'static str, message: String) -> HostError {
+        let mut s = lock(&self.stopped);
+        if s.is_none() {
+            *s = Some((kind, code, message.clone()));
+        }
+        HostError::new(code, message)
+    }
+
+    /// Why the host ended the run, if it did.
+    pub fn stopped(&self) -> Option<Stopped> {
+        lock(&self.stopped).clone()
+    }
+
+    /// The data-loss hits of the run so far.
+    pub fn take_dlp_hits(&self) -> Vec<(String, Vec<String>, String)> {
+        std::mem::take(&mut *lock(&self.dlp_hits))
+    }
+
+    /// Applies the data-loss rules for `on` (`tool_args`, `tool_results`, `llm_output`),
+    /// tracing and keeping a hit by detector name only.
+    async fn screen(&self, on: &str, text: &str) -> Verdict {
+        let Some(dlp) = &self.dlp else {
+            return Verdict::Clean(text.to_owned());
+        };
+        let action = match on {
+            "tool_args" => dlp.on_tool_args,
+            "tool_results" => dlp.on_tool_results,
+            _ => dlp.on_llm_output,
+        };
+        let verdict = dlp.screen(text, action).await;
+        let (detectors, what) = match &verdict {
+            Verdict::Clean(_) => return verdict,
+            Verdict::Redacted { detectors, .. } => (detectors.clone(), "redact"),
+            Verdict::Blocked { detectors } => (detectors.clone(), "block"),
+        };
+        self.step(
+            "dlp",
+            json!({"on": on, "detectors": detectors, "action": what}),
+        );
+        lock(&self.dlp_hits).push((on.to_owned(), detectors, what.to_owned()));
+        verdict
     }
 
     fn step(&self, kind: &str, data: Value) {
         let mut seq = lock(&self.next_seq);
-        lock(&self.steps).push(RunStep {
+        let step = RunStep {
             seq: *seq,
             kind: kind.to_owned(),
             at_ms: now_ms(),
             data: data.to_string(),
-        });
+        };
+        self.live.keep_step(&step);
+        lock(&self.steps).push(step);
         *seq += 1;
     }
 
@@ -198,23 +261,79 @@ fn gateway_error(e: &GatewayError) -> HostError {
 #[async_trait]
 impl AgentHost for ServerHost {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, HostError> {
+        if let Some(stopped) = self.stopped() {
+            return Err(HostError::new(stopped.1, stopped.2));
+        }
+        let limits = &self.manifest.limits;
+        let (calls, spent) = {
+            let u = lock(&self.usage);
+            (u.llm_calls, u.cost_nano)
+        };
+        // The same limits as a built-in agent's: model calls count as its steps, and each
+        // call may cost at most what is left of `max_cost_usd`.
+        if calls >= u64::from(limits.max_steps) {
+            let msg = format!(
+                "the run reached its max_steps of {} model calls",
+                limits.max_steps
+            );
+            return Err(self.stop("invalid_request", "max_steps", msg));
+        }
+        let max_cost = limits.max_cost_usd.map(NanoUsd::from_usd);
+        let over_cost =
+            |limit: NanoUsd| format!("the run reached its max_cost_usd of {}", limit.as_usd());
+        let meta = CallMeta {
+            cost_limit: max_cost.map(|l| NanoUsd((l.0 - spent).max(0))),
+            ..self.meta.clone()
+        };
         let route = berth_gateway::plan(&self.policy, &request.model, &self.meta.tags)
             .map_err(|e| gateway_error(&e.into()))?;
         let started = Instant::now();
         let asked = json!({"system": request.system, "messages": request.messages});
-        let answer = self
+        let answer = match self
             .state
             .gateway
-            .chat(&self.scope, &self.meta, request, &route)
+            .chat(&self.scope, &meta, request, &route)
             .await
-            .map_err(|e| gateway_error(&e))?;
         {
+            Ok(a) => a,
+            Err(GatewayError::BudgetExceeded { scope, .. })
+                if scope == berth_gateway::RUN_BUDGET_SCOPE =>
+            {
+                let limit = max_cost.unwrap_or_default();
+                return Err(self.stop("budget_exceeded", "max_cost_exceeded", over_cost(limit)));
+            }
+            Err(e) => return Err(gateway_error(&e)),
+        };
+        let spent = {
             let mut u = lock(&self.usage);
             u.llm_calls += 1;
             u.input_tokens += answer.usage.input_tokens;
             u.output_tokens += answer.usage.output_tokens;
             u.cost_nano += answer.cost.0;
             self.live.set_usage(u.to_json());
+            u.cost_nano
+        };
+        let mut answer = answer;
+        for part in &mut answer.response.content {
+            if let berth_llm::Part::Text(t) = part {
+                match self.screen("llm_output", t).await {
+                    Verdict::Clean(_) => {}
+                    Verdict::Redacted { text, .. } => *t = text,
+                    Verdict::Blocked { detectors } => {
+                        let msg = format!(
+                            "the model's answer was blocked by the data-loss rules ({})",
+                            detectors.join(", ")
+                        );
+                        return Err(self.stop("permission", "dlp_blocked", msg));
+                    }
+                }
+            }
+        }
+        if let Some(limit) = max_cost
+            && spent >= limit.0
+        {
+            // Paid for and traced below; the run ends here, as a built-in agent's would.
+            self.stop("budget_exceeded", "max_cost_exceeded", over_cost(limit));
         }
         let text = answer.response.text();
         if !text.is_empty() {
@@ -259,6 +378,27 @@ impl AgentHost for ServerHost {
                 ),
             ));
         }
+        if let Some(stopped) = self.stopped() {
+            return Err(HostError::new(stopped.1, stopped.2));
+        }
+        // The rules on arguments run before anything shows or keeps them.
+        let arguments = match self.screen("tool_args", arguments).await {
+            Verdict::Clean(a) | Verdict::Redacted { text: a, .. } => a,
+            Verdict::Blocked { detectors } => {
+                let data = json!({"tool": name, "arguments": "[BLOCKED]", "executed": false,
+                                  "error": format!("blocked by the data-loss rules ({})", detectors.join(", "))});
+                self.live.emit(RunEvent::new("tool.result", data.clone()));
+                self.step("tool_call", data);
+                return Err(HostError::new(
+                    "dlp_blocked",
+                    format!(
+                        "the arguments of '{name}' were blocked by the data-loss rules ({})",
+                        detectors.join(", ")
+                    ),
+                ));
+            }
+        };
+        let arguments = arguments.as_str();
         let args: Value =
             serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()));
         self.live.emit(RunEvent::new(
@@ -274,6 +414,16 @@ impl AgentHost for ServerHost {
         };
         let result = self.state.runner.tools.call(&ctx, name, arguments).await;
         let mut data = json!({"tool": name, "arguments": args, "latency_ms": started.elapsed().as_millis() as u64, "executed": true});
+        let result = match result {
+            Ok(text) => match self.screen("tool_results", &text).await {
+                Verdict::Clean(t) | Verdict::Redacted { text: t, .. } => Ok(t),
+                Verdict::Blocked { detectors } => Err(ToolError::Failed(format!(
+                    "the result of '{name}' was blocked by the data-loss rules ({})",
+                    detectors.join(", ")
+                ))),
+            },
+            Err(e) => Err(e),
+        };
         let out = match result {
             Ok(text) => {
                 data["result"] = json!(text);

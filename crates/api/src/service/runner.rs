@@ -41,6 +41,8 @@ pub struct RunSettings {
     pub max_concurrent: usize,
     /// Queued runs one tenant may have waiting on this node.
     pub max_queued_per_tenant: usize,
+    /// The largest input text a run accepts (beyond: 413).
+    pub max_input_bytes: usize,
 }
 
 impl Default for RunSettings {
@@ -51,6 +53,7 @@ impl Default for RunSettings {
             approval_timeout: Duration::from_secs(24 * 3600),
             max_concurrent: 256,
             max_queued_per_tenant: 1000,
+            max_input_bytes: 1024 * 1024,
         }
     }
 }
@@ -561,18 +564,7 @@ async fn execute(
     let outcome = run_builtin(&state.gateway, tools, &spec, live, begin, next_seq).await;
     run.usage = outcome.usage.to_json().to_string();
     record_tool_calls(state, scope, &run, &outcome.steps).await;
-    // Each data-loss hit is audited by detector, never with the data.
-    for (on, detectors, action) in &outcome.dlp_hits {
-        let entry = NewEntry::new(
-            "system",
-            "dlp.hit",
-            &run.id,
-            json!({"agent": run.agent, "on": on, "detectors": detectors, "action": action}),
-        );
-        if let Err(e) = state.store.append_audit(scope, &entry).await {
-            tracing::error!(error = %e, "data-loss hit not audited");
-        }
-    }
+    audit_dlp_hits(state, scope, &run, &outcome.dlp_hits).await;
     if outcome.status == Status::WaitingApproval {
         run.status = "waiting_approval".to_owned();
         run.checkpoint = outcome
@@ -680,6 +672,7 @@ async fn execute_component(
         run.version,
         history,
         live.clone(),
+        state.runner.dlp_for(scope, &policy),
     ));
     let outcome = tokio::select! {
         biased;
@@ -721,6 +714,15 @@ async fn execute_component(
             run = fail(run, kind, code, e.message);
         }
     }
+    // A limit or rule the host enforced ends the run as it would a built-in agent's,
+    // whatever the component made of the refusal.
+    if run.status != "cancelled"
+        && let Some((kind, code, message)) = host.stopped()
+    {
+        run.output = None;
+        run = fail(run, kind, code, message);
+    }
+    audit_dlp_hits(state, scope, &run, &host.take_dlp_hits()).await;
     if usage.compute_ms > 0 {
         state
             .usage
@@ -745,6 +747,26 @@ async fn execute_component(
     run.usage = usage.to_json().to_string();
     record_tool_calls(state, scope, &run, &steps).await;
     finish(state, scope, run, &steps, &messages, live).await
+}
+
+/// Audits each data-loss hit of a run by detector, never with the data.
+async fn audit_dlp_hits(
+    state: &AppState,
+    scope: &TenantScope,
+    run: &RunRecord,
+    hits: &[(String, Vec<String>, String)],
+) {
+    for (on, detectors, action) in hits {
+        let entry = NewEntry::new(
+            "system",
+            "dlp.hit",
+            &run.id,
+            json!({"agent": run.agent, "on": on, "detectors": detectors, "action": action}),
+        );
+        if let Err(e) = state.store.append_audit(scope, &entry).await {
+            tracing::error!(error = %e, "data-loss hit not audited");
+        }
+    }
 }
 
 /// Meters the tool calls among `steps` (one `tool` usage event each, named by the step, so
@@ -914,12 +936,15 @@ async fn heartbeat(state: AppState) {
             };
             let scope = TenantScope::for_system(tenant);
             let usage = live.usage().to_string();
+            // The steps taken since the last beat go with the lease: a crash keeps them.
+            let steps = live.take_unsaved_steps();
             if let Err(e) = state
                 .store
-                .renew_lease(&scope, &run_id, state.runner.lease_until(), &usage)
+                .renew_lease(&scope, &run_id, state.runner.lease_until(), &usage, &steps)
                 .await
             {
                 tracing::warn!(run = %run_id, error = %e, "lease not renewed");
+                live.return_unsaved_steps(steps);
             }
         }
     }
@@ -976,9 +1001,17 @@ async fn sweep_tenant(state: &AppState, tenant: &berth_store::Tenant) -> Result<
         .await?
     {
         tracing::warn!(tenant = %tenant.id, run = %id, "run interrupted: its process stopped");
-        if let Some(live) = state.runner.hub.get(&scope, &id)
-            && let Ok(Some(run)) = state.store.get_run(&scope, &id).await
-        {
+        let Ok(Some(run)) = state.store.get_run(&scope, &id).await else {
+            continue;
+        };
+        // The tool calls its steps recorded before the crash are billed (model calls were
+        // metered by the gateway as they were answered). Event ids are the steps', so a
+        // call the dead process had already metered counts once.
+        match state.store.run_steps(&scope, &id).await {
+            Ok(steps) => record_tool_calls(state, &scope, &run, &steps).await,
+            Err(e) => tracing::warn!(run = %id, error = %e, "steps of an interrupted run not read"),
+        }
+        if let Some(live) = state.runner.hub.get(&scope, &id) {
             end_live(state, &scope, run, &live);
         }
     }

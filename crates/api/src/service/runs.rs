@@ -27,8 +27,26 @@ pub struct RunRequest {
     pub metadata: Value,
 }
 
-fn input_messages(input: &Value) -> Result<Vec<Message>, ApiError> {
+/// The run's input as messages, refused with 413 when its text is larger than
+/// `max_bytes` (a run holds its input in its prompt, trace, thread and events).
+fn input_messages(input: &Value, max_bytes: usize) -> Result<Vec<Message>, ApiError> {
     let bad = |m: &str| ApiError::invalid("invalid_input", "input", m.to_owned());
+    let bytes: usize = match input {
+        Value::String(s) => s.len(),
+        Value::Array(list) => list
+            .iter()
+            .map(|m| m["content"].as_str().map_or(0, str::len))
+            .sum(),
+        _ => 0,
+    };
+    if bytes > max_bytes {
+        return Err(ApiError::too_large(format!(
+            "a run's input may be at most {} KiB of text ({} KiB given; [runs] max_input_kb)",
+            max_bytes / 1024,
+            bytes.div_ceil(1024)
+        ))
+        .with_param("input"));
+    }
     match input {
         Value::String(s) if !s.is_empty() => Ok(vec![Message::text(MsgRole::User, s.clone())]),
         Value::Array(list) if !list.is_empty() => list
@@ -91,7 +109,7 @@ pub async fn start(
     if req.version.is_some() {
         auth.require_role(Role::Developer)?;
     }
-    let input = input_messages(&req.input)?;
+    let input = input_messages(&req.input, state.runner.settings.max_input_bytes)?;
     // Admission before the store is read, so a flood of runs costs no database work. A
     // name that is not an agent name names no agent (the answer is a 404 below) and has
     // no bucket of its own.
