@@ -101,7 +101,9 @@ pub(crate) fn chat(req: &ChatRequest, model: &str) -> Result<ChatResponse, crate
     })
 }
 
-/// The same answer as a stream: text word by word, tool calls in two pieces.
+/// The same answer as a stream: text word by word, tool calls in two pieces. The events
+/// are made as the reader takes them (a bounded channel, like a real provider's stream),
+/// not all at once: a long answer would otherwise sit in memory as one event per word.
 pub(crate) fn stream(req: &ChatRequest, model: &str) -> EventRx {
     let (content, finish) = answer(req, model);
     let usage = Usage {
@@ -109,50 +111,60 @@ pub(crate) fn stream(req: &ChatRequest, model: &str) -> EventRx {
         output_tokens: output_tokens(&content),
         cached_input_tokens: 0,
     };
-    let mut events = vec![StreamEvent::Start {
+    let start = StreamEvent::Start {
         id: format!("mock-{}", usage.input_tokens),
         model: format!("mock/{model}"),
-    }];
-    let mut tool_index = 0;
-    for p in content {
-        match p {
-            Part::Text(t) => {
-                for (i, w) in t.split(' ').enumerate() {
-                    events.push(StreamEvent::TextDelta {
-                        text: if i == 0 {
+    };
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let send = |e: StreamEvent| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(e)).await.is_ok() }
+        };
+        if !send(start).await {
+            return;
+        }
+        let mut tool_index = 0;
+        for p in content {
+            match p {
+                Part::Text(t) => {
+                    for (i, w) in t.split(' ').enumerate() {
+                        let text = if i == 0 {
                             w.to_owned()
                         } else {
                             format!(" {w}")
-                        },
-                    });
+                        };
+                        if !send(StreamEvent::TextDelta { text }).await {
+                            return; // the reader is gone
+                        }
+                    }
                 }
-            }
-            Part::ToolCall {
-                id,
-                name,
-                arguments,
-            } => {
-                events.push(StreamEvent::ToolCallStart {
-                    index: tool_index,
+                Part::ToolCall {
                     id,
                     name,
-                });
-                events.push(StreamEvent::ToolCallDelta {
-                    index: tool_index,
                     arguments,
-                });
-                tool_index += 1;
+                } => {
+                    let start = StreamEvent::ToolCallStart {
+                        index: tool_index,
+                        id,
+                        name,
+                    };
+                    let delta = StreamEvent::ToolCallDelta {
+                        index: tool_index,
+                        arguments,
+                    };
+                    if !send(start).await || !send(delta).await {
+                        return;
+                    }
+                    tool_index += 1;
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    events.push(StreamEvent::Finish { reason: finish });
-    events.push(StreamEvent::Usage { usage });
-    let (tx, rx) = mpsc::channel(events.len().max(1));
-    for e in events {
-        // The channel was sized for every event, so this never waits or fails.
-        let _ = tx.try_send(Ok(e));
-    }
+        if send(StreamEvent::Finish { reason: finish }).await {
+            send(StreamEvent::Usage { usage }).await;
+        }
+    });
     rx
 }
 

@@ -529,6 +529,11 @@ struct Turn {
     capped_by_cost_limit: bool,
 }
 
+/// Followers get the answer's text in pieces of at least this many bytes…
+const DELTA_BYTES: usize = 256;
+/// …or after this long, whichever comes first.
+const DELTA_WAIT: Duration = Duration::from_millis(20);
+
 /// One streamed model call, its text forwarded to the run's followers as it arrives and its
 /// tool calls assembled. A broken stream is still charged (the gateway meters it); what it
 /// cost is returned with the error.
@@ -563,7 +568,32 @@ async fn model_turn(
     let mut calls: Vec<(u32, String, String, String)> = Vec::new();
     let mut finish = FinishReason::Stop;
     let mut failure = None;
-    while let Some(ev) = stream.next().await {
+    // Text for the run's followers, sent in pieces of at least `DELTA_BYTES` or after at
+    // most `DELTA_WAIT`: an event per token would keep a few hundred bytes per token of the
+    // answer in the run's event log.
+    let mut unsent = String::new();
+    let mut send_by: Option<tokio::time::Instant> = None;
+    let flush = |unsent: &mut String| {
+        if !unsent.is_empty() {
+            live.emit(RunEvent::new(
+                "message.delta",
+                json!({"text": std::mem::take(unsent)}),
+            ));
+        }
+    };
+    loop {
+        let ev = match send_by {
+            Some(at) => tokio::select! {
+                ev = stream.next() => ev,
+                () = tokio::time::sleep_until(at) => {
+                    flush(&mut unsent);
+                    send_by = None;
+                    continue;
+                }
+            },
+            None => stream.next().await,
+        };
+        let Some(ev) = ev else { break };
         match ev {
             Err(e) => {
                 failure = Some(e);
@@ -572,11 +602,19 @@ async fn model_turn(
             Ok(StreamEvent::TextDelta { text: t }) => {
                 // Screened output is shown once it has been checked, not as it comes.
                 if !screened {
-                    live.emit(RunEvent::new("message.delta", json!({"text": t})));
+                    unsent.push_str(&t);
+                    if unsent.len() >= DELTA_BYTES {
+                        flush(&mut unsent);
+                        send_by = None;
+                    } else if send_by.is_none() {
+                        send_by = Some(tokio::time::Instant::now() + DELTA_WAIT);
+                    }
                 }
                 text.push_str(&t);
             }
             Ok(StreamEvent::ToolCallStart { index, id, name }) => {
+                flush(&mut unsent);
+                send_by = None;
                 if !text.is_empty() {
                     parts.push(Part::Text(std::mem::take(&mut text)));
                 }
@@ -591,6 +629,7 @@ async fn model_turn(
             Ok(StreamEvent::Start { .. } | StreamEvent::Usage { .. }) => {}
         }
     }
+    flush(&mut unsent);
     if !text.is_empty() {
         parts.push(Part::Text(text));
     }
