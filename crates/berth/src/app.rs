@@ -114,7 +114,17 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         config.providers.iter().map(|p| p.name.clone()).collect();
     platform_providers.push("mock".to_owned());
     let usage_store: Arc<dyn berth_store::UsageStore> = store.clone();
-    let usage = UsageRecorder::start(usage_store, &tasks, shutdown.clone());
+    let usage = if config.usage.journal {
+        let dir = config.data_dir.join("journal");
+        UsageRecorder::start_journaled(usage_store, &tasks, shutdown.clone(), &dir)
+            .await
+            .map_err(|source| StartError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?
+    } else {
+        UsageRecorder::start(usage_store, &tasks, shutdown.clone())
+    };
     let audit_store: Arc<dyn berth_store::AuditStore> = store.clone();
     let audit = berth_store::AuditWriter::start(audit_store, &tasks, shutdown.clone());
     let egress = EgressGuard::new(allow_private);

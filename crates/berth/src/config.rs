@@ -60,6 +60,8 @@ pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
+    pub usage: UsageConfig,
+    #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
@@ -297,6 +299,23 @@ impl GatewayConfig {
             max_event_bytes: mb(self.max_stream_event_mb),
             max_stream_bytes: mb(self.max_stream_mb),
         }
+    }
+}
+
+/// `[usage]`: how usage is kept before it reaches the database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Journal every usage event to `<data_dir>/journal`, synced before the answer it bills
+    /// is finished, so a killed process loses no answered call. Off: events wait in memory
+    /// for their batch (up to 200 ms), which a `kill -9` loses.
+    #[serde(default = "default_true")]
+    pub journal: bool,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig { journal: true }
     }
 }
 

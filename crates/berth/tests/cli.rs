@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -1989,4 +1990,80 @@ async fn a_crash_interrupts_running_runs_keeps_their_usage_and_queued_runs_survi
     }
     let (_, running) = get(&server.url, "/v1/runs?status=running", &key).await;
     assert!(running["data"].as_array().unwrap().is_empty(), "{running}");
+}
+
+/// Issue 14, item 15: a gateway call that was answered is billed, even when the process
+/// is killed with SIGKILL right after, under load: its usage is journaled (synced to local
+/// disk) before the answer ends and stored from the journal at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_under_load_loses_no_answered_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[], &[]).await;
+    let op = operator_token(&data);
+    let (tenant, key) = tenant_with_key(&server, &op, "journal", "admin").await;
+    // Plan pro: its rate limits are not what is measured.
+    let r = reqwest::Client::new()
+        .patch(format!("{}/v1/tenants/{tenant}", server.url))
+        .bearer_auth(&op)
+        .json(&json!({"plan": "pro"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (url, key, answered, stop) = (
+            server.url.clone(),
+            key.clone(),
+            answered.clone(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = http
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .json(&json!({"model": "mock/echo", "messages": [{"role": "user", "content": "bill me"}]}))
+                    .send()
+                    .await;
+                let Ok(r) = r else {
+                    return; // the server is gone
+                };
+                // Answered: the whole body arrived.
+                if r.status() == 200 && r.bytes().await.is_ok() {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(server); // SIGKILL, with calls in flight
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for c in clients {
+        let _ = c.await;
+    }
+    let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(answered > 50, "only {answered} calls were answered");
+
+    let server = Server::start(&data, &[], &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let billed = loop {
+        let (_, usage) = get(&server.url, "/v1/usage", &key).await;
+        let billed = usage["data"][0]["llm_calls"].as_u64().unwrap_or(0);
+        if billed >= answered || Instant::now() > deadline {
+            break billed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("{answered} calls answered, {billed} billed");
+    // Every answered call is billed once; a call in flight at the kill (16 at most) may be
+    // billed too, if its usage was recorded before the answer was cut.
+    assert!(
+        billed >= answered && billed <= answered + 16,
+        "{answered} calls answered, {billed} billed"
+    );
 }

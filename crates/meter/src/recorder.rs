@@ -4,10 +4,11 @@
 //! Each event carries its idempotency key, so a batch retried after a partial failure
 //! counts every event once.
 
+use crate::journal::Journal;
 use berth_core::{TenantId, TenantScope};
 use berth_store::poison::{BatchSink, without_controls, write_isolating};
 use berth_store::{UsageEvent, UsageStore};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -15,13 +16,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 enum Message {
-    Event(Box<(TenantScope, UsageEvent)>),
+    /// An event, and the journal segment that holds it (when there is a journal).
+    Event(Box<(TenantScope, UsageEvent, Option<u64>)>),
     Flush(oneshot::Sender<()>),
 }
 
 #[derive(Clone)]
 pub struct UsageRecorder {
     tx: mpsc::Sender<Message>,
+    journal: Option<Arc<Journal>>,
 }
 
 /// Events buffered before a write is forced.
@@ -40,13 +43,60 @@ impl UsageRecorder {
         shutdown: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CAPACITY);
-        tasks.spawn(run(store, rx, shutdown));
-        UsageRecorder { tx }
+        tasks.spawn(run(store, rx, shutdown, None));
+        UsageRecorder { tx, journal: None }
+    }
+
+    /// [`UsageRecorder::start`] with a journal in `dir` (see [`crate::journal`]): what an
+    /// earlier process journaled and did not store is stored first, and from now on
+    /// [`UsageRecorder::record`] returns once its event is durable on local disk.
+    pub async fn start_journaled(
+        store: Arc<dyn UsageStore>,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let (journal, replayed) = Journal::open(dir)?;
+        tasks.spawn(journal.clone().run(shutdown.clone()));
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        tasks.spawn(run(store, rx, shutdown, Some(journal.clone())));
+        if !replayed.is_empty() {
+            tracing::info!(
+                events = replayed.len(),
+                "storing usage events journaled before a crash"
+            );
+        }
+        for r in replayed {
+            let scope = TenantScope::for_system(r.tenant);
+            let _ = tx
+                .send(Message::Event(Box::new((scope, r.event, Some(r.segment)))))
+                .await;
+        }
+        Ok(UsageRecorder {
+            tx,
+            journal: Some(journal),
+        })
+    }
+
+    /// Waits until every event recorded so far is durable (journaled); at once without a
+    /// journal. A stream's last bytes wait for this, so an answered call is a billed one.
+    pub async fn durable(&self) {
+        if let Some(j) = &self.journal {
+            j.barrier().await;
+        }
     }
 
     /// Queues an event. Waits only if the writer is far behind (back-pressure, not loss).
     pub async fn record(&self, scope: &TenantScope, event: UsageEvent) {
-        let msg = Message::Event(Box::new((scope.clone(), event)));
+        let segment = match &self.journal {
+            Some(j) => {
+                let (seq, segment) = j.append(scope.tenant(), &event);
+                j.synced(seq).await;
+                Some(segment)
+            }
+            None => None,
+        };
+        let msg = Message::Event(Box::new((scope.clone(), event, segment)));
         if let Err(e) = self.tx.send(msg).await {
             // Only after shutdown: say so loudly rather than lose it silently.
             if let Message::Event(ev) = e.0 {
@@ -58,7 +108,12 @@ impl UsageRecorder {
     /// Queues an event without waiting, for callers that cannot (a `Drop`). If the
     /// channel is full, a task delivers it.
     pub fn record_detached(&self, scope: &TenantScope, event: UsageEvent) {
-        let msg = Message::Event(Box::new((scope.clone(), event)));
+        // Journaled now; durable by the next group commit ([`UsageRecorder::durable`]).
+        let segment = self
+            .journal
+            .as_ref()
+            .map(|j| j.append(scope.tenant(), &event).1);
+        let msg = Message::Event(Box::new((scope.clone(), event, segment)));
         if let Err(mpsc::error::TrySendError::Full(msg)) = self.tx.try_send(msg) {
             let tx = self.tx.clone();
             tokio::spawn(async move {
@@ -80,8 +135,23 @@ async fn run(
     store: Arc<dyn UsageStore>,
     mut rx: mpsc::Receiver<Message>,
     shutdown: CancellationToken,
+    journal: Option<Arc<Journal>>,
 ) {
     let mut pending: HashMap<TenantId, (TenantScope, Vec<UsageEvent>)> = HashMap::new();
+    // Events of each journal segment among `pending`: told to the journal once stored.
+    let mut segments: BTreeMap<u64, usize> = BTreeMap::new();
+    let write_all = |pending: &mut HashMap<TenantId, (TenantScope, Vec<UsageEvent>)>,
+                     segments: &mut BTreeMap<u64, usize>| {
+        let (store, journal) = (store.clone(), journal.clone());
+        let (batch, counts) = (std::mem::take(pending), std::mem::take(segments));
+        async move {
+            let mut batch = batch;
+            write_all(store.as_ref(), &mut batch).await;
+            if let Some(j) = &journal {
+                j.stored(&counts);
+            }
+        }
+    };
     let mut count = 0usize;
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -89,21 +159,24 @@ async fn run(
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Message::Event(ev)) => {
-                    let (scope, event) = *ev;
+                    let (scope, event, segment) = *ev;
                     pending.entry(scope.tenant().clone()).or_insert_with(|| (scope, Vec::new())).1.push(event);
+                    if let Some(s) = segment {
+                        *segments.entry(s).or_insert(0) += 1;
+                    }
                     count += 1;
                     if count >= BATCH {
-                        write_all(store.as_ref(), &mut pending).await;
+                        write_all(&mut pending, &mut segments).await;
                         count = 0;
                     }
                 }
                 Some(Message::Flush(done)) => {
-                    write_all(store.as_ref(), &mut pending).await;
+                    write_all(&mut pending, &mut segments).await;
                     count = 0;
                     let _ = done.send(());
                 }
                 None => {
-                    write_all(store.as_ref(), &mut pending).await;
+                    write_all(&mut pending, &mut segments).await;
                     return;
                 }
             },
@@ -114,7 +187,7 @@ async fn run(
             }
             _ = tick.tick() => {
                 if count > 0 {
-                    write_all(store.as_ref(), &mut pending).await;
+                    write_all(&mut pending, &mut segments).await;
                     count = 0;
                 }
             }

@@ -150,7 +150,8 @@ pub struct TenantProvider {
 }
 
 /// One billable event. `id` is its idempotency key.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct UsageEvent {
     pub id: String,
     pub at_ms: i64,
