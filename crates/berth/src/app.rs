@@ -126,7 +126,17 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         UsageRecorder::start(usage_store, &tasks, shutdown.clone())
     };
     let audit_store: Arc<dyn berth_store::AuditStore> = store.clone();
-    let audit = berth_store::AuditWriter::start(audit_store, &tasks, shutdown.clone());
+    let audit = if config.usage.journal {
+        let dir = config.data_dir.join("journal");
+        berth_store::AuditWriter::start_journaled(audit_store, &tasks, shutdown.clone(), &dir)
+            .await
+            .map_err(|source| StartError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?
+    } else {
+        berth_store::AuditWriter::start(audit_store, &tasks, shutdown.clone())
+    };
     let egress = EgressGuard::new(allow_private);
     let vault = Arc::new(Vault::new(master, store.clone()));
     let prices = Arc::new(prices);

@@ -306,9 +306,10 @@ impl GatewayConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageConfig {
-    /// Journal every usage event to `<data_dir>/journal`, synced before the answer it bills
-    /// is finished, so a killed process loses no answered call. Off: events wait in memory
-    /// for their batch (up to 200 ms), which a `kill -9` loses.
+    /// Journal every usage event and tool-call audit entry to `<data_dir>/journal`, synced
+    /// before the answer it belongs to is finished, so a killed process loses no answered
+    /// call. Off: they wait in memory for their batch (up to 200 ms for usage, one write for
+    /// audit entries), which a `kill -9` loses.
     #[serde(default = "default_true")]
     pub journal: bool,
 }

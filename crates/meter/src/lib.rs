@@ -4,7 +4,6 @@
 pub mod budget;
 #[cfg(feature = "contract")]
 pub mod contract;
-pub mod journal;
 pub mod limiter;
 pub mod prices;
 pub mod recorder;

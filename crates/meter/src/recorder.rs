@@ -4,8 +4,8 @@
 //! Each event carries its idempotency key, so a batch retried after a partial failure
 //! counts every event once.
 
-use crate::journal::Journal;
 use berth_core::{TenantId, TenantScope};
+use berth_store::journal::Journal;
 use berth_store::poison::{BatchSink, without_controls, write_isolating};
 use berth_store::{UsageEvent, UsageStore};
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +24,7 @@ enum Message {
 #[derive(Clone)]
 pub struct UsageRecorder {
     tx: mpsc::Sender<Message>,
-    journal: Option<Arc<Journal>>,
+    journal: Option<Arc<Journal<UsageEvent>>>,
 }
 
 /// Events buffered before a write is forced.
@@ -47,7 +47,7 @@ impl UsageRecorder {
         UsageRecorder { tx, journal: None }
     }
 
-    /// [`UsageRecorder::start`] with a journal in `dir` (see [`crate::journal`]): what an
+    /// [`UsageRecorder::start`] with a journal in `dir` (see [`berth_store::journal`]): what an
     /// earlier process journaled and did not store is stored first, and from now on
     /// [`UsageRecorder::record`] returns once its event is durable on local disk.
     pub async fn start_journaled(
@@ -56,7 +56,7 @@ impl UsageRecorder {
         shutdown: CancellationToken,
         dir: &std::path::Path,
     ) -> std::io::Result<Self> {
-        let (journal, replayed) = Journal::open(dir)?;
+        let (journal, replayed) = Journal::open(dir, "usage")?;
         tasks.spawn(journal.clone().run(shutdown.clone()));
         let (tx, rx) = mpsc::channel(CAPACITY);
         tasks.spawn(run(store, rx, shutdown, Some(journal.clone())));
@@ -69,7 +69,7 @@ impl UsageRecorder {
         for r in replayed {
             let scope = TenantScope::for_system(r.tenant);
             let _ = tx
-                .send(Message::Event(Box::new((scope, r.event, Some(r.segment)))))
+                .send(Message::Event(Box::new((scope, r.record, Some(r.segment)))))
                 .await;
         }
         Ok(UsageRecorder {
@@ -135,7 +135,7 @@ async fn run(
     store: Arc<dyn UsageStore>,
     mut rx: mpsc::Receiver<Message>,
     shutdown: CancellationToken,
-    journal: Option<Arc<Journal>>,
+    journal: Option<Arc<Journal<UsageEvent>>>,
 ) {
     let mut pending: HashMap<TenantId, (TenantScope, Vec<UsageEvent>)> = HashMap::new();
     // Events of each journal segment among `pending`: told to the journal once stored.

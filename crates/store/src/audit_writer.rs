@@ -4,28 +4,33 @@
 //! so that a write need not read it first where the store can tell a stale one.
 //!
 //! An entry keeps the time it was queued as its `at`. Readers that must see every entry
-//! queued so far call [`AuditWriter::flush`] first. Entries still queued when the process
-//! is killed are lost (the window is about one write: a millisecond or two); on shutdown
-//! the queue is drained.
+//! queued so far call [`AuditWriter::flush`] first. With a journal
+//! ([`AuditWriter::start_journaled`]) an entry is durable on local disk before `append`
+//! returns, and a crash loses none; without one, entries still queued when the process is
+//! killed are lost (about one write: a millisecond or two). On shutdown the queue is
+//! drained.
 
+use crate::journal::{Journal, Replayed};
 use crate::{AuditHead, AuditStore, StoreError};
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::{TenantId, TenantScope};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 enum Message {
-    Entry(Box<(TenantScope, NewEntry)>),
+    /// An entry, and the journal segment that holds it (when there is a journal).
+    Entry(Box<(TenantScope, NewEntry, Option<u64>)>),
     Flush(oneshot::Sender<()>),
 }
 
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Message>,
+    journal: Option<Arc<Journal<NewEntry>>>,
 }
 
 /// Entries written in one turn of the writer at most (over all tenants).
@@ -42,8 +47,41 @@ impl AuditWriter {
         shutdown: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CAPACITY);
-        tasks.spawn(run(store, rx, shutdown));
-        AuditWriter { tx }
+        tasks.spawn(run(store, rx, shutdown, None));
+        AuditWriter { tx, journal: None }
+    }
+
+    /// [`AuditWriter::start`] with a journal in `dir` (see [`crate::journal`]): entries an
+    /// earlier process journaled and did not store are stored first (those already in the
+    /// chain, a crash between the write and the journal's cleanup, are recognised and
+    /// skipped), and from now on [`AuditWriter::append`] returns once its entry is durable.
+    pub async fn start_journaled(
+        store: Arc<dyn AuditStore>,
+        tasks: &TaskTracker,
+        shutdown: CancellationToken,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let (journal, replayed) = Journal::<NewEntry>::open(dir, "audit")?;
+        let replayed = not_yet_stored(store.as_ref(), replayed, &journal).await;
+        tasks.spawn(journal.clone().run(shutdown.clone()));
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        tasks.spawn(run(store, rx, shutdown, Some(journal.clone())));
+        if !replayed.is_empty() {
+            tracing::info!(
+                entries = replayed.len(),
+                "storing audit entries journaled before a crash"
+            );
+        }
+        for r in replayed {
+            let scope = TenantScope::for_system(r.tenant);
+            let _ = tx
+                .send(Message::Entry(Box::new((scope, r.record, Some(r.segment)))))
+                .await;
+        }
+        Ok(AuditWriter {
+            tx,
+            journal: Some(journal),
+        })
     }
 
     /// Queues `entry` for the tenant's chain, stamped with the time now unless it has one.
@@ -53,7 +91,15 @@ impl AuditWriter {
             Some(_) => entry,
             None => entry.at(now_ms()),
         };
-        let msg = Message::Entry(Box::new((scope.clone(), entry)));
+        let segment = match &self.journal {
+            Some(j) => {
+                let (seq, segment) = j.append(scope.tenant(), &entry);
+                j.synced(seq).await;
+                Some(segment)
+            }
+            None => None,
+        };
+        let msg = Message::Entry(Box::new((scope.clone(), entry, segment)));
         if let Err(e) = self.tx.send(msg).await {
             // Only after shutdown: say so loudly rather than lose it silently.
             if let Message::Entry(e) = e.0 {
@@ -111,6 +157,7 @@ async fn run(
     store: Arc<dyn AuditStore>,
     mut rx: mpsc::Receiver<Message>,
     shutdown: CancellationToken,
+    journal: Option<Arc<Journal<NewEntry>>>,
 ) {
     let mut heads = Heads::default();
     let mut batch = Vec::with_capacity(BATCH);
@@ -132,8 +179,79 @@ async fn run(
                 Err(_) => break,
             }
         }
-        write(store.as_ref(), &mut heads, &mut batch).await;
+        let stored = write(store.as_ref(), &mut heads, &mut batch).await;
+        if let Some(j) = &journal {
+            j.stored(&stored);
+        }
     }
+}
+
+/// Of the entries a crash left in the journal, those not in their chain yet. Those that
+/// are (the crash came after the write, before the journal's cleanup) were the chain's
+/// last entries: each tenant's tail is read and compared, field by field, time included.
+async fn not_yet_stored(
+    store: &dyn AuditStore,
+    replayed: Vec<Replayed<NewEntry>>,
+    journal: &Journal<NewEntry>,
+) -> Vec<Replayed<NewEntry>> {
+    let mut by_tenant: HashMap<TenantId, Vec<Replayed<NewEntry>>> = HashMap::new();
+    for r in replayed {
+        by_tenant.entry(r.tenant.clone()).or_default().push(r);
+    }
+    let mut keep = Vec::new();
+    for (tenant, entries) in by_tenant {
+        let scope = TenantScope::for_system(tenant);
+        let tail = chain_tail(store, &scope, entries.len() + 2 * BATCH).await;
+        let mut already: BTreeMap<u64, usize> = BTreeMap::new();
+        for r in entries {
+            let e = &r.record;
+            let stored = tail.iter().any(|t| {
+                Some(t.at_ms) == e.at_ms
+                    && t.actor == e.actor
+                    && t.action == e.action
+                    && t.target == e.target
+                    && t.details == e.details
+            });
+            if stored {
+                *already.entry(r.segment).or_insert(0) += 1;
+            } else {
+                keep.push(r);
+            }
+        }
+        journal.stored(&already);
+    }
+    keep
+}
+
+/// The last `n` entries (about) of a chain: its head is found by exponential then binary
+/// search on `seq`, so a long chain costs a few dozen small reads, not a full scan.
+async fn chain_tail(
+    store: &dyn AuditStore,
+    scope: &TenantScope,
+    n: usize,
+) -> Vec<berth_audit::Entry> {
+    let exists = |seq: i64| async move {
+        matches!(store.list_audit(scope, seq - 1, 1).await, Ok(v) if !v.is_empty())
+    };
+    let (mut lo, mut hi) = (0i64, 1i64);
+    while exists(hi).await {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+    }
+    // `lo` exists (or is 0), `hi` does not.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if exists(mid).await {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let from = (lo - i64::try_from(n).unwrap_or(i64::MAX)).max(0);
+    store
+        .list_audit(scope, from, i64::try_from(n).unwrap_or(i64::MAX) + 1)
+        .await
+        .unwrap_or_default()
 }
 
 /// Writes the entries of `batch`, one write per tenant in arrival order, then answers
@@ -141,14 +259,22 @@ async fn run(
 /// are stored (they stay in memory meanwhile, and `append` waits once the queue is full);
 /// an entry the store refuses is stored cleaned of control characters or set aside, so
 /// it never holds up the others (see [`crate::poison::write_isolating`]).
-async fn write(store: &dyn AuditStore, heads: &mut Heads, batch: &mut Vec<Message>) {
+async fn write(
+    store: &dyn AuditStore,
+    heads: &mut Heads,
+    batch: &mut Vec<Message>,
+) -> BTreeMap<u64, usize> {
     let mut tenants: Vec<(TenantScope, Vec<NewEntry>)> = Vec::new();
     let mut index: HashMap<TenantId, usize> = HashMap::new();
     let mut flushed = Vec::new();
+    let mut segments: BTreeMap<u64, usize> = BTreeMap::new();
     for msg in batch.drain(..) {
         match msg {
             Message::Entry(e) => {
-                let (scope, entry) = *e;
+                let (scope, entry, segment) = *e;
+                if let Some(s) = segment {
+                    *segments.entry(s).or_insert(0) += 1;
+                }
                 let i = *index.entry(scope.tenant().clone()).or_insert_with(|| {
                     tenants.push((scope, Vec::new()));
                     tenants.len() - 1
@@ -178,6 +304,7 @@ async fn write(store: &dyn AuditStore, heads: &mut Heads, batch: &mut Vec<Messag
     for done in flushed {
         let _ = done.send(());
     }
+    segments
 }
 
 struct Sink<'a> {
@@ -377,5 +504,98 @@ mod tests {
         assert_eq!(entries[150].target, "toolname");
         assert_eq!(entries[200].details, json!({"args": "xy"}));
         assert_eq!(entries[299].target, "t299", "order is kept");
+    }
+
+    /// A store that is down for good: entries reach only the journal.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl AuditStore for Down {
+        async fn append_audit(
+            &self,
+            _: &TenantScope,
+            _: &NewEntry,
+        ) -> crate::Result<berth_audit::Entry> {
+            Err(StoreError::Backend(sqlx::Error::PoolTimedOut))
+        }
+        async fn append_audit_batch(
+            &self,
+            _: &TenantScope,
+            _: &[NewEntry],
+        ) -> crate::Result<Vec<berth_audit::Entry>> {
+            Err(StoreError::Backend(sqlx::Error::PoolTimedOut))
+        }
+        async fn list_audit(
+            &self,
+            _: &TenantScope,
+            _: i64,
+            _: i64,
+        ) -> crate::Result<Vec<berth_audit::Entry>> {
+            Err(StoreError::Backend(sqlx::Error::PoolTimedOut))
+        }
+    }
+
+    /// Issue 14, item 15: an entry `append` returned for is in the chain after a crash,
+    /// whether the crash came before the write (replayed from the journal) or after it
+    /// (recognised in the chain, not appended twice).
+    #[tokio::test]
+    async fn journaled_entries_survive_a_crash_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        let url = format!("sqlite://{}", dir.path().join("j.db").display());
+        let store = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let a = new_tenant(store.as_ref(), "a").await;
+        let tool_calls = |from: usize| {
+            (from..from + 50)
+                .map(|i| NewEntry::new("key_1", "tool.call", &format!("t{i}"), json!({"i": i})))
+                .collect::<Vec<_>>()
+        };
+        // 1. Written and stored; the process dies before the journal is cleaned up.
+        let tasks = TaskTracker::new();
+        let w =
+            AuditWriter::start_journaled(store.clone(), &tasks, CancellationToken::new(), &journal)
+                .await
+                .unwrap();
+        for e in tool_calls(0) {
+            w.append(&a, e).await;
+        }
+        w.flush().await;
+        drop(w);
+        // 2. Journaled while the database was down; the process dies before storing them.
+        let tasks2 = TaskTracker::new();
+        let w = AuditWriter::start_journaled(
+            Arc::new(Down),
+            &tasks2,
+            CancellationToken::new(),
+            &journal,
+        )
+        .await
+        .unwrap();
+        for e in tool_calls(50) {
+            tokio::time::timeout(Duration::from_secs(5), w.append(&a, e))
+                .await
+                .expect("append returns once journaled, whatever the database");
+        }
+        drop(w);
+        // The next start stores what was missing, once.
+        let tasks3 = TaskTracker::new();
+        let w = AuditWriter::start_journaled(
+            store.clone(),
+            &tasks3,
+            CancellationToken::new(),
+            &journal,
+        )
+        .await
+        .unwrap();
+        w.flush().await;
+        let chain = store.list_audit(&a, 0, 10_000).await.unwrap();
+        let targets: Vec<&str> = chain
+            .iter()
+            .filter(|e| e.action == "tool.call")
+            .map(|e| e.target.as_str())
+            .collect();
+        let want: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+        assert_eq!(targets, want, "each entry once, in order");
+        assert!(berth_audit::verify(a.tenant().as_str(), &chain).ok);
     }
 }

@@ -8,6 +8,7 @@ mod audit_writer;
 #[cfg(feature = "contract")]
 pub mod contract;
 mod error;
+pub mod journal;
 pub mod model;
 pub mod poison;
 pub mod postgres;

@@ -1,16 +1,16 @@
-//! The usage journal: every usage event is appended to a local file and made durable
-//! (`fdatasync`, one for every group of events that arrived meanwhile) before the answer
-//! it bills is finished, so a process killed with `-9` loses no answered call. The
-//! recorder still writes events to the store in batches; a segment of the journal is
-//! deleted once every event in it is stored, and segments left by a crash are replayed at
-//! start (writes are idempotent by event id, so an event stored before the crash counts
-//! once).
+//! A local journal for the background writers (usage events, audit entries): a record is
+//! appended to a file and made durable (`fdatasync`, one for every group of records that
+//! arrived meanwhile) before the answer it belongs to is finished, so a process killed
+//! with `-9` loses nothing it answered. The writer still stores records in batches; a
+//! segment of the journal is deleted once every record in it is stored, and segments left
+//! by a crash are replayed at start (the writer makes that idempotent: usage by event id,
+//! audit by comparing with the chain's tail).
 //!
-//! Layout: `<dir>/usage-<n>.jsonl`, one `{"tenant": …, "event": {…}}` per line. A torn
+//! Layout: `<dir>/<kind>-<n>.jsonl`, one `{"tenant": …, "record": {…}}` per line. A torn
 //! last line (the crash came mid-write) is skipped: its answer was never finished.
 
 use berth_core::TenantId;
-use berth_store::UsageEvent;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,10 +22,18 @@ use tokio::sync::{Notify, watch};
 /// A segment is closed (and a new one opened) once it is this old and holds events.
 const ROTATE_AFTER: Duration = Duration::from_secs(10);
 
-#[derive(Serialize, Deserialize)]
-struct Line {
+/// One line, as read back.
+#[derive(Deserialize)]
+struct Line<T> {
     tenant: String,
-    event: UsageEvent,
+    record: T,
+}
+
+/// One line, as written.
+#[derive(Serialize)]
+struct LineRef<'a, T> {
+    tenant: &'a str,
+    record: &'a T,
 }
 
 #[derive(Default)]
@@ -36,45 +44,48 @@ struct State {
     appended: u64,
     /// The open segment.
     segment: u64,
-    /// Events per segment not yet stored by the recorder.
+    /// Records per segment not yet stored by the writer.
     unstored: BTreeMap<u64, usize>,
 }
 
-/// The journal of one process.
-pub struct Journal {
+/// The journal of one process for records of type `T`.
+pub struct Journal<T> {
     dir: PathBuf,
+    kind: &'static str,
     state: Mutex<State>,
     /// Sequence number of the last line that is durable.
     synced: watch::Sender<u64>,
     wake: Notify,
+    _records: std::marker::PhantomData<fn(T)>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn segment_path(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("usage-{n:010}.jsonl"))
+fn segment_path(dir: &Path, kind: &str, n: u64) -> PathBuf {
+    dir.join(format!("{kind}-{n:010}.jsonl"))
 }
 
-/// An event read back from a segment a crash left, with that segment.
-pub struct Replayed {
+/// A record read back from a segment a crash left, with that segment.
+pub struct Replayed<T> {
     pub tenant: TenantId,
-    pub event: UsageEvent,
+    pub record: T,
     pub segment: u64,
 }
 
-impl Journal {
-    /// Opens the journal in `dir` (created if missing): answers the events of segments
-    /// left by an earlier process, to be stored again (each counted as unstored in its
-    /// segment), and a new segment is opened after them.
-    pub fn open(dir: &Path) -> std::io::Result<(Arc<Journal>, Vec<Replayed>)> {
+impl<T: Serialize + DeserializeOwned> Journal<T> {
+    /// Opens the journal of `kind` records in `dir` (created if missing): answers the
+    /// records of segments left by an earlier process, to be stored again (each counted as
+    /// unstored in its segment), and a new segment is opened after them.
+    pub fn open(dir: &Path, kind: &'static str) -> std::io::Result<(Arc<Self>, Vec<Replayed<T>>)> {
+        let prefix = format!("{kind}-");
         std::fs::create_dir_all(dir)?;
         let mut segments: Vec<u64> = std::fs::read_dir(dir)?
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("usage-")?
+                name.strip_prefix(prefix.as_str())?
                     .strip_suffix(".jsonl")?
                     .parse()
                     .ok()
@@ -84,13 +95,14 @@ impl Journal {
         let mut replayed = Vec::new();
         let mut unstored = BTreeMap::new();
         for &n in &segments {
-            let text = std::fs::read(segment_path(dir, n))?;
+            let text = std::fs::read(segment_path(dir, kind, n))?;
             let mut count = 0;
             for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let Ok(l) = serde_json::from_slice::<Line>(line) else {
+                let Ok(l) = serde_json::from_slice::<Line<T>>(line) else {
                     tracing::warn!(
+                        kind,
                         segment = n,
-                        "a torn or unreadable usage journal line skipped"
+                        "a torn or unreadable journal line skipped"
                     );
                     continue;
                 };
@@ -99,13 +111,13 @@ impl Journal {
                 };
                 replayed.push(Replayed {
                     tenant,
-                    event: l.event,
+                    record: l.record,
                     segment: n,
                 });
                 count += 1;
             }
             if count == 0 {
-                let _ = std::fs::remove_file(segment_path(dir, n));
+                let _ = std::fs::remove_file(segment_path(dir, kind, n));
             } else {
                 unstored.insert(n, count);
             }
@@ -114,9 +126,10 @@ impl Journal {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(segment_path(dir, segment))?;
+            .open(segment_path(dir, kind, segment))?;
         let journal = Arc::new(Journal {
             dir: dir.to_owned(),
+            kind,
             state: Mutex::new(State {
                 segment,
                 unstored,
@@ -124,19 +137,20 @@ impl Journal {
             }),
             synced: watch::channel(0).0,
             wake: Notify::new(),
+            _records: std::marker::PhantomData,
         });
         Ok((journal, replayed))
     }
 
-    /// Appends an event for `tenant`: answers its sequence number (see [`Journal::synced`])
-    /// and its segment (for [`Journal::stored`]).
-    pub fn append(&self, tenant: &TenantId, event: &UsageEvent) -> (u64, u64) {
-        let line = Line {
-            tenant: tenant.as_str().to_owned(),
-            event: event.clone(),
+    /// Appends a record for `tenant`: answers its sequence number (see
+    /// [`Journal::synced`]) and its segment (for [`Journal::stored`]).
+    pub fn append(&self, tenant: &TenantId, record: &T) -> (u64, u64) {
+        let line = LineRef {
+            tenant: tenant.as_str(),
+            record,
         };
         let mut s = lock(&self.state);
-        // Serialising a struct of strings and numbers does not fail.
+        // Serialising plain data (strings, numbers, JSON values) does not fail.
         let _ = serde_json::to_writer(&mut s.buf, &line);
         s.buf.push(b'\n');
         s.appended += 1;
@@ -160,8 +174,8 @@ impl Journal {
         self.synced(seq).await;
     }
 
-    /// The recorder stored `counts` events of each segment: a closed segment with none
-    /// left is deleted.
+    /// The writer stored `counts` records of each segment: a closed segment with none left
+    /// is deleted.
     pub fn stored(&self, counts: &BTreeMap<u64, usize>) {
         let mut done = Vec::new();
         {
@@ -178,8 +192,8 @@ impl Journal {
             }
         }
         for seg in done {
-            if let Err(e) = std::fs::remove_file(segment_path(&self.dir, seg)) {
-                tracing::warn!(segment = seg, error = %e, "a stored usage journal segment could not be removed");
+            if let Err(e) = std::fs::remove_file(segment_path(&self.dir, self.kind, seg)) {
+                tracing::warn!(kind = self.kind, segment = seg, error = %e, "a stored journal segment could not be removed");
             }
         }
     }
@@ -194,7 +208,7 @@ impl Journal {
                 (std::mem::take(&mut s.buf), s.appended, s.segment)
             };
             if !data.is_empty() {
-                let path = segment_path(&self.dir, segment);
+                let path = segment_path(&self.dir, self.kind, segment);
                 let mut delay = Duration::from_millis(50);
                 loop {
                     let (p, d) = (path.clone(), data.clone());
@@ -210,9 +224,11 @@ impl Journal {
                     match wrote {
                         Ok(Ok(())) => break,
                         Ok(Err(e)) => {
-                            tracing::error!(error = %e, "the usage journal cannot be written; answers wait");
+                            tracing::error!(kind = self.kind, error = %e, "the journal cannot be written; answers wait");
                         }
-                        Err(e) => tracing::error!(error = %e, "the usage journal writer failed"),
+                        Err(e) => {
+                            tracing::error!(kind = self.kind, error = %e, "the journal writer failed")
+                        }
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -234,8 +250,8 @@ impl Journal {
         }
     }
 
-    /// Opens the next segment if the current one holds events; the old one goes once the
-    /// recorder has stored them all.
+    /// Opens the next segment if the current one holds records; the old one goes once the
+    /// writer has stored them all.
     fn rotate(&self) {
         let mut s = lock(&self.state);
         let old = s.segment;
@@ -251,6 +267,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::UsageEvent;
 
     fn event(id: &str) -> UsageEvent {
         UsageEvent {
@@ -266,7 +283,7 @@ mod tests {
     async fn appended_events_survive_a_restart_and_go_once_stored() {
         let dir = tempfile::tempdir().unwrap();
         let tenant = TenantId::parse("ten_aaaaaaaaaaaaaaaaaaaa").unwrap();
-        let (j, replayed) = Journal::open(dir.path()).unwrap();
+        let (j, replayed) = Journal::<UsageEvent>::open(dir.path(), "usage").unwrap();
         assert!(replayed.is_empty());
         let stop = tokio_util::sync::CancellationToken::new();
         let writer = tokio::spawn(j.clone().run(stop.clone()));
@@ -277,8 +294,8 @@ mod tests {
         // A crash now: the next process finds both.
         stop.cancel();
         writer.await.unwrap();
-        let (j2, replayed) = Journal::open(dir.path()).unwrap();
-        let ids: Vec<&str> = replayed.iter().map(|r| r.event.id.as_str()).collect();
+        let (j2, replayed) = Journal::<UsageEvent>::open(dir.path(), "usage").unwrap();
+        let ids: Vec<&str> = replayed.iter().map(|r| r.record.id.as_str()).collect();
         assert_eq!(ids, ["evt_1", "evt_2"]);
         assert!(
             replayed
@@ -287,10 +304,14 @@ mod tests {
         );
         // Once stored, the old segment is removed; a torn line is skipped.
         j2.stored(&BTreeMap::from([(seg, 2)]));
-        assert!(!segment_path(dir.path(), seg).exists());
+        assert!(!segment_path(dir.path(), "usage", seg).exists());
         let open = lock(&j2.state).segment;
-        std::fs::write(segment_path(dir.path(), open), b"{\"tenant\": \"ten_aa").unwrap();
-        let (_, replayed) = Journal::open(dir.path()).unwrap();
+        std::fs::write(
+            segment_path(dir.path(), "usage", open),
+            b"{\"tenant\": \"ten_aa",
+        )
+        .unwrap();
+        let (_, replayed) = Journal::<UsageEvent>::open(dir.path(), "usage").unwrap();
         assert!(replayed.is_empty());
     }
 }
