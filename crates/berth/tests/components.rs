@@ -55,7 +55,17 @@ async fn run(server: &TestServer, key: &str, agent: &str, input: &str) -> Value 
 
 /// A status page on 127.0.0.1 for the component's HTTP import.
 async fn status_page() -> String {
-    let app = axum::Router::new().route("/status", axum::routing::get(|| async { "all good" }));
+    // `/huge` answers 64 MiB, chunked (no length declared up front).
+    let huge = || async {
+        let chunk = axum::body::Bytes::from(vec![b'x'; 1 << 20]);
+        let chunks = futures_util::stream::iter(
+            (0..64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+        );
+        axum::body::Body::from_stream(chunks)
+    };
+    let app = axum::Router::new()
+        .route("/status", axum::routing::get(|| async { "all good" }))
+        .route("/huge", axum::routing::get(huge));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -281,5 +291,30 @@ async fn component_agents_get_the_limits_and_rules_of_built_in_ones() {
         "{:?}",
         audit.body
     );
+    server.stop().await;
+}
+
+/// Issue 14, item 22: a component's HTTP answer is read up to a limit (16 MiB): a huge one
+/// fails that call, cleanly, and the run goes on.
+#[tokio::test]
+async fn a_huge_http_answer_to_a_component_is_cut_off() {
+    let wasm = berth_testkit::wasm::example("rust-agent");
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.egress.allow_private = vec!["127.0.0.0/8".into()]
+    })
+    .await;
+    let t = server.create_tenant("wasm-huge").await;
+    let (_, key) = server.create_key(&t, "admin").await;
+    let base = status_page().await;
+    let manifest = format!(
+        "name = \"fetcher\"\n[model]\nname = \"mock/echo\"\n[component]\npath = \"agent.wasm\"\nmemory_mb = 64\ncpu_ms = 2000\n\
+         allowed_hosts = [\"{base}\"]\n[component.config]\nstatus_url = \"{base}/huge\"\n"
+    );
+    let d = deploy(&server, &key, "fetcher", &manifest, &wasm).await;
+    assert_eq!(d.status, 201, "{:?}", d.body);
+    let r = run(&server, &key, "fetcher", "fetch").await;
+    assert_eq!(r["status"], "succeeded", "{r:?}");
+    let out = r["output"].as_str().unwrap();
+    assert!(out.contains("status: unavailable ("), "{out}");
     server.stop().await;
 }

@@ -547,7 +547,7 @@ mod tests {
         let a = new_tenant(store.as_ref(), "a").await;
         let tool_calls = |from: usize| {
             (from..from + 50)
-                .map(|i| NewEntry::new("key_1", "tool.call", &format!("t{i}"), json!({"i": i})))
+                .map(|i| NewEntry::new("key_1", "tool.call", format!("t{i}"), json!({"i": i})))
                 .collect::<Vec<_>>()
         };
         // 1. Written and stored; the process dies before the journal is cleaned up.

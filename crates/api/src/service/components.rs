@@ -115,6 +115,39 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The most of an HTTP answer a component gets: the host buffers it before the component
+/// sees it, and the destination may be anyone's.
+const MAX_HTTP_RESPONSE_BYTES: usize = 16 << 20;
+
+/// Reads at most `limit` bytes of `resp`'s body (refusing a declared larger one before
+/// reading), failing the call beyond it.
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, HttpError> {
+    let too_large = || {
+        HttpError::Failed(format!(
+            "the response is larger than the limit of {} MiB",
+            limit >> 20
+        ))
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| HttpError::Failed(e.to_string()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Serves one run's imports.
 pub struct ServerHost {
     pub state: AppState,
@@ -522,11 +555,7 @@ impl AgentHost for ServerHost {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| HttpError::Failed(e.to_string()))?
-            .to_vec();
+        let body = read_capped(resp, MAX_HTTP_RESPONSE_BYTES).await?;
         self.step(
             "http",
             json!({"method": request.method, "url": request.url.as_str(), "status": status,
