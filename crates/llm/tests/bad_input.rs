@@ -564,6 +564,59 @@ proptest! {
         let _ = p.finish();
     }
 
+    /// However a stream is cut into chunks (mid-line, mid-CRLF, mid-UTF-8 sequence), the
+    /// parser yields the same events, and the same refusal past its limit.
+    #[test]
+    fn sse_events_do_not_depend_on_how_the_stream_is_cut(
+        lines in prop::collection::vec(
+            prop_oneof![
+                "data: \\PC{0,20}",
+                "event: [a-z_]{1,12}",
+                ": [a-z ]{0,10}",
+                "id: [0-9]{1,4}",
+                Just(String::new()),
+                "da\\PC{0,5}",
+            ],
+            0..30,
+        ),
+        endings in prop::collection::vec(prop_oneof![Just("\n"), Just("\r\n"), Just("\r")], 30),
+        cuts in prop::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let mut text = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            text.push_str(l);
+            text.push_str(endings[i % endings.len()]);
+        }
+        let bytes = text.as_bytes();
+        let run = |pieces: &[&[u8]]| {
+            let mut p = SseParser::with_limit(128);
+            let mut out = Vec::new();
+            for piece in pieces {
+                match p.feed(piece) {
+                    Ok(evs) => out.extend(evs),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            match p.finish() {
+                Ok(last) => out.extend(last),
+                Err(e) => return Err(e.to_string()),
+            }
+            Ok(out)
+        };
+        let whole = run(&[bytes]);
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        at.sort_unstable();
+        at.dedup();
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let mut from = 0;
+        for c in at {
+            pieces.push(&bytes[from..c]);
+            from = c;
+        }
+        pieces.push(&bytes[from..]);
+        prop_assert_eq!(run(&pieces), whole);
+    }
+
     #[test]
     fn encoders_never_panic_on_arbitrary_events(events in prop::collection::vec(arb_event(), 0..20)) {
         let mut o = openai::StreamEncoder::new("c", "m", 0, true);
