@@ -38,6 +38,29 @@ impl StoreError {
         )
     }
 
+    /// True when the database refused a write for what it holds (PostgreSQL's data
+    /// exceptions and integrity violations, SQLSTATE classes 22 and 23, such as a NUL byte
+    /// in text; SQLite's constraint and type errors; or rows read back corrupt): writing the
+    /// same again cannot succeed. Every other failure (a cut connection, a protocol error,
+    /// a serialization conflict) may pass, so background writers retry it rather than set
+    /// the row aside.
+    pub fn is_refused_row(&self) -> bool {
+        match self {
+            StoreError::Corrupt(_) => true,
+            StoreError::Backend(sqlx::Error::Database(db)) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                code.starts_with("22")
+                    || code.starts_with("23")
+                    // SQLite: SQLITE_CONSTRAINT (19) and its extended codes, SQLITE_MISMATCH (20).
+                    || code == "19"
+                    || code == "20"
+                    || (code.len() > 2 && code.parse::<u32>().is_ok_and(|c| c & 0xff == 19))
+            }
+            _ => false,
+        }
+    }
+
     /// Maps a unique-constraint violation to `Conflict`, keeping every other error as is.
     pub(crate) fn from_write(err: sqlx::Error, what: &str) -> Self {
         match &err {

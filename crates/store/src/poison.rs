@@ -26,10 +26,11 @@ pub struct Written {
     pub set_aside: usize,
 }
 
-/// Writes `rows` through `sink` in order. A store that is down is waited for with backoff,
-/// however long (usage is money, audit is evidence: both stay in memory meanwhile); a
-/// write for a tenant that no longer exists is dropped; a batch the store refuses is
-/// halved until each refused row is alone, so every other row is written, and a refused
+/// Writes `rows` through `sink` in order. A store that is down (or fails in any way that
+/// may pass) is waited for with backoff, however long (usage is money, audit is evidence:
+/// both stay in memory, and in the journal, meanwhile); a write for a tenant that no longer
+/// exists is dropped; a batch the store refuses for its content
+/// ([`StoreError::is_refused_row`]) is halved until each refused row is alone, so every other row is written, and a refused
 /// row is written once more as `clean` makes it, or else set aside (logged with
 /// `describe`, which must not hold secrets, and counted in
 /// `berth_store_rows_set_aside_total{writer}`).
@@ -95,15 +96,17 @@ async fn insert_waiting<T: Sync>(
                 );
                 return Ok(());
             }
-            Err(e) if e.is_unavailable() => {
-                tracing::warn!(writer, rows = batch.len(), error = %e,
-                    "write failed: the store is unavailable; retrying");
-            }
-            Err(e) => {
+            Err(e) if e.is_refused_row() => {
                 refused += 1;
                 if refused >= REFUSED_TRIES {
                     return Err(e);
                 }
+            }
+            // Anything else (the store down, a connection cut mid-write, a conflict) may
+            // pass: waited out, however long, never a reason to set rows aside.
+            Err(e) => {
+                tracing::warn!(writer, rows = batch.len(), error = %e,
+                    "write failed; retrying");
             }
         }
         tokio::time::sleep(delay).await;

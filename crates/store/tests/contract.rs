@@ -241,3 +241,25 @@ async fn postgres_detects_edited_audit_rows() {
 fn contract_audit() -> NewEntry {
     NewEntry::new("operator", "x", "y", json!({}))
 }
+
+/// A NUL byte in a usage row's text is refused by PostgreSQL for its content (a row the
+/// background writers set aside after cleaning fails), and told apart from an outage.
+#[tokio::test]
+async fn postgres_refusing_a_nul_byte_is_a_refused_row_not_an_outage() {
+    let Some(db) = pg_test_database().await else {
+        return;
+    };
+    let store = PgStore::open(&db.url).await.unwrap();
+    let a = new_tenant(&store, "nul").await;
+    let ev = berth_store::UsageEvent {
+        id: "evt_nul".into(),
+        kind: "llm".into(),
+        status: "ok".into(),
+        model: Some("mock/echo\u{0}".into()),
+        ..Default::default()
+    };
+    let e = store.insert_usage(&a, &[ev]).await.unwrap_err();
+    assert!(e.is_refused_row(), "{e}");
+    assert!(!e.is_unavailable(), "{e}");
+    db.drop_now().await;
+}
