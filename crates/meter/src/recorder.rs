@@ -140,18 +140,6 @@ async fn run(
     let mut pending: HashMap<TenantId, (TenantScope, Vec<UsageEvent>)> = HashMap::new();
     // Events of each journal segment among `pending`: told to the journal once stored.
     let mut segments: BTreeMap<u64, usize> = BTreeMap::new();
-    let write_all = |pending: &mut HashMap<TenantId, (TenantScope, Vec<UsageEvent>)>,
-                     segments: &mut BTreeMap<u64, usize>| {
-        let (store, journal) = (store.clone(), journal.clone());
-        let (batch, counts) = (std::mem::take(pending), std::mem::take(segments));
-        async move {
-            let mut batch = batch;
-            write_all(store.as_ref(), &mut batch).await;
-            if let Some(j) = &journal {
-                j.stored(&counts);
-            }
-        }
-    };
     let mut count = 0usize;
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -166,17 +154,17 @@ async fn run(
                     }
                     count += 1;
                     if count >= BATCH {
-                        write_all(&mut pending, &mut segments).await;
+                        write_all(store.as_ref(), journal.as_deref(), &mut pending, &mut segments).await;
                         count = 0;
                     }
                 }
                 Some(Message::Flush(done)) => {
-                    write_all(&mut pending, &mut segments).await;
+                    write_all(store.as_ref(), journal.as_deref(), &mut pending, &mut segments).await;
                     count = 0;
                     let _ = done.send(());
                 }
                 None => {
-                    write_all(&mut pending, &mut segments).await;
+                    write_all(store.as_ref(), journal.as_deref(), &mut pending, &mut segments).await;
                     return;
                 }
             },
@@ -187,7 +175,7 @@ async fn run(
             }
             _ = tick.tick() => {
                 if count > 0 {
-                    write_all(&mut pending, &mut segments).await;
+                    write_all(store.as_ref(), journal.as_deref(), &mut pending, &mut segments).await;
                     count = 0;
                 }
             }
@@ -198,10 +186,17 @@ async fn run(
 /// Writes every pending batch, one tenant at a time (a tenant's failure is its own).
 async fn write_all(
     store: &dyn UsageStore,
+    journal: Option<&Journal<UsageEvent>>,
     pending: &mut HashMap<TenantId, (TenantScope, Vec<UsageEvent>)>,
+    segments: &mut BTreeMap<u64, usize>,
 ) {
     for (_, (scope, events)) in pending.drain() {
         write_tenant(store, &scope, events).await;
+    }
+    // Every event of these segments is stored now: the journal may let them go.
+    let stored = std::mem::take(segments);
+    if let Some(j) = journal {
+        j.stored(&stored);
     }
 }
 

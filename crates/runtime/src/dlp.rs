@@ -46,6 +46,21 @@ pub fn compile_custom(pattern: &str) -> Result<Regex, String> {
         })
 }
 
+/// A data-loss hit of a run: where, which detectors, what was done (never the text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlpHit {
+    pub on: String,
+    pub detectors: Vec<String>,
+    pub action: String,
+}
+
+impl DlpHit {
+    /// The data of the run's `dlp` trace step.
+    pub fn step_data(&self) -> serde_json::Value {
+        serde_json::json!({"on": self.on, "detectors": self.detectors, "action": self.action})
+    }
+}
+
 /// The screening ran out of its time budget.
 struct OutOfTime;
 
@@ -292,6 +307,29 @@ impl Dlp {
     /// async task use [`Dlp::screen`], which moves large texts to the blocking pool.
     pub fn apply(&self, text: &str, action: DlpAction) -> Verdict {
         self.apply_until(text, action, Instant::now() + SCREEN_BUDGET)
+    }
+
+    /// Screens `text` under the rule for `on` (`tool_args`, `tool_results`, anything else
+    /// the model's output), as [`Dlp::screen`]; a hit is answered too, by detector name
+    /// only, for the run's trace (see [`DlpHit::step_data`]) and the audit log.
+    pub async fn screen_on(self: &Arc<Self>, on: &str, text: &str) -> (Verdict, Option<DlpHit>) {
+        let action = match on {
+            "tool_args" => self.on_tool_args,
+            "tool_results" => self.on_tool_results,
+            _ => self.on_llm_output,
+        };
+        let verdict = self.screen(text, action).await;
+        let hit = match &verdict {
+            Verdict::Clean(_) => None,
+            Verdict::Redacted { detectors, .. } => Some((detectors.clone(), "redact")),
+            Verdict::Blocked { detectors } => Some((detectors.clone(), "block")),
+        }
+        .map(|(detectors, action)| DlpHit {
+            on: on.to_owned(),
+            detectors,
+            action: action.to_owned(),
+        });
+        (verdict, hit)
     }
 
     /// Applies `action` to `text` on the blocking pool when it is large, so that a slow

@@ -127,7 +127,7 @@ pub struct Outcome {
     pub checkpoint: Option<Checkpoint>,
     pub approvals: Vec<ApprovalRecord>,
     /// Data-loss rule hits: (where, detectors, action), for the audit log.
-    pub dlp_hits: Vec<(String, Vec<String>, String)>,
+    pub dlp_hits: Vec<crate::dlp::DlpHit>,
 }
 
 /// What one run needs to know.
@@ -160,7 +160,7 @@ struct Exec<'a> {
     cp: Checkpoint,
     steps: Vec<RunStep>,
     started: Instant,
-    dlp_hits: Vec<(String, Vec<String>, String)>,
+    dlp_hits: Vec<crate::dlp::DlpHit>,
 }
 
 enum Stop {
@@ -172,27 +172,14 @@ impl Exec<'_> {
     /// Applies the data-loss rules for `on` (`tool_args`, `tool_results`, `llm_output`);
     /// a hit is traced and kept for the audit log, by detector name only.
     async fn dlp(&mut self, on: &str, text: &str) -> crate::dlp::Verdict {
-        use crate::dlp::Verdict;
         let Some(dlp) = self.spec.dlp else {
-            return Verdict::Clean(text.to_owned());
+            return crate::dlp::Verdict::Clean(text.to_owned());
         };
-        let action = match on {
-            "tool_args" => dlp.on_tool_args,
-            "tool_results" => dlp.on_tool_results,
-            _ => dlp.on_llm_output,
-        };
-        let verdict = dlp.screen(text, action).await;
-        let (detectors, what) = match &verdict {
-            Verdict::Clean(_) => return verdict,
-            Verdict::Redacted { detectors, .. } => (detectors.clone(), "redact"),
-            Verdict::Blocked { detectors } => (detectors.clone(), "block"),
-        };
-        self.step(
-            "dlp",
-            json!({"on": on, "detectors": detectors, "action": what}),
-        );
-        self.dlp_hits
-            .push((on.to_owned(), detectors, what.to_owned()));
+        let (verdict, hit) = dlp.screen_on(on, text).await;
+        if let Some(hit) = hit {
+            self.step("dlp", hit.step_data());
+            self.dlp_hits.push(hit);
+        }
         verdict
     }
 

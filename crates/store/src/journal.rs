@@ -201,6 +201,9 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// Writes and syncs what is appended, in groups, until `stop`; then the rest.
     pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let mut opened = tokio::time::Instant::now();
+        // The open segment's file, kept between groups (reopened after a rotation or an
+        // error).
+        let mut file: Option<(u64, std::fs::File)> = None;
         loop {
             let stopping = stop.is_cancelled();
             let (data, upto, segment) = {
@@ -209,20 +212,28 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             };
             if !data.is_empty() {
                 let path = segment_path(&self.dir, self.kind, segment);
+                let data = Arc::new(data);
                 let mut delay = Duration::from_millis(50);
                 loop {
-                    let (p, d) = (path.clone(), data.clone());
-                    let wrote = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                        let mut f = std::fs::OpenOptions::new()
-                            .append(true)
-                            .create(true)
-                            .open(p)?;
+                    let (p, d, kept) = (path.clone(), data.clone(), file.take());
+                    let wrote = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                        let mut f = match kept {
+                            Some((n, f)) if n == segment => f,
+                            _ => std::fs::OpenOptions::new()
+                                .append(true)
+                                .create(true)
+                                .open(p)?,
+                        };
                         f.write_all(&d)?;
-                        f.sync_data()
+                        f.sync_data()?;
+                        Ok(f)
                     })
                     .await;
                     match wrote {
-                        Ok(Ok(())) => break,
+                        Ok(Ok(f)) => {
+                            file = Some((segment, f));
+                            break;
+                        }
                         Ok(Err(e)) => {
                             tracing::error!(kind = self.kind, error = %e, "the journal cannot be written; answers wait");
                         }

@@ -15,7 +15,7 @@ use berth_core::clock::now_ms;
 use berth_core::{Manifest, NanoUsd, Policy, TenantScope};
 use berth_gateway::{CallMeta, GatewayError};
 use berth_llm::{ChatRequest, ChatResponse, Message, ToolDef};
-use berth_runtime::dlp::{Dlp, Verdict};
+use berth_runtime::dlp::{Dlp, DlpHit, Verdict};
 use berth_runtime::tools::{ToolCallCtx, ToolError, needs_approval, tool_allowed};
 use berth_runtime::{LiveRun, RunEvent, RunUsage};
 use berth_store::RunStep;
@@ -169,8 +169,8 @@ pub struct ServerHost {
     /// The first limit or rule the run hit (`max_steps`, `max_cost_usd`, a blocked
     /// answer): the run fails with it, whatever the component does with the refusal.
     stopped: Mutex<Option<Stopped>>,
-    /// Data-loss hits, for the audit log: (where, detectors, action).
-    dlp_hits: Mutex<Vec<(String, Vec<String>, String)>>,
+    /// Data-loss hits, for the audit log.
+    dlp_hits: Mutex<Vec<DlpHit>>,
 }
 
 /// Why the host ended a component's run: the run error's type, code and message.
@@ -227,7 +227,7 @@ impl ServerHost {
     }
 
     /// The data-loss hits of the run so far.
-    pub fn take_dlp_hits(&self) -> Vec<(String, Vec<String>, String)> {
+    pub fn take_dlp_hits(&self) -> Vec<DlpHit> {
         std::mem::take(&mut *lock(&self.dlp_hits))
     }
 
@@ -237,22 +237,11 @@ impl ServerHost {
         let Some(dlp) = &self.dlp else {
             return Verdict::Clean(text.to_owned());
         };
-        let action = match on {
-            "tool_args" => dlp.on_tool_args,
-            "tool_results" => dlp.on_tool_results,
-            _ => dlp.on_llm_output,
-        };
-        let verdict = dlp.screen(text, action).await;
-        let (detectors, what) = match &verdict {
-            Verdict::Clean(_) => return verdict,
-            Verdict::Redacted { detectors, .. } => (detectors.clone(), "redact"),
-            Verdict::Blocked { detectors } => (detectors.clone(), "block"),
-        };
-        self.step(
-            "dlp",
-            json!({"on": on, "detectors": detectors, "action": what}),
-        );
-        lock(&self.dlp_hits).push((on.to_owned(), detectors, what.to_owned()));
+        let (verdict, hit) = dlp.screen_on(on, text).await;
+        if let Some(hit) = hit {
+            self.step("dlp", hit.step_data());
+            lock(&self.dlp_hits).push(hit);
+        }
         verdict
     }
 

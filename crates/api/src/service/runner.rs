@@ -754,14 +754,14 @@ async fn audit_dlp_hits(
     state: &AppState,
     scope: &TenantScope,
     run: &RunRecord,
-    hits: &[(String, Vec<String>, String)],
+    hits: &[berth_runtime::dlp::DlpHit],
 ) {
-    for (on, detectors, action) in hits {
+    for hit in hits {
         let entry = NewEntry::new(
             "system",
             "dlp.hit",
             &run.id,
-            json!({"agent": run.agent, "on": on, "detectors": detectors, "action": action}),
+            json!({"agent": run.agent, "on": hit.on, "detectors": hit.detectors, "action": hit.action}),
         );
         if let Err(e) = state.store.append_audit(scope, &entry).await {
             tracing::error!(error = %e, "data-loss hit not audited");
