@@ -354,44 +354,68 @@ impl Dlp {
     }
 
     fn apply_until(&self, text: &str, action: DlpAction, deadline: Instant) -> Verdict {
-        if action == DlpAction::Allow {
-            return Verdict::Clean(text.to_owned());
-        }
-        let Ok(hits) = self.scan_until(text, Some(deadline)) else {
+        let found = match action {
+            DlpAction::Allow => return Verdict::Clean(text.to_owned()),
+            DlpAction::Block => self.scan_until(text, Some(deadline)).map(|hits| {
+                (
+                    String::new(),
+                    hits.into_iter().map(|h| h.detector).collect(),
+                )
+            }),
+            DlpAction::Redact => self.redact_until(text, deadline),
+        };
+        let Ok((out, mut detectors)) = found else {
             return out_of_time(text.len());
         };
-        if hits.is_empty() {
-            return Verdict::Clean(text.to_owned());
+        if detectors.is_empty() {
+            // Redaction answered an untouched copy already.
+            let out = if action == DlpAction::Redact {
+                out
+            } else {
+                text.to_owned()
+            };
+            return Verdict::Clean(out);
         }
-        let mut detectors: Vec<String> = hits.iter().map(|h| h.detector.clone()).collect();
         detectors.sort();
         detectors.dedup();
-        if action == DlpAction::Block {
-            return Verdict::Blocked { detectors };
+        match action {
+            DlpAction::Block => Verdict::Blocked { detectors },
+            _ => Verdict::Redacted {
+                text: out,
+                detectors,
+            },
         }
-        let mut out = redact(text, &hits);
+    }
+
+    /// `text` with every match masked, and the detectors that matched (empty: none, and the
+    /// text is as it was).
+    fn redact_until(
+        &self,
+        text: &str,
+        deadline: Instant,
+    ) -> Result<(String, Vec<String>), OutOfTime> {
+        let mut out = text.to_owned();
+        let mut detectors = Vec::new();
         // A match that overlapped a redacted one may stand alone once that one is masked:
         // screen again until nothing is left (each pass masks at least one more match).
-        for _ in 0..REDACT_PASSES {
-            let Ok(more) = self.scan_until(&out, Some(deadline)) else {
-                return out_of_time(text.len());
-            };
-            if more.is_empty() {
+        for _ in 0..=REDACT_PASSES {
+            let hits = self.scan_until(&out, Some(deadline))?;
+            if hits.is_empty() {
                 break;
             }
-            detectors.extend(more.iter().map(|h| h.detector.clone()));
-            out = redact(&out, &more);
+            detectors.extend(hits.iter().map(|h| h.detector.clone()));
+            out = redact(&out, &hits);
         }
-        detectors.sort();
-        detectors.dedup();
-        Verdict::Redacted {
-            text: out,
-            detectors,
-        }
+        Ok((out, detectors))
+    }
+
+    /// `text` as redaction leaves it (see [`Dlp::redact_until`]).
+    fn redacted_until(&self, text: &str, deadline: Instant) -> Result<String, OutOfTime> {
+        self.redact_until(text, deadline).map(|(out, _)| out)
     }
 }
 
-/// Passes of redaction over a text at most (see [`Dlp::apply`]).
+/// Passes of redaction over a text after the first, at most (see [`Dlp::apply`]).
 const REDACT_PASSES: usize = 4;
 
 /// `text` with each of `hits` (sorted, not overlapping) masked.
@@ -466,6 +490,8 @@ impl StreamScreen {
     pub const HOLD: usize = 256;
     /// Held text without whitespace beyond this is passed on whole (a blob, not prose).
     const MAX_HELD: usize = 16 * 1024;
+    /// Cuts tried (each further back) before the held text waits for more.
+    const CUT_TRIES: usize = 4;
 
     pub fn new(dlp: std::sync::Arc<Dlp>, action: DlpAction) -> StreamScreen {
         StreamScreen {
@@ -509,7 +535,8 @@ impl StreamScreen {
     }
 
     /// How much of the held text can go: at most all but the newest `HOLD` bytes, then back
-    /// to before any match that crosses the cut, then back to just after whitespace.
+    /// to before any match that crosses the cut, then back to just after whitespace, and
+    /// only where screening the two sides apart gives what screening them together gives.
     fn cut(&mut self) -> Result<usize, OutOfTime> {
         let len = self.held.len();
         if len <= Self::HOLD {
@@ -517,13 +544,58 @@ impl StreamScreen {
         }
         // Every candidate, checked or not: cutting through one (a number that fails its
         // checksum as a whole, say) could leave a piece that passes it alone.
-        let hits =
-            self.dlp
-                .matches_until(&self.held, Some(Instant::now() + SCREEN_BUDGET), false)?;
+        let deadline = Instant::now() + SCREEN_BUDGET;
+        let hits = self.dlp.matches_until(&self.held, Some(deadline), false)?;
         let mut cut = len - Self::HOLD;
         while !self.held.is_char_boundary(cut) {
             cut -= 1;
         }
+        let mut whole = None;
+        let mut tries = 0;
+        loop {
+            cut = self.clear_of(&hits, cut);
+            if cut == 0 {
+                break;
+            }
+            // Candidates are found one detector at a time and redaction repeats over the
+            // text it changed, so a cut clear of every candidate can still screen apart
+            // differently from together (a phone number masked inside a card number that
+            // the whole text masks entire). A cut is taken only where the two halves give
+            // exactly what the held text gives whole; otherwise the one before is tried.
+            let together = match &whole {
+                Some(w) => w,
+                None => whole.insert(self.dlp.redacted_until(&self.held, deadline)?),
+            };
+            let apart = self.dlp.redacted_until(&self.held[..cut], deadline)?
+                + &self.dlp.redacted_until(&self.held[cut..], deadline)?;
+            if apart == *together {
+                break;
+            }
+            tries += 1;
+            if tries == Self::CUT_TRIES {
+                cut = 0;
+                break;
+            }
+            // Back onto the whitespace before the cut: the next cut is before it.
+            cut -= 1;
+            while !self.held.is_char_boundary(cut) {
+                cut -= 1;
+            }
+        }
+        if cut == 0 && len > Self::MAX_HELD {
+            return Ok(len);
+        }
+        self.scan_at = if cut == 0 {
+            len + (len / 4).max(Self::HOLD)
+        } else {
+            0
+        };
+        Ok(cut)
+    }
+
+    /// `cut`, moved back to before any candidate that crosses it, then back to just after
+    /// whitespace, until both hold (0: no such place).
+    fn clear_of(&self, hits: &[Hit], mut cut: usize) -> usize {
         loop {
             let before = cut;
             if let Some(h) = hits.iter().find(|h| h.start < cut && cut < h.end) {
@@ -538,18 +610,9 @@ impl StreamScreen {
                 None => 0,
             };
             if cut == before {
-                break;
+                return cut;
             }
         }
-        if cut == 0 && len > Self::MAX_HELD {
-            return Ok(len);
-        }
-        self.scan_at = if cut == 0 {
-            len + (len / 4).max(Self::HOLD)
-        } else {
-            0
-        };
-        Ok(cut)
     }
 
     fn release(&mut self, cut: usize) -> Screened {
