@@ -184,6 +184,19 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         tasks.clone(),
         usage.clone(),
     );
+    let ledger: Arc<dyn berth_gateway::BudgetLedger> = Arc::new(ledger);
+    // Settlements are journaled with usage: a call answered is a call charged, crash or not.
+    let settler = if config.usage.journal {
+        let dir = config.data_dir.join("journal");
+        berth_gateway::Settler::start_journaled(ledger, &tasks, shutdown.clone(), &dir).map_err(
+            |source| StartError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            },
+        )?
+    } else {
+        berth_gateway::Settler::new(ledger, &tasks, shutdown.clone())
+    };
     let gateway = berth_gateway::Gateway::new(
         platform,
         prices.clone(),
@@ -192,7 +205,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         provider_store,
         &egress,
     )
-    .with_budgets(Arc::new(ledger))
+    .with_budgets(settler)
     .with_body_limits(config.gateway.body_limits())
     .with_tasks(tasks.clone());
     // Built-in tool servers: `mock` always, the code sandbox unless disabled.

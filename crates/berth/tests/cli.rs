@@ -2067,3 +2067,82 @@ async fn a_sigkill_under_load_loses_no_answered_call() {
         "{answered} calls answered, {billed} billed"
     );
 }
+
+/// Issue 14, item 12: a call's budget settlement that could not land (the database went
+/// away between the call's reservation and its end) is journaled before the answer ends,
+/// so a SIGKILL loses no money: after a restart the reservation is released and the cost
+/// charged, exactly what the usage says.
+#[tokio::test]
+async fn a_settlement_pending_at_a_sigkill_is_charged_after_the_restart() {
+    let Some(db) = berth_testkit::pg_test_database().await else {
+        return;
+    };
+    let direct = reqwest::Url::parse(&db.url).unwrap();
+    let target = format!(
+        "{}:{}",
+        direct.host_str().unwrap(),
+        direct.port().unwrap_or(5432)
+    );
+    let mut proxy = berth_testkit::tcp_proxy::TcpProxy::start(&target).await;
+    let mut via_proxy = direct.clone();
+    via_proxy.set_host(Some("127.0.0.1")).unwrap();
+    via_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    let mock = berth_testkit::mock_llm::MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"{via_proxy}\"\n\n[prices.\"*\"]\ninput = 1.0\noutput = 2.0\n\n[egress]\nallow_private = [\"127.0.0.0/8\"]\n\n[[providers]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"UP_KEY\"\n",
+            mock.url
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let env = [("UP_KEY", "sk-upstream-settle-test")];
+    let server = Server::start(&data, &args, &env).await;
+    let op = operator_token(&data);
+    let (_, key) = tenant_with_key(&server, &op, "acme", "admin").await;
+    let chat =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    // A first call settles normally (and caches the key and policy).
+    let (status, warm) = post(&server.url, "/v1/chat/completions", &key, chat("mock/echo")).await;
+    assert_eq!(status, 200, "{warm}");
+    // The second holds its reservation, then the database goes away while it waits on
+    // its model: its settlement cannot land before the process is killed.
+    let slow = tokio::spawn({
+        let (url, key, body) = (server.url.clone(), key.clone(), chat("up/slow-1500"));
+        async move { post(&url, "/v1/chat/completions", &key, body).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.cut();
+    let (status, answer) = slow.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    drop(server); // SIGKILL: no drain, no goodbye
+
+    proxy.restore().await;
+    let server = Server::start(&data, &args, &env).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, usage) = get(&server.url, "/v1/usage", &key).await;
+        let (_, summary) = get(&server.url, "/v1/usage/summary", &key).await;
+        let calls = usage["data"][0]["llm_calls"].as_u64().unwrap_or(0);
+        let cost = usage["data"][0]["cost_usd"].as_f64().unwrap_or(-1.0);
+        let budgets = summary["budgets"].as_array().cloned().unwrap_or_default();
+        let settled = !budgets.is_empty()
+            && budgets.iter().all(|b| {
+                b["reserved_usd"].as_f64() == Some(0.0)
+                    && (b["spent_usd"].as_f64().unwrap_or(-1.0) - cost).abs() < 1e-9
+            });
+        if calls == 2 && settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pending settlement was not charged after the restart: {calls} calls billed, \
+             cost {cost}, budgets {budgets:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -7,9 +7,10 @@
 use async_trait::async_trait;
 use berth_core::{NanoUsd, TenantScope};
 use berth_meter::budget::ActiveBudget;
+use serde::{Deserialize, Serialize};
 
 /// What a call holds until it settles.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reservation {
     pub id: String,
     pub amount: NanoUsd,
@@ -36,7 +37,13 @@ pub trait BudgetLedger: Send + Sync {
         want: Option<NanoUsd>,
         floor: NanoUsd,
     ) -> Result<Reservation, Refusal>;
-    /// Releases the reservation and charges `actual` (exactly once per reservation). It
-    /// returns at once: the answer does not wait for the ledger's write.
-    fn settle(&self, scope: &TenantScope, reservation: Reservation, actual: NanoUsd);
+    /// Releases the reservation and charges `actual`, once however often it is asked for
+    /// the same reservation (a retry after a lost answer must not charge twice). One
+    /// attempt: [`crate::settle::Settler`] retries, from its journal.
+    async fn settle(
+        &self,
+        scope: &TenantScope,
+        reservation: &Reservation,
+        actual: NanoUsd,
+    ) -> Result<(), String>;
 }

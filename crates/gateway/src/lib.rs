@@ -10,12 +10,14 @@ pub mod mock;
 pub mod retry;
 pub mod route;
 mod scrub;
+pub mod settle;
 mod upstream;
 
 pub use budget::{BudgetLedger, Refusal, Reservation};
 pub use error::GatewayError;
 pub use metered::MeteredStream;
 pub use route::{Route, RouteError, plan};
+pub use settle::Settler;
 pub use upstream::BodyLimits;
 
 use berth_core::clock::now_ms;
@@ -179,7 +181,7 @@ pub struct Gateway {
     guarded_http: reqwest::Client,
     egress: EgressGuard,
     retry: RetryPolicy,
-    budgets: Option<Arc<dyn BudgetLedger>>,
+    budgets: Option<Arc<Settler>>,
     limits: BodyLimits,
     /// Non-streamed calls run here, so that shutdown waits for them to be metered.
     tasks: TaskTracker,
@@ -243,10 +245,23 @@ impl Gateway {
         self
     }
 
-    /// Enforces budgets through `ledger` (without one, budgets are not checked).
-    pub fn with_budgets(mut self, ledger: Arc<dyn BudgetLedger>) -> Self {
-        self.budgets = Some(ledger);
+    /// Enforces budgets through the ledger of `settler` (without one, budgets are not
+    /// checked), which also settles every call's reservation.
+    pub fn with_budgets(mut self, settler: Arc<Settler>) -> Self {
+        self.budgets = Some(settler);
         self
+    }
+
+    async fn settlements_durable(&self) {
+        if let Some(s) = &self.budgets {
+            s.durable().await;
+        }
+    }
+
+    /// Waits until what every call ended so far owes is durable: its usage, and the
+    /// settlement of its budget reservation. An answer's last bytes wait for this.
+    pub async fn durable(&self) {
+        tokio::join!(self.recorder.durable(), self.settlements_durable());
     }
 
     /// Holds the call's worst case: `input_tokens` plus `max_tokens` of output (or
@@ -310,7 +325,7 @@ impl Gateway {
             }
             want = want.min(limit);
         }
-        let (reservation, amount) = match ledger {
+        let (reservation, amount) = match ledger.map(|s| s.ledger()) {
             Some(l) => {
                 let r = l
                     .reserve(scope, &meta.budgets, Some(want), floor)
@@ -371,9 +386,10 @@ impl Gateway {
         Ok(Some(self.prices.lookup(full_model, kind.price_family())))
     }
 
+    /// Settles `hold` (journaled now, durable by [`Gateway::settlements_durable`]).
     fn settle(&self, scope: &TenantScope, hold: Hold, actual: NanoUsd) {
-        if let (Some(ledger), Some(r)) = (&self.budgets, hold.reservation) {
-            ledger.settle(scope, r, actual);
+        if let (Some(settler), Some(r)) = (&self.budgets, hold.reservation) {
+            settler.settle(scope, r, actual);
         }
     }
 
@@ -653,8 +669,9 @@ impl Gateway {
         ev.latency_ms = to_i64(started.elapsed().as_millis() as u64);
         ev.status = "ok".to_owned();
         ev.estimated = estimated;
-        self.recorder.record(scope, ev).await;
+        // The usage and the settlement are made durable together, before the answer.
         self.settle(scope, hold, cost);
+        tokio::join!(self.recorder.record(scope, ev), self.settlements_durable());
         Ok(Answer {
             response,
             provider: target.provider,
@@ -738,10 +755,10 @@ impl Gateway {
         // The stream settles its reservation when it is charged: at its end, when it
         // breaks, or when its reader goes away.
         let stream = match (self.budgets.clone(), hold.reservation) {
-            (Some(ledger), Some(reservation)) => {
+            (Some(settler), Some(reservation)) => {
                 let scope = scope.clone();
                 stream.on_charged(Box::new(move |cost| {
-                    ledger.settle(&scope, reservation, cost)
+                    settler.settle(&scope, reservation, cost)
                 }))
             }
             _ => stream,
@@ -848,8 +865,9 @@ impl Gateway {
         ev.latency_ms = to_i64(started.elapsed().as_millis() as u64);
         ev.status = "ok".to_owned();
         ev.estimated = estimated;
-        self.recorder.record(scope, ev).await;
+        // The usage and the settlement are made durable together, before the answer.
         self.settle(scope, hold, cost);
+        tokio::join!(self.recorder.record(scope, ev), self.settlements_durable());
         Ok(EmbeddingAnswer {
             body: answer,
             provider: target.provider.clone(),

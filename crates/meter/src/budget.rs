@@ -11,8 +11,8 @@ use berth_core::{NanoUsd, Plan};
 /// that does not cover it; it counts everything the tenant spends, like `tenant`.
 pub const PLAN_SCOPE: &str = "plan";
 
-/// A budget in force for one call.
-#[derive(Debug, Clone, PartialEq)]
+/// A budget in force for one call (kept with a settlement in the journal, hence serde).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ActiveBudget {
     /// `tenant`, `agent:NAME`, `key:key_…` or [`PLAN_SCOPE`].
     pub scope: String,

@@ -336,48 +336,24 @@ impl BudgetLedger for StoreLedger {
         }
     }
 
-    fn settle(&self, scope: &TenantScope, reservation: Reservation, actual: NanoUsd) {
-        let me = self.clone();
-        let scope = scope.clone();
-        self.tasks
-            .spawn(async move { me.settle_now(&scope, reservation, actual).await });
-    }
-}
-
-impl StoreLedger {
-    /// Settles until the store takes it: a settlement that could not land would give the
-    /// hold's room back at expiry and lose the spend. Retries back off to 30 s, for an hour
-    /// at most (then the loss is logged with its amount); the settlement is idempotent (by
-    /// hold id), so a retry after a lost answer charges once.
-    async fn settle_now(&self, scope: &TenantScope, reservation: Reservation, actual: NanoUsd) {
+    /// One attempt (the gateway's `Settler` retries from its journal); idempotent by hold
+    /// id, so a retry after a lost answer charges once. Alerts follow the first landing.
+    async fn settle(
+        &self,
+        scope: &TenantScope,
+        reservation: &Reservation,
+        actual: NanoUsd,
+    ) -> Result<(), String> {
         let counters: Vec<String> = reservation
             .budgets
             .iter()
             .map(|b| b.counter.clone())
             .collect();
-        let mut wait = Duration::from_millis(200);
-        let started = std::time::Instant::now();
-        let settled = loop {
-            match self
-                .store
-                .settle_budget(scope, &reservation.id, actual.0, &counters)
-                .await
-            {
-                Ok(s) => break s,
-                Err(e) if started.elapsed() > Duration::from_secs(3600) => {
-                    tracing::error!(tenant = %scope.tenant(), hold = %reservation.id, error = %e,
-                        cost_nano = actual.0, "budget settlement abandoned after an hour");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(tenant = %scope.tenant(), hold = %reservation.id, error = %e,
-                        "budget settlement failed; retrying");
-                    metrics::counter!("berth_budget_settle_retries_total").increment(1);
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
-            }
-        };
+        let settled = self
+            .store
+            .settle_budget(scope, &reservation.id, actual.0, &counters)
+            .await
+            .map_err(|e| e.to_string())?;
         for s in settled {
             let Some(b) = reservation.budgets.iter().find(|b| b.counter == s.budget) else {
                 continue;
@@ -386,6 +362,7 @@ impl StoreLedger {
                 self.alert(scope, b, f, NanoUsd(s.spent_after_nano)).await;
             }
         }
+        Ok(())
     }
 }
 

@@ -141,7 +141,7 @@ pub async fn chat(
         let settlement = Settlement {
             limiter: state.limiter.clone(),
             admitted,
-            usage: state.usage.clone(),
+            gateway: state.gateway.clone(),
         };
         let screen = state
             .runner
@@ -236,14 +236,15 @@ async fn screen_output(
 struct Settlement {
     limiter: std::sync::Arc<dyn berth_meter::RateLimiter>,
     admitted: Admitted,
-    usage: berth_meter::UsageRecorder,
+    gateway: std::sync::Arc<berth_gateway::Gateway>,
 }
 
 impl Settlement {
-    /// At the end of a stream, before its last frame: the call's usage (recorded when the
-    /// upstream ended) is made durable, and the rate-limit reservation settled.
+    /// At the end of a stream, before its last frame: the call's usage and budget
+    /// settlement (made when the upstream ended) are durable, and the rate-limit
+    /// reservation settled.
     async fn settle(&mut self, used_tokens: u64) {
-        self.usage.durable().await;
+        self.gateway.durable().await;
         self.admitted
             .settle(self.limiter.as_ref(), used_tokens)
             .await;

@@ -820,8 +820,9 @@ async fn finish(
     messages: &[String],
     live: &Arc<LiveRun>,
 ) -> RunRecord {
-    // The run's model calls were journaled as they ended: durable before it is answered.
-    state.usage.durable().await;
+    // The run's model calls (usage and budget settlements) were journaled as they ended:
+    // durable before the run is answered.
+    state.gateway.durable().await;
     match state.store.finish_run(scope, &run, steps, messages).await {
         Ok(status) => {
             if status != run.status
