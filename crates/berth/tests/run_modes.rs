@@ -769,3 +769,100 @@ async fn a_panicking_run_fails_alone_and_the_next_runs_work() {
     assert_eq!((status, sync["status"].as_str()), (200, Some("succeeded")));
     server.stop().await;
 }
+
+/// Issue 14, item 24: a tenant whose stored policy no longer reads (a corrupt row) fails
+/// its own sweep only; the sweeper goes on to the tenants after it, whose expired budget
+/// holds (left by a call whose process died) are still released.
+#[tokio::test]
+async fn a_tenant_whose_policy_no_longer_reads_stalls_no_other_tenants_sweep() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.runs.lease = "1s".into();
+    })
+    .await;
+    let victim = server.create_tenant("victim").await;
+    let (_, victim_admin) = server.create_key(&victim, "admin").await;
+    // Tenants are swept in id order: the broken one must come before the victim.
+    let broken = loop {
+        let t = server.create_tenant("broken").await;
+        if t < victim {
+            break t;
+        }
+    };
+    let (_, broken_admin) = server.create_key(&broken, "admin").await;
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        server.data_dir.join("berth.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO policies (tenant_id, revision, document, updated_at) VALUES ($1, 1, '{not json', 0)",
+    )
+    .bind(&broken)
+    .execute(&db)
+    .await
+    .unwrap();
+    // A call makes the victim's budget counter; then a hold as a call whose process died
+    // leaves it, long expired.
+    let chat = json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]});
+    let r = server
+        .call(
+            "POST",
+            "/v1/chat/completions",
+            Some(&victim_admin),
+            Some(chat),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let summary = server.get("/v1/usage/summary", &victim_admin).await;
+    let counter = summary.body["budgets"][0]["counter"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sqlx::query("INSERT INTO budget_holds (tenant_id, id, budget, amount_nano, expires_at) VALUES ($1, 'hold_dead', $2, 1000000000, 0)")
+        .bind(&victim)
+        .bind(&counter)
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE budget_counters SET reserved_nano = reserved_nano + 1000000000 WHERE tenant_id = $1 AND budget = $2")
+        .bind(&victim)
+        .bind(&counter)
+        .execute(&db)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = server.get("/v1/usage/summary", &victim_admin).await;
+        if s.body["budgets"][0]["reserved_usd"].as_f64() == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the victim's expired hold was never released: {:?}",
+            s.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The broken tenant's policy really does not read, and its sweeps fail meanwhile
+    // (counted, not fatal).
+    let policy = server.get("/v1/policy", &broken_admin).await;
+    assert!(policy.status >= 500, "{} {:?}", policy.status, policy.body);
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(&server.operator_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("berth_sweep_tenant_failures_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    assert!(failures >= 1.0, "no failed sweep counted:\n{metrics}");
+}
