@@ -87,6 +87,17 @@ async fn deploy(server: &TestServer, key: &str, name: &str, model: &str, uses: &
     assert_eq!(r.status, 201, "{:?}", r.body);
 }
 
+/// This process's resident memory (the server, the mock upstreams and the test), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
 fn result_text(r: &rmcp::model::CallToolResult) -> String {
     r.content
         .iter()
@@ -863,6 +874,46 @@ async fn upstreams_that_hang_answer_garbage_or_too_much_are_contained() {
         .await
         .unwrap();
     assert_eq!(result_text(&ok), "3");
+    // Never done talking: an upstream that streams notifications as fast as it can and
+    // never answers fails at the deadline too, holding no more memory than a bounded
+    // backlog, and another tenant is served meanwhile.
+    let (_, other) = admin(&server, "bystander").await;
+    let rss_before = rss_kib();
+    let started = Instant::now();
+    let chatty = mcp
+        .peer()
+        .call_tool(call("shop__slow", json!({"ms": 60_000, "chatter": true})));
+    let bystander = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        let me = server.get("/v1/me", &other).await;
+        (me.status, t.elapsed())
+    };
+    let (chatty, (me_status, me_took)) = tokio::join!(chatty, bystander);
+    let chatty = chatty.unwrap();
+    assert_eq!(chatty.is_error, Some(true), "{chatty:?}");
+    assert!(
+        result_text(&chatty).contains("no answer within"),
+        "{chatty:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(me_status, 200);
+    assert!(me_took < Duration::from_secs(2), "{me_took:?}");
+    let grew_mib = rss_kib().saturating_sub(rss_before) / 1024;
+    let sent = shop.notifications();
+    println!("RSS grew {grew_mib} MiB while the upstream sent {sent} notifications of 1 KiB");
+    assert!(sent > 100, "the upstream hardly talked: {sent}");
+    assert!(grew_mib < 128, "RSS grew {grew_mib} MiB");
+    let ok = mcp
+        .peer()
+        .call_tool(call("shop__add", json!({"a": 2, "b": 2})))
+        .await
+        .unwrap();
+    assert_eq!(result_text(&ok), "4");
     // Too big: refused with the sizes named.
     let big = mcp
         .peer()

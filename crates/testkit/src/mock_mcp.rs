@@ -34,6 +34,8 @@ pub enum Revision {
 struct Shared {
     headers: Mutex<Vec<HeaderMap>>,
     calls: AtomicU64,
+    /// Notifications sent by `slow` with `chatter`.
+    notifications: AtomicU64,
     extra_tools: Mutex<Vec<String>>,
     peers: Mutex<Vec<Peer<RoleServer>>>,
     /// Wakes the 2026-07-28 `subscriptions/listen` streams when a tool is added.
@@ -84,7 +86,8 @@ fn tools(extra: &[String]) -> Vec<Tool> {
         ),
         Tool::new(
             "slow",
-            "Sleeps `ms` milliseconds, then answers.",
+            "Sleeps `ms` milliseconds, then answers; with `chatter`, sends log notifications \
+             of 1 KiB as fast as it can meanwhile (an upstream whose stream never ends).",
             object(any.clone()),
         ),
         Tool::new(
@@ -216,6 +219,27 @@ impl ServerHandler for Handler {
                     .unwrap_or("anonymous")
                     .to_owned(),
             ),
+            "slow" if args.get("chatter").and_then(Value::as_bool) == Some(true) => {
+                let until = tokio::time::Instant::now() + Duration::from_millis(num("ms"));
+                let line = json!("y".repeat(1024));
+                while tokio::time::Instant::now() < until {
+                    // Any notification will do: a log message is the plainest (deprecated
+                    // by the spec, still sent by servers in the wild).
+                    #[allow(deprecated)]
+                    let sent = context
+                        .peer
+                        .notify_logging_message(rmcp::model::LoggingMessageNotificationParam::new(
+                            rmcp::model::LoggingLevel::Info,
+                            line.clone(),
+                        ))
+                        .await;
+                    self.shared.notifications.fetch_add(1, Ordering::Relaxed);
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+                text("done")
+            }
             "slow" => {
                 tokio::time::sleep(Duration::from_millis(num("ms"))).await;
                 text("done")
@@ -324,6 +348,11 @@ impl MockMcp {
     /// Tool calls received.
     pub fn calls(&self) -> u64 {
         self.shared.calls.load(Ordering::Relaxed)
+    }
+
+    /// Notifications sent by the `slow` tool's `chatter`.
+    pub fn notifications(&self) -> u64 {
+        self.shared.notifications.load(Ordering::Relaxed)
     }
 
     /// Adds a tool and tells every connected client its list changed: legacy sessions by
