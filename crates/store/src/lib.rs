@@ -5,6 +5,7 @@
 //! tenant registry and the key-hash lookup that authentication uses to *obtain* a scope.
 
 mod audit_writer;
+mod backend;
 #[cfg(feature = "contract")]
 pub mod contract;
 mod error;
@@ -12,7 +13,6 @@ pub mod journal;
 pub mod model;
 pub mod poison;
 pub mod postgres;
-mod shared;
 pub mod sqlite;
 
 use async_trait::async_trait;
