@@ -68,8 +68,9 @@ async fn write_traffic(
         _ => current.previous_full,
     };
     sqlx::query(
-        "INSERT INTO agent_traffic (tenant_id, agent, split, pins, previous_full, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (tenant_id, agent) DO UPDATE SET split = excluded.split, pins = excluded.pins, \
+        "INSERT INTO agent_traffic (tenant_id, agent, split, pins, previous_full, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, agent) DO UPDATE \
+         SET split = excluded.split, pins = excluded.pins, \
          previous_full = excluded.previous_full, updated_at = excluded.updated_at",
     )
     .bind(tenant)
@@ -88,10 +89,10 @@ async fn write_traffic(
 
 async fn summaries(tx: &mut Tx, tenant: &str, only: Option<&str>) -> Result<Vec<AgentSummary>> {
     let rows = sqlx::query(
-        "SELECT a.name, a.description, a.created_at, \
-         (SELECT MAX(v.version) FROM agent_versions v WHERE v.tenant_id = a.tenant_id AND v.agent = a.name) AS latest, \
-         t.split, t.pins, t.previous_full \
-         FROM agents a LEFT JOIN agent_traffic t ON t.tenant_id = a.tenant_id AND t.agent = a.name \
+        "SELECT a.name, a.description, a.created_at, (SELECT MAX(v.version) \
+         FROM agent_versions v WHERE v.tenant_id = a.tenant_id \
+         AND v.agent = a.name) AS latest, t.split, t.pins, t.previous_full FROM agents a \
+         LEFT JOIN agent_traffic t ON t.tenant_id = a.tenant_id AND t.agent = a.name \
          WHERE a.tenant_id = $1 AND ($2 = '' OR a.name = $2) ORDER BY a.name",
     )
     .bind(tenant)
@@ -128,7 +129,8 @@ impl AgentStore for Store {
         let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
         Store::lock_agent(&mut tx, tenant, v.agent).await?;
         let existing = sqlx::query(&format!(
-            "SELECT {VERSION_COLS} FROM agent_versions WHERE tenant_id = $1 AND agent = $2 AND digest = $3"
+            "SELECT {VERSION_COLS} FROM agent_versions WHERE tenant_id = $1 AND agent = $2 \
+             AND digest = $3"
         ))
         .bind(tenant)
         .bind(v.agent)
@@ -159,8 +161,8 @@ impl AgentStore for Store {
         .await?;
         let version = latest.unwrap_or(0) + 1;
         sqlx::query(
-            "INSERT INTO agent_versions (tenant_id, agent, version, digest, manifest, bundle, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO agent_versions (tenant_id, agent, version, digest, manifest, bundle, \
+             created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(tenant)
         .bind(v.agent)
@@ -253,7 +255,8 @@ impl AgentStore for Store {
             .begin(TxKind::Tenant(scope.tenant_str()), false)
             .await?;
         let rows = sqlx::query(&format!(
-            "SELECT {VERSION_COLS} FROM agent_versions WHERE tenant_id = $1 AND agent = $2 ORDER BY version"
+            "SELECT {VERSION_COLS} FROM agent_versions WHERE tenant_id = $1 AND agent = $2 \
+             ORDER BY version"
         ))
         .bind(scope.tenant_str())
         .bind(agent)
@@ -273,7 +276,8 @@ impl AgentStore for Store {
             .begin(TxKind::Tenant(scope.tenant_str()), false)
             .await?;
         let row = sqlx::query(&format!(
-            "SELECT {VERSION_COLS} FROM agent_versions WHERE tenant_id = $1 AND agent = $2 AND version = $3"
+            "SELECT {VERSION_COLS} FROM agent_versions WHERE tenant_id = $1 AND agent = $2 \
+             AND version = $3"
         ))
         .bind(scope.tenant_str())
         .bind(agent)
@@ -304,7 +308,8 @@ impl AgentStore for Store {
         named.dedup();
         for v in named {
             let found: Option<i64> = sqlx::query_scalar(
-                "SELECT version FROM agent_versions WHERE tenant_id = $1 AND agent = $2 AND version = $3",
+                "SELECT version FROM agent_versions WHERE tenant_id = $1 AND agent = $2 \
+                 AND version = $3",
             )
             .bind(tenant)
             .bind(agent)

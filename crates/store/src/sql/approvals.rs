@@ -9,7 +9,8 @@ use berth_core::TenantScope;
 use berth_core::clock::now_ms;
 use sqlx::Row as _;
 
-const APPROVAL_COLS: &str = "id, run_id, agent, tool, call_id, arguments, key_id, status, reason, decided_by, created_at, expires_at, decided_at, started_by";
+const APPROVAL_COLS: &str = "id, run_id, agent, tool, call_id, arguments, key_id, status, \
+                             reason, decided_by, created_at, expires_at, decided_at, started_by";
 
 fn approval_from_row(r: &DbRow) -> Result<ApprovalRecord> {
     Ok(ApprovalRecord {
@@ -33,24 +34,27 @@ fn approval_from_row(r: &DbRow) -> Result<ApprovalRecord> {
 /// Inserts an approval inside the caller's transaction: a paused run's approvals commit with
 /// its checkpoint, a call approval with its audit entry.
 pub(super) async fn insert_approval(tx: &mut Tx, tenant: &str, a: &ApprovalRecord) -> Result<()> {
-    sqlx::query(&format!("INSERT INTO approvals (tenant_id, {APPROVAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"))
-        .bind(tenant)
-        .bind(&a.id)
-        .bind(a.run_id.as_deref())
-        .bind(&a.agent)
-        .bind(&a.tool)
-        .bind(&a.call_id)
-        .bind(&a.arguments)
-        .bind(a.key_id.as_deref())
-        .bind(&a.status)
-        .bind(a.reason.as_deref())
-        .bind(a.decided_by.as_deref())
-        .bind(a.created_at_ms)
-        .bind(a.expires_at_ms)
-        .bind(a.decided_at_ms)
-        .bind(a.started_by.as_deref())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO approvals (tenant_id, {APPROVAL_COLS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    ))
+    .bind(tenant)
+    .bind(&a.id)
+    .bind(a.run_id.as_deref())
+    .bind(&a.agent)
+    .bind(&a.tool)
+    .bind(&a.call_id)
+    .bind(&a.arguments)
+    .bind(a.key_id.as_deref())
+    .bind(&a.status)
+    .bind(a.reason.as_deref())
+    .bind(a.decided_by.as_deref())
+    .bind(a.created_at_ms)
+    .bind(a.expires_at_ms)
+    .bind(a.decided_at_ms)
+    .bind(a.started_by.as_deref())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -122,7 +126,7 @@ pub(super) async fn decide_approval(
     let mut tx = store.begin(TxKind::Tenant(tenant), true).await?;
     let done = sqlx::query(
         "UPDATE approvals SET status = $1, reason = $2, decided_by = $3, decided_at = $4 \
-                            WHERE tenant_id = $5 AND id = $6 AND status = 'pending'",
+         WHERE tenant_id = $5 AND id = $6 AND status = 'pending'",
     )
     .bind(status)
     .bind(reason)
@@ -144,17 +148,23 @@ pub(super) async fn decide_approval(
     .await?;
     let approval = approval_from_row(&row)?;
     if let Some(run_id) = approval.run_id.as_deref() {
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE tenant_id = $1 AND run_id = $2 AND status = 'pending'")
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM approvals WHERE tenant_id = $1 AND run_id = $2 \
+             AND status = 'pending'",
+        )
+        .bind(tenant)
+        .bind(run_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending == 0 {
+            sqlx::query(
+                "UPDATE runs SET status = 'queued' WHERE tenant_id = $1 AND id = $2 \
+                 AND status = 'waiting_approval'",
+            )
             .bind(tenant)
             .bind(run_id)
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-        if pending == 0 {
-            sqlx::query("UPDATE runs SET status = 'queued' WHERE tenant_id = $1 AND id = $2 AND status = 'waiting_approval'")
-                .bind(tenant)
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
         }
     }
     append_in_tx(&mut tx, tenant, audit).await?;
@@ -170,11 +180,14 @@ pub(super) async fn expired_approvals(
     let mut tx = store
         .begin(TxKind::Tenant(scope.tenant_str()), false)
         .await?;
-    let rows = sqlx::query(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE tenant_id = $1 AND status = 'pending' AND expires_at < $2 ORDER BY expires_at"))
-        .bind(scope.tenant_str())
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {APPROVAL_COLS} FROM approvals WHERE tenant_id = $1 AND status = 'pending' \
+         AND expires_at < $2 ORDER BY expires_at"
+    ))
+    .bind(scope.tenant_str())
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     rows.iter().map(approval_from_row).collect()
 }
@@ -222,11 +235,14 @@ pub(super) async fn use_call_approval(
         return Ok(None);
     };
     // The status guard makes two concurrent uses of one approval end with one winner.
-    let done = sqlx::query("UPDATE approvals SET status = 'used' WHERE tenant_id = $1 AND id = $2 AND status = 'approved'")
-        .bind(tenant)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE approvals SET status = 'used' WHERE tenant_id = $1 AND id = $2 \
+         AND status = 'approved'",
+    )
+    .bind(tenant)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?;
     if done.rows_affected() == 0 {
         return Ok(None);
     }

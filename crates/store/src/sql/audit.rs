@@ -55,7 +55,7 @@ async fn append_many_in_tx(tx: &mut Tx, tenant: &str, entries: &[NewEntry]) -> R
     };
     let stored = chain_after(tenant, &head, entries);
     for chunk in stored.chunks(INSERT_ROWS) {
-        insert_audit_rows(&mut **tx, tenant, chunk).await?;
+        insert_audit_rows(tx, tenant, chunk).await?;
     }
     Ok(stored)
 }
@@ -68,7 +68,8 @@ pub(crate) async fn insert_audit_rows(
     rows: &[Entry],
 ) -> std::result::Result<(), sqlx::Error> {
     let mut qb = sqlx::QueryBuilder::<Db>::new(
-        "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, details, prev_hash, hash) ",
+        "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, details, prev_hash, \
+         hash) ",
     );
     qb.push_values(rows, |mut b, e| {
         b.push_bind(tenant)

@@ -27,17 +27,23 @@ impl BudgetStore for Store {
             let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
             let mut amount = want.max(floor);
             for b in budgets {
-                sqlx::query("INSERT INTO budget_counters (tenant_id, budget) VALUES ($1, $2) ON CONFLICT (tenant_id, budget) DO NOTHING")
+                sqlx::query(
+                    "INSERT INTO budget_counters (tenant_id, budget) VALUES ($1, $2) \
+                     ON CONFLICT (tenant_id, budget) DO NOTHING",
+                )
+                .bind(tenant)
+                .bind(&b.budget)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(limit) = b.limit_nano {
+                    let row = sqlx::query(
+                        "SELECT spent_nano, reserved_nano FROM budget_counters \
+                         WHERE tenant_id = $1 AND budget = $2",
+                    )
                     .bind(tenant)
                     .bind(&b.budget)
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
-                if let Some(limit) = b.limit_nano {
-                    let row = sqlx::query("SELECT spent_nano, reserved_nano FROM budget_counters WHERE tenant_id = $1 AND budget = $2")
-                        .bind(tenant)
-                        .bind(&b.budget)
-                        .fetch_one(&mut *tx)
-                        .await?;
                     let spent: i64 = row.try_get("spent_nano")?;
                     let reserved: i64 = row.try_get("reserved_nano")?;
                     amount = amount.min(limit - spent - reserved);
@@ -48,26 +54,32 @@ impl BudgetStore for Store {
             }
             let mut lost_race = false;
             for b in budgets {
-                let done = sqlx::query("UPDATE budget_counters SET reserved_nano = reserved_nano + $1 \
-                                        WHERE tenant_id = $2 AND budget = $3 AND ($4 < 0 OR spent_nano + reserved_nano + $1 <= $4)")
-                    .bind(amount)
-                    .bind(tenant)
-                    .bind(&b.budget)
-                    .bind(b.limit_nano.unwrap_or(-1))
-                    .execute(&mut *tx)
-                    .await?;
+                let done = sqlx::query(
+                    "UPDATE budget_counters SET reserved_nano = reserved_nano + $1 \
+                     WHERE tenant_id = $2 AND budget = $3 AND ($4 < 0 \
+                     OR spent_nano + reserved_nano + $1 <= $4)",
+                )
+                .bind(amount)
+                .bind(tenant)
+                .bind(&b.budget)
+                .bind(b.limit_nano.unwrap_or(-1))
+                .execute(&mut *tx)
+                .await?;
                 if done.rows_affected() == 0 {
                     lost_race = true;
                     break;
                 }
-                sqlx::query("INSERT INTO budget_holds (tenant_id, id, budget, amount_nano, expires_at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(tenant)
-                    .bind(hold_id)
-                    .bind(&b.budget)
-                    .bind(amount)
-                    .bind(expires_at_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO budget_holds (tenant_id, id, budget, amount_nano, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(tenant)
+                .bind(hold_id)
+                .bind(&b.budget)
+                .bind(amount)
+                .bind(expires_at_ms)
+                .execute(&mut *tx)
+                .await?;
             }
             if lost_race {
                 tx.rollback().await?;
@@ -88,36 +100,48 @@ impl BudgetStore for Store {
     ) -> Result<Vec<Settled>> {
         let tenant = scope.tenant_str();
         let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
-        let first = sqlx::query("INSERT INTO budget_settlements (tenant_id, id, settled_at) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, id) DO NOTHING")
-            .bind(tenant)
-            .bind(hold_id)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        let first = sqlx::query(
+            "INSERT INTO budget_settlements (tenant_id, id, settled_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(hold_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         if first.rows_affected() == 0 {
             return Ok(Vec::new()); // settled before (a retry whose answer was lost)
         }
-        let holds = sqlx::query("DELETE FROM budget_holds WHERE tenant_id = $1 AND id = $2 RETURNING budget, amount_nano")
-            .bind(tenant)
-            .bind(hold_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let holds = sqlx::query(
+            "DELETE FROM budget_holds WHERE tenant_id = $1 AND id = $2 \
+             RETURNING budget, amount_nano",
+        )
+        .bind(tenant)
+        .bind(hold_id)
+        .fetch_all(&mut *tx)
+        .await?;
         if holds.is_empty() {
             // The hold expired (and gave its room back) before the call ended: the
             // spend is still the tenant's.
             let mut out = Vec::with_capacity(budgets.len());
             for budget in budgets {
-                sqlx::query("INSERT INTO budget_counters (tenant_id, budget) VALUES ($1, $2) ON CONFLICT (tenant_id, budget) DO NOTHING")
-                    .bind(tenant)
-                    .bind(budget)
-                    .execute(&mut *tx)
-                    .await?;
-                let after: i64 = sqlx::query_scalar("UPDATE budget_counters SET spent_nano = spent_nano + $1 WHERE tenant_id = $2 AND budget = $3 RETURNING spent_nano")
-                    .bind(actual)
-                    .bind(tenant)
-                    .bind(budget)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO budget_counters (tenant_id, budget) VALUES ($1, $2) \
+                     ON CONFLICT (tenant_id, budget) DO NOTHING",
+                )
+                .bind(tenant)
+                .bind(budget)
+                .execute(&mut *tx)
+                .await?;
+                let after: i64 = sqlx::query_scalar(
+                    "UPDATE budget_counters SET spent_nano = spent_nano + $1 \
+                     WHERE tenant_id = $2 AND budget = $3 RETURNING spent_nano",
+                )
+                .bind(actual)
+                .bind(tenant)
+                .bind(budget)
+                .fetch_one(&mut *tx)
+                .await?;
                 out.push(Settled {
                     budget: budget.clone(),
                     spent_before_nano: after - actual,
@@ -131,14 +155,17 @@ impl BudgetStore for Store {
         for h in &holds {
             let budget: String = h.try_get("budget")?;
             let amount: i64 = h.try_get("amount_nano")?;
-            let after: i64 = sqlx::query_scalar("UPDATE budget_counters SET reserved_nano = reserved_nano - $1, spent_nano = spent_nano + $2 \
-                                                 WHERE tenant_id = $3 AND budget = $4 RETURNING spent_nano")
-                .bind(amount)
-                .bind(actual)
-                .bind(tenant)
-                .bind(&budget)
-                .fetch_one(&mut *tx)
-                .await?;
+            let after: i64 = sqlx::query_scalar(
+                "UPDATE budget_counters SET reserved_nano = reserved_nano - $1, \
+                 spent_nano = spent_nano + $2 WHERE tenant_id = $3 AND budget = $4 \
+                 RETURNING spent_nano",
+            )
+            .bind(amount)
+            .bind(actual)
+            .bind(tenant)
+            .bind(&budget)
+            .fetch_one(&mut *tx)
+            .await?;
             out.push(Settled {
                 budget,
                 spent_before_nano: after - actual,
@@ -151,12 +178,15 @@ impl BudgetStore for Store {
 
     async fn init_budget(&self, scope: &TenantScope, budget: &str, spent: i64) -> Result<()> {
         let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
-        sqlx::query("INSERT INTO budget_counters (tenant_id, budget, spent_nano) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, budget) DO NOTHING")
-            .bind(scope.tenant_str())
-            .bind(budget)
-            .bind(spent)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO budget_counters (tenant_id, budget, spent_nano) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, budget) DO NOTHING",
+        )
+        .bind(scope.tenant_str())
+        .bind(budget)
+        .bind(spent)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -170,18 +200,24 @@ impl BudgetStore for Store {
             .bind(now - 86_400_000)
             .execute(&mut *tx)
             .await?;
-        let holds = sqlx::query("DELETE FROM budget_holds WHERE tenant_id = $1 AND expires_at < $2 RETURNING budget, amount_nano")
-            .bind(tenant)
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?;
+        let holds = sqlx::query(
+            "DELETE FROM budget_holds WHERE tenant_id = $1 AND expires_at < $2 \
+             RETURNING budget, amount_nano",
+        )
+        .bind(tenant)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
         for h in &holds {
-            sqlx::query("UPDATE budget_counters SET reserved_nano = reserved_nano - $1 WHERE tenant_id = $2 AND budget = $3")
-                .bind(h.try_get::<i64, _>("amount_nano")?)
-                .bind(tenant)
-                .bind(h.try_get::<String, _>("budget")?)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE budget_counters SET reserved_nano = reserved_nano - $1 \
+                 WHERE tenant_id = $2 AND budget = $3",
+            )
+            .bind(h.try_get::<i64, _>("amount_nano")?)
+            .bind(tenant)
+            .bind(h.try_get::<String, _>("budget")?)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(holds.len() as u64)
@@ -197,11 +233,14 @@ impl BudgetStore for Store {
             .await?;
         let mut out = Vec::with_capacity(budgets.len());
         for b in budgets {
-            let row = sqlx::query("SELECT spent_nano, reserved_nano FROM budget_counters WHERE tenant_id = $1 AND budget = $2")
-                .bind(scope.tenant_str())
-                .bind(b)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row = sqlx::query(
+                "SELECT spent_nano, reserved_nano FROM budget_counters \
+                 WHERE tenant_id = $1 AND budget = $2",
+            )
+            .bind(scope.tenant_str())
+            .bind(b)
+            .fetch_optional(&mut *tx)
+            .await?;
             out.push(match row {
                 Some(r) => BudgetState {
                     spent_nano: r.try_get("spent_nano")?,

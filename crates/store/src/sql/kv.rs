@@ -34,15 +34,18 @@ impl KvStore for Store {
         value: &[u8],
     ) -> Result<()> {
         let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
-        sqlx::query("INSERT INTO agent_kv (tenant_id, agent, key, value, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (tenant_id, agent, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
-            .bind(scope.tenant_str())
-            .bind(agent)
-            .bind(key)
-            .bind(value)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO agent_kv (tenant_id, agent, key, value, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, agent, key) DO UPDATE \
+             SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(scope.tenant_str())
+        .bind(agent)
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -72,7 +75,8 @@ impl KvStore for Store {
             ("run_steps", "data"),
         ] {
             let n: i64 = sqlx::query_scalar(&format!(
-                "SELECT CAST(COALESCE(SUM(octet_length({col})), 0) AS BIGINT) FROM {table} WHERE tenant_id = $1"
+                "SELECT CAST(COALESCE(SUM(octet_length({col})), 0) AS BIGINT) FROM {table} \
+                 WHERE tenant_id = $1"
             ))
             .bind(scope.tenant_str())
             .fetch_one(&mut *tx)
@@ -92,12 +96,15 @@ impl KvStore for Store {
         let mut tx = self
             .begin(TxKind::Tenant(scope.tenant_str()), false)
             .await?;
-        let v: Option<Option<Vec<u8>>> = sqlx::query_scalar("SELECT bundle FROM agent_versions WHERE tenant_id = $1 AND agent = $2 AND version = $3")
-            .bind(scope.tenant_str())
-            .bind(agent)
-            .bind(version)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let v: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "SELECT bundle FROM agent_versions WHERE tenant_id = $1 AND agent = $2 \
+             AND version = $3",
+        )
+        .bind(scope.tenant_str())
+        .bind(agent)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(v.flatten())
     }

@@ -24,7 +24,8 @@ fn mcp_server_from_row(r: &DbRow) -> Result<McpServerRecord> {
     })
 }
 
-const MCP_SERVER_COLS: &str = "name, url, headers, tools, status, protocol_version, last_error, checked_at, created_at, updated_at, registered_role";
+const MCP_SERVER_COLS: &str = "name, url, headers, tools, status, protocol_version, \
+                               last_error, checked_at, created_at, updated_at, registered_role";
 
 #[async_trait]
 impl McpServerStore for Store {
@@ -36,11 +37,13 @@ impl McpServerStore for Store {
     ) -> Result<()> {
         let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
         sqlx::query(&format!(
-            "INSERT INTO mcp_servers (tenant_id, {MCP_SERVER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (tenant_id, name) DO UPDATE SET url = excluded.url, headers = excluded.headers, \
-             registered_role = excluded.registered_role, \
-             tools = excluded.tools, status = excluded.status, protocol_version = excluded.protocol_version, \
-             last_error = excluded.last_error, checked_at = excluded.checked_at, updated_at = excluded.updated_at"
+            "INSERT INTO mcp_servers (tenant_id, {MCP_SERVER_COLS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET url = excluded.url, \
+             headers = excluded.headers, registered_role = excluded.registered_role, \
+             tools = excluded.tools, status = excluded.status, \
+             protocol_version = excluded.protocol_version, last_error = excluded.last_error, \
+             checked_at = excluded.checked_at, updated_at = excluded.updated_at"
         ))
         .bind(scope.tenant_str())
         .bind(&m.name)

@@ -56,10 +56,10 @@ impl PolicyStore for Store {
         // The WHERE on the update makes a concurrent writer that read the same
         // revision lose instead of silently overwriting.
         let done = sqlx::query(
-            "INSERT INTO policies (tenant_id, revision, document, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tenant_id) DO UPDATE SET revision = excluded.revision, \
-             document = excluded.document, updated_at = excluded.updated_at \
-             WHERE policies.revision = $5",
+            "INSERT INTO policies (tenant_id, revision, document, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO UPDATE \
+             SET revision = excluded.revision, document = excluded.document, \
+             updated_at = excluded.updated_at WHERE policies.revision = $5",
         )
         .bind(scope.tenant_str())
         .bind(revision)

@@ -32,10 +32,11 @@ impl ProviderStore for Store {
     ) -> Result<()> {
         let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
         sqlx::query(
-            "INSERT INTO providers (tenant_id, name, kind, base_url, api_key_secret, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, name) DO UPDATE SET \
-             kind = excluded.kind, base_url = excluded.base_url, \
-             api_key_secret = excluded.api_key_secret, updated_at = excluded.updated_at",
+            "INSERT INTO providers (tenant_id, name, kind, base_url, api_key_secret, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET kind = excluded.kind, \
+             base_url = excluded.base_url, api_key_secret = excluded.api_key_secret, \
+             updated_at = excluded.updated_at",
         )
         .bind(scope.tenant_str())
         .bind(&p.name)

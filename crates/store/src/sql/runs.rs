@@ -17,7 +17,8 @@ use berth_core::TenantScope;
 use berth_core::clock::now_ms;
 use sqlx::Row as _;
 
-const RUN_COLS: &str = "id, agent, version, thread_id, key_id, status, output, error, usage, created_at, finished_at, request, checkpoint, lease_until, started_by";
+const RUN_COLS: &str = "id, agent, version, thread_id, key_id, status, output, error, usage, \
+                        created_at, finished_at, request, checkpoint, lease_until, started_by";
 
 fn run_from_row(r: &DbRow) -> Result<RunRecord> {
     Ok(RunRecord {
@@ -41,16 +42,18 @@ fn run_from_row(r: &DbRow) -> Result<RunRecord> {
 
 async fn insert_steps(tx: &mut Tx, tenant: &str, run_id: &str, steps: &[RunStep]) -> Result<()> {
     for s in steps {
-        sqlx::query("INSERT INTO run_steps (tenant_id, run_id, seq, kind, at, data) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (tenant_id, run_id, seq) DO NOTHING")
-            .bind(tenant)
-            .bind(run_id)
-            .bind(s.seq)
-            .bind(&s.kind)
-            .bind(s.at_ms)
-            .bind(&s.data)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO run_steps (tenant_id, run_id, seq, kind, at, data) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, run_id, seq) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(run_id)
+        .bind(s.seq)
+        .bind(&s.kind)
+        .bind(s.at_ms)
+        .bind(&s.data)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -70,25 +73,28 @@ async fn fetch_run(tx: &mut Tx, tenant: &str, id: &str) -> Result<Option<RunReco
 impl RunStore for Store {
     async fn insert_run(&self, scope: &TenantScope, r: &RunRecord) -> Result<()> {
         let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
-        sqlx::query(&format!("INSERT INTO runs (tenant_id, {RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"))
-            .bind(scope.tenant_str())
-            .bind(&r.id)
-            .bind(&r.agent)
-            .bind(r.version)
-            .bind(r.thread_id.as_deref())
-            .bind(r.key_id.as_deref())
-            .bind(&r.status)
-            .bind(r.output.as_deref())
-            .bind(r.error.as_deref())
-            .bind(&r.usage)
-            .bind(r.created_at_ms)
-            .bind(r.finished_at_ms)
-            .bind(r.request.as_deref())
-            .bind(r.checkpoint.as_deref())
-            .bind(r.lease_until_ms)
-            .bind(r.started_by.as_deref())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO runs (tenant_id, {RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .bind(scope.tenant_str())
+        .bind(&r.id)
+        .bind(&r.agent)
+        .bind(r.version)
+        .bind(r.thread_id.as_deref())
+        .bind(r.key_id.as_deref())
+        .bind(&r.status)
+        .bind(r.output.as_deref())
+        .bind(r.error.as_deref())
+        .bind(&r.usage)
+        .bind(r.created_at_ms)
+        .bind(r.finished_at_ms)
+        .bind(r.request.as_deref())
+        .bind(r.checkpoint.as_deref())
+        .bind(r.lease_until_ms)
+        .bind(r.started_by.as_deref())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -101,12 +107,15 @@ impl RunStore for Store {
     ) -> Result<Option<RunRecord>> {
         let tenant = scope.tenant_str();
         let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
-        let done = sqlx::query("UPDATE runs SET status = 'running', lease_until = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'queued'")
-            .bind(lease_until_ms)
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'running', lease_until = $1 \
+             WHERE tenant_id = $2 AND id = $3 AND status = 'queued'",
+        )
+        .bind(lease_until_ms)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let run = if done.rows_affected() == 1 {
             fetch_run(&mut tx, tenant, id).await?
         } else {
@@ -126,14 +135,17 @@ impl RunStore for Store {
     ) -> Result<()> {
         let tenant = scope.tenant_str();
         let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
-        let renewed = sqlx::query("UPDATE runs SET lease_until = $1, usage = $2 WHERE tenant_id = $3 AND id = $4 AND status = 'running'")
-            .bind(lease_until_ms)
-            .bind(usage)
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let renewed = sqlx::query(
+            "UPDATE runs SET lease_until = $1, usage = $2 WHERE tenant_id = $3 AND id = $4 \
+             AND status = 'running'",
+        )
+        .bind(lease_until_ms)
+        .bind(usage)
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if renewed > 0 {
             insert_steps(&mut tx, tenant, id, steps).await?;
         }
@@ -152,19 +164,21 @@ impl RunStore for Store {
         let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
         // A cancel that landed while the run was finishing wins: the caller asked
         // for it, and was told so.
-        sqlx::query("UPDATE runs SET status = CASE WHEN status = 'cancelled' THEN status ELSE $1 END, \
-                     output = $2, error = CASE WHEN status = 'cancelled' THEN error ELSE $3 END, usage = $4, \
-                     finished_at = COALESCE(finished_at, $5), checkpoint = NULL, lease_until = NULL \
-                     WHERE tenant_id = $6 AND id = $7")
-            .bind(&r.status)
-            .bind(r.output.as_deref())
-            .bind(r.error.as_deref())
-            .bind(&r.usage)
-            .bind(r.finished_at_ms)
-            .bind(tenant)
-            .bind(&r.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET status = CASE WHEN status = 'cancelled' THEN status ELSE $1 END, \
+             output = $2, error = CASE WHEN status = 'cancelled' THEN error ELSE $3 END, \
+             usage = $4, finished_at = COALESCE(finished_at, $5), checkpoint = NULL, \
+             lease_until = NULL WHERE tenant_id = $6 AND id = $7",
+        )
+        .bind(&r.status)
+        .bind(r.output.as_deref())
+        .bind(r.error.as_deref())
+        .bind(&r.usage)
+        .bind(r.finished_at_ms)
+        .bind(tenant)
+        .bind(&r.id)
+        .execute(&mut *tx)
+        .await?;
         insert_steps(&mut tx, tenant, &r.id, steps).await?;
         if let Some(thread) = &r.thread_id {
             threads::append_messages(&mut tx, tenant, thread, thread_messages).await?;
@@ -188,14 +202,16 @@ impl RunStore for Store {
     ) -> Result<bool> {
         let tenant = scope.tenant_str();
         let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
-        let done = sqlx::query("UPDATE runs SET status = 'waiting_approval', checkpoint = $1, usage = $2, lease_until = NULL \
-                                WHERE tenant_id = $3 AND id = $4 AND status = 'running'")
-            .bind(r.checkpoint.as_deref())
-            .bind(&r.usage)
-            .bind(tenant)
-            .bind(&r.id)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'waiting_approval', checkpoint = $1, usage = $2, \
+             lease_until = NULL WHERE tenant_id = $3 AND id = $4 AND status = 'running'",
+        )
+        .bind(r.checkpoint.as_deref())
+        .bind(&r.usage)
+        .bind(tenant)
+        .bind(&r.id)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
@@ -215,15 +231,23 @@ impl RunStore for Store {
     ) -> Result<Option<(RunRecord, bool)>> {
         let tenant = scope.tenant_str();
         let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
-        let error = serde_json::json!({"type": "cancelled", "code": "cancelled", "message": "the run was cancelled"}).to_string();
-        let done = sqlx::query("UPDATE runs SET status = 'cancelled', error = $1, finished_at = $2, checkpoint = NULL, lease_until = NULL \
-                                WHERE tenant_id = $3 AND id = $4 AND status IN ('queued', 'running', 'waiting_approval')")
-            .bind(&error)
-            .bind(now_ms())
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let error = serde_json::json!({
+            "type": "cancelled",
+            "code": "cancelled",
+            "message": "the run was cancelled",
+        })
+        .to_string();
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'cancelled', error = $1, finished_at = $2, \
+             checkpoint = NULL, lease_until = NULL WHERE tenant_id = $3 AND id = $4 \
+             AND status IN ('queued', 'running', 'waiting_approval')",
+        )
+        .bind(&error)
+        .bind(now_ms())
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let changed = done.rows_affected() == 1;
         if changed {
             approvals::cancel_pending(&mut tx, tenant, id).await?;
@@ -238,11 +262,14 @@ impl RunStore for Store {
         let mut tx = self
             .begin(TxKind::Tenant(scope.tenant_str()), false)
             .await?;
-        let rows = sqlx::query(&format!("SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND status = 'queued' ORDER BY created_at, id LIMIT $2"))
-            .bind(scope.tenant_str())
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND status = 'queued' \
+             ORDER BY created_at, id LIMIT $2"
+        ))
+        .bind(scope.tenant_str())
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         rows.iter().map(run_from_row).collect()
     }
@@ -256,8 +283,9 @@ impl RunStore for Store {
         let tenant = scope.tenant_str();
         let mut tx = self.begin(TxKind::Tenant(tenant), true).await?;
         let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE runs SET status = 'failed', error = $1, finished_at = $2, lease_until = NULL, checkpoint = NULL \
-             WHERE tenant_id = $3 AND status = 'running' AND (lease_until IS NULL OR lease_until < $2) RETURNING id",
+            "UPDATE runs SET status = 'failed', error = $1, finished_at = $2, \
+             lease_until = NULL, checkpoint = NULL WHERE tenant_id = $3 AND status = 'running' \
+             AND (lease_until IS NULL OR lease_until < $2) RETURNING id",
         )
         .bind(error)
         .bind(now)
@@ -288,11 +316,10 @@ impl RunStore for Store {
         // Newest first; the cursor is "<created_at>:<id>" of the last one seen.
         let (c_at, c_id) = newest_first_cursor(page);
         let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 \
-             AND ($2 = '' OR agent = $2) AND ($3 = '' OR status = $3) AND ($4 = '' OR thread_id = $4) \
-             AND created_at >= $5 AND ($6 = '' OR key_id = $6) \
-             AND (created_at < $7 OR (created_at = $7 AND id < $8)) \
-             ORDER BY created_at DESC, id DESC LIMIT $9"
+            "SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND ($2 = '' OR agent = $2) \
+             AND ($3 = '' OR status = $3) AND ($4 = '' OR thread_id = $4) AND created_at >= $5 \
+             AND ($6 = '' OR key_id = $6) AND (created_at < $7 OR (created_at = $7 \
+             AND id < $8)) ORDER BY created_at DESC, id DESC LIMIT $9"
         ))
         .bind(scope.tenant_str())
         .bind(f.agent.as_deref().unwrap_or(""))
@@ -316,11 +343,14 @@ impl RunStore for Store {
         let mut tx = self
             .begin(TxKind::Tenant(scope.tenant_str()), false)
             .await?;
-        let rows = sqlx::query("SELECT seq, kind, at, data FROM run_steps WHERE tenant_id = $1 AND run_id = $2 ORDER BY seq")
-            .bind(scope.tenant_str())
-            .bind(run_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, kind, at, data FROM run_steps WHERE tenant_id = $1 AND run_id = $2 \
+             ORDER BY seq",
+        )
+        .bind(scope.tenant_str())
+        .bind(run_id)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         rows.iter()
             .map(|r| {

@@ -61,8 +61,8 @@ impl SecretStore for Store {
     ) -> Result<()> {
         let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
         sqlx::query(
-            "INSERT INTO secrets (tenant_id, name, nonce, ciphertext, created_at, updated_at, binding, writer_role) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            "INSERT INTO secrets (tenant_id, name, nonce, ciphertext, created_at, updated_at, \
+             binding, writer_role) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (tenant_id, name) DO UPDATE SET nonce = excluded.nonce, \
              ciphertext = excluded.ciphertext, updated_at = excluded.updated_at, \
              binding = excluded.binding, writer_role = excluded.writer_role",
@@ -87,8 +87,8 @@ impl SecretStore for Store {
             .begin(TxKind::Tenant(scope.tenant_str()), false)
             .await?;
         let row = sqlx::query(
-            "SELECT name, nonce, ciphertext, binding, writer_role, created_at, updated_at FROM secrets \
-             WHERE tenant_id = $1 AND name = $2",
+            "SELECT name, nonce, ciphertext, binding, writer_role, created_at, updated_at \
+             FROM secrets WHERE tenant_id = $1 AND name = $2",
         )
         .bind(scope.tenant_str())
         .bind(name)

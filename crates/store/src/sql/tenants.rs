@@ -48,7 +48,8 @@ impl TenantRegistry for Store {
             .begin(TxKind::OperatorOn(tenant.id.as_str()), true)
             .await?;
         sqlx::query(
-            "INSERT INTO tenants (id, name, plan, suspended, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tenants (id, name, plan, suspended, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(tenant.id.as_str())
         .bind(&tenant.name)
@@ -184,8 +185,8 @@ impl KeyStore for Store {
     ) -> Result<ApiKey> {
         let mut tx = self.begin(TxKind::Tenant(scope.tenant_str()), true).await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO api_keys (id, tenant_id, name, role, agent, prefix, expires_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLS}"
+            "INSERT INTO api_keys (id, tenant_id, name, role, agent, prefix, expires_at, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLS}"
         ))
         .bind(&key.id)
         .bind(scope.tenant_str())

@@ -18,14 +18,17 @@ pub(super) async fn create_thread(
     let mut tx = store
         .begin(TxKind::Tenant(scope.tenant_str()), true)
         .await?;
-    sqlx::query("INSERT INTO threads (tenant_id, id, agent, version, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(scope.tenant_str())
-        .bind(&t.id)
-        .bind(&t.agent)
-        .bind(t.version)
-        .bind(t.created_at_ms)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO threads (tenant_id, id, agent, version, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(scope.tenant_str())
+    .bind(&t.id)
+    .bind(&t.agent)
+    .bind(t.version)
+    .bind(t.created_at_ms)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -19,8 +19,9 @@ impl UsageStore for Store {
         // Chunks keep each statement under the drivers' bind-parameter limits.
         for chunk in events.chunks(500) {
             let mut qb = sqlx::QueryBuilder::<Db>::new(
-                "INSERT INTO usage_events (tenant_id, id, at, kind, key_id, agent, tags, provider, model, \
-                 input_tokens, output_tokens, cached_input_tokens, cost_nano, latency_ms, status, streamed, estimated, run_id, agent_version) ",
+                "INSERT INTO usage_events (tenant_id, id, at, kind, key_id, agent, tags, \
+                 provider, model, input_tokens, output_tokens, cached_input_tokens, cost_nano, \
+                 latency_ms, status, streamed, estimated, run_id, agent_version) ",
             );
             qb.push_values(chunk, |mut b, e| {
                 b.push_bind(scope.tenant_str())
@@ -76,8 +77,8 @@ impl UsageStore for Store {
                 continue;
             }
             let mut up = sqlx::QueryBuilder::<Db>::new(
-                "INSERT INTO usage_rollups (tenant_id, minute, kind, key_id, agent, provider, model, \
-                 events, input_tokens, output_tokens, cost_nano, latency_ms) ",
+                "INSERT INTO usage_rollups (tenant_id, minute, kind, key_id, agent, provider, \
+                 model, events, input_tokens, output_tokens, cost_nano, latency_ms) ",
             );
             up.push_values(groups.iter(), |mut b, (k, v)| {
                 b.push_bind(scope.tenant_str())
@@ -94,8 +95,8 @@ impl UsageStore for Store {
                     .push_bind(v[4]);
             });
             up.push(
-                " ON CONFLICT (tenant_id, minute, kind, key_id, agent, provider, model) DO UPDATE SET \
-                 events = usage_rollups.events + excluded.events, \
+                " ON CONFLICT (tenant_id, minute, kind, key_id, agent, provider, model) \
+                 DO UPDATE SET events = usage_rollups.events + excluded.events, \
                  input_tokens = usage_rollups.input_tokens + excluded.input_tokens, \
                  output_tokens = usage_rollups.output_tokens + excluded.output_tokens, \
                  cost_nano = usage_rollups.cost_nano + excluded.cost_nano, \
