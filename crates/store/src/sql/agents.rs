@@ -13,6 +13,8 @@ use berth_core::TenantScope;
 use berth_core::clock::now_ms;
 use sqlx::Row as _;
 
+/// The split and pins are stored as JSON text (one column each, read whole); text that
+/// does not parse is corruption.
 fn traffic_from_row(r: &DbRow) -> Result<Traffic> {
     let split: String = r.try_get("split")?;
     let pins: String = r.try_get("pins")?;
@@ -25,6 +27,7 @@ fn traffic_from_row(r: &DbRow) -> Result<Traffic> {
     })
 }
 
+/// A row of [`VERSION_COLS`]; the bundle is left out, it is read only to run a component.
 fn version_from_row(r: &DbRow) -> Result<AgentVersion> {
     Ok(AgentVersion {
         agent: r.try_get("agent")?,
@@ -36,6 +39,7 @@ fn version_from_row(r: &DbRow) -> Result<AgentVersion> {
     })
 }
 
+/// A version's columns, without the bundle (large, and wanted only by `version_bundle`).
 const VERSION_COLS: &str = "agent, version, digest, manifest, created_at, created_by";
 
 /// Writes the traffic of `agent` inside `tx`, remembering which version held all of
@@ -87,6 +91,8 @@ async fn write_traffic(
     })
 }
 
+/// Agents with their latest version and traffic, all of them or only `only`, in one
+/// statement, so a listing is one read however many agents there are.
 async fn summaries(tx: &mut Tx, tenant: &str, only: Option<&str>) -> Result<Vec<AgentSummary>> {
     let rows = sqlx::query(
         "SELECT a.name, a.description, a.created_at, (SELECT MAX(v.version) \

@@ -9,9 +9,11 @@ use berth_core::TenantScope;
 use berth_core::clock::now_ms;
 use sqlx::Row as _;
 
+/// An approval's columns, in the order `insert_approval` binds them.
 const APPROVAL_COLS: &str = "id, run_id, agent, tool, call_id, arguments, key_id, status, \
                              reason, decided_by, created_at, expires_at, decided_at, started_by";
 
+/// A row of [`APPROVAL_COLS`].
 fn approval_from_row(r: &DbRow) -> Result<ApprovalRecord> {
     Ok(ApprovalRecord {
         id: r.try_get("id")?,
@@ -58,6 +60,7 @@ pub(super) async fn insert_approval(tx: &mut Tx, tenant: &str, a: &ApprovalRecor
     Ok(())
 }
 
+/// `RunStore::get_approval`.
 pub(super) async fn get_approval(
     store: &Store,
     scope: &TenantScope,
@@ -77,6 +80,7 @@ pub(super) async fn get_approval(
     row.as_ref().map(approval_from_row).transpose()
 }
 
+/// `RunStore::list_approvals`: newest first, filtered by status, agent and run.
 pub(super) async fn list_approvals(
     store: &Store,
     scope: &TenantScope,
@@ -113,6 +117,8 @@ pub(super) async fn list_approvals(
     }))
 }
 
+/// `RunStore::decide_approval`: the decision, the run queued again once it waits for
+/// nothing else, and the audit entry commit together.
 pub(super) async fn decide_approval(
     store: &Store,
     scope: &TenantScope,
@@ -172,6 +178,7 @@ pub(super) async fn decide_approval(
     Ok(Some(approval))
 }
 
+/// `RunStore::expired_approvals`, soonest expired first.
 pub(super) async fn expired_approvals(
     store: &Store,
     scope: &TenantScope,
@@ -192,6 +199,7 @@ pub(super) async fn expired_approvals(
     rows.iter().map(approval_from_row).collect()
 }
 
+/// `RunStore::create_call_approval`.
 pub(super) async fn create_call_approval(
     store: &Store,
     scope: &TenantScope,
@@ -206,6 +214,8 @@ pub(super) async fn create_call_approval(
     Ok(())
 }
 
+/// `RunStore::use_call_approval`: find, then take it with a status guard, in one
+/// transaction.
 pub(super) async fn use_call_approval(
     store: &Store,
     scope: &TenantScope,

@@ -9,6 +9,8 @@ use berth_audit::{Entry, NewEntry};
 use berth_core::TenantScope;
 use sqlx::Row as _;
 
+/// A stored entry; its details are JSON text, and text that does not parse is corruption
+/// (verification would fail on it anyway).
 fn audit_from_row(row: &DbRow) -> Result<Entry> {
     let details: String = row.try_get("details")?;
     Ok(Entry {

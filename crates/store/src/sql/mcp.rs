@@ -8,6 +8,7 @@ use berth_audit::NewEntry;
 use berth_core::TenantScope;
 use sqlx::Row as _;
 
+/// A row of [`MCP_SERVER_COLS`].
 fn mcp_server_from_row(r: &DbRow) -> Result<McpServerRecord> {
     Ok(McpServerRecord {
         name: r.try_get("name")?,
@@ -24,6 +25,7 @@ fn mcp_server_from_row(r: &DbRow) -> Result<McpServerRecord> {
     })
 }
 
+/// A server's columns, in the order `put_mcp_server` binds them after the tenant.
 const MCP_SERVER_COLS: &str = "name, url, headers, tools, status, protocol_version, \
                                last_error, checked_at, created_at, updated_at, registered_role";
 

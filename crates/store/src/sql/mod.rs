@@ -1,15 +1,20 @@
 //! The SQL of every storage capability, written once and compiled for each backend.
 //!
 //! `sqlite.rs` and `postgres.rs` each mount this directory with
-//! `#[path = "sql/mod.rs"] mod sql;` after naming their store type `Store`; the files here
-//! implement the storage traits for that `Store`, with `Db` (its driver) taken from its
-//! [`Backend`] implementation. So each file is plain Rust that rustfmt formats and an IDE
-//! navigates (it opens the SQLite copy), instead of one macro body expanded twice, and
-//! there is no generic code whose driver bounds (`Encode`, `Decode`, `Type`, `Executor` for
-//! every bound type) would outgrow the SQL. Both drivers accept the same statements (`$n`
-//! placeholders, `RETURNING`, `ON CONFLICT`); what differs goes through [`Backend`].
+//! `#[path = "sql/mod.rs"] mod sql;` after naming their store type `Store`. The files here
+//! implement the storage traits for that `Store`, against the aliases below: `Db` (its
+//! driver, from its [`Backend`] implementation), `Tx` and `DbRow`. Each file is therefore
+//! ordinary Rust: rustfmt formats it, the compiler reports errors at its own lines, and an
+//! IDE navigates it (rust-analyzer analyses a file mounted twice as one of its two modules;
+//! they are the same text). It replaces one macro body expanded per driver, which neither
+//! could enter. Generic code over `sqlx::Database` was the alternative; its bounds
+//! (`Encode`, `Decode` and `Type` for every bound type, `Executor` for every connection)
+//! would outgrow the SQL.
 //!
-//! A new capability is one more file here and one `mod` line below.
+//! Both drivers accept the same statements (`$n` placeholders, `RETURNING`, `ON CONFLICT`);
+//! what differs (opening and scoping a transaction, the agent and audit-chain locks, the
+//! one-statement audit append) goes through [`Backend`]. A new capability is one more file
+//! here and one `mod` line below; see ARCHITECTURE.md.
 
 use crate::backend::Backend;
 
@@ -24,6 +29,7 @@ type DbRow = <Db as sqlx::Database>::Row;
 
 mod agents;
 mod approvals;
+/// `pub(super)`: SQLite's one-statement append (`sqlite.rs`) uses `insert_audit_rows`.
 pub(super) mod audit;
 mod budgets;
 mod kv;

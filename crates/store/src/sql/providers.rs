@@ -9,6 +9,7 @@ use berth_audit::NewEntry;
 use berth_core::TenantScope;
 use sqlx::Row as _;
 
+/// A row of [`PROVIDER_COLS`].
 fn provider_from_row(r: &DbRow) -> Result<TenantProvider> {
     Ok(TenantProvider {
         name: r.try_get("name")?,
@@ -20,6 +21,7 @@ fn provider_from_row(r: &DbRow) -> Result<TenantProvider> {
     })
 }
 
+/// A provider's columns, read by `get_provider` and `list_providers`.
 const PROVIDER_COLS: &str = "name, kind, base_url, api_key_secret, created_at, updated_at";
 
 #[async_trait]

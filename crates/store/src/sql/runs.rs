@@ -17,9 +17,11 @@ use berth_core::TenantScope;
 use berth_core::clock::now_ms;
 use sqlx::Row as _;
 
+/// A run's columns, in the order `insert_run` binds them after the tenant.
 const RUN_COLS: &str = "id, agent, version, thread_id, key_id, status, output, error, usage, \
                         created_at, finished_at, request, checkpoint, lease_until, started_by";
 
+/// A row of [`RUN_COLS`].
 fn run_from_row(r: &DbRow) -> Result<RunRecord> {
     Ok(RunRecord {
         id: r.try_get("id")?,
@@ -40,6 +42,8 @@ fn run_from_row(r: &DbRow) -> Result<RunRecord> {
     })
 }
 
+/// Stores steps inside the caller's transaction; a step already stored (same `seq`) is
+/// skipped, so a heartbeat retried, or the end writing every step again, keeps one copy.
 async fn insert_steps(tx: &mut Tx, tenant: &str, run_id: &str, steps: &[RunStep]) -> Result<()> {
     for s in steps {
         sqlx::query(
@@ -58,6 +62,8 @@ async fn insert_steps(tx: &mut Tx, tenant: &str, run_id: &str, steps: &[RunStep]
     Ok(())
 }
 
+/// Reads a run inside the caller's transaction, to answer what the same transaction
+/// just changed.
 async fn fetch_run(tx: &mut Tx, tenant: &str, id: &str) -> Result<Option<RunRecord>> {
     let row = sqlx::query(&format!(
         "SELECT {RUN_COLS} FROM runs WHERE tenant_id = $1 AND id = $2"

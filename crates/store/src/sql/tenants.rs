@@ -13,6 +13,8 @@ use berth_core::clock::now_ms;
 use berth_core::{Role, TenantId, TenantScope};
 use sqlx::Row as _;
 
+/// A row of [`TENANT_COLS`]; an id that does not parse is corruption, not a missing
+/// tenant.
 fn tenant_from_row(row: &DbRow) -> Result<Tenant> {
     let id: String = row.try_get("id")?;
     Ok(Tenant {
@@ -24,6 +26,7 @@ fn tenant_from_row(row: &DbRow) -> Result<Tenant> {
     })
 }
 
+/// A row of [`KEY_COLS`]; an unknown role is corruption, never a silent downgrade.
 fn key_from_row(row: &DbRow) -> Result<ApiKey> {
     let role: String = row.try_get("role")?;
     Ok(ApiKey {
@@ -38,7 +41,9 @@ fn key_from_row(row: &DbRow) -> Result<ApiKey> {
     })
 }
 
+/// A tenant's columns, in `Tenant`'s order.
 const TENANT_COLS: &str = "id, name, plan, suspended, created_at";
+/// A key's columns; the hash is not among them (it lives in `key_index` only).
 const KEY_COLS: &str = "id, name, role, agent, prefix, expires_at, revoked_at, created_at";
 
 #[async_trait]

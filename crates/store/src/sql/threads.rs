@@ -10,6 +10,7 @@ use berth_core::TenantScope;
 use berth_core::clock::now_ms;
 use sqlx::Row as _;
 
+/// `RunStore::create_thread`.
 pub(super) async fn create_thread(
     store: &Store,
     scope: &TenantScope,
@@ -33,6 +34,7 @@ pub(super) async fn create_thread(
     Ok(())
 }
 
+/// `RunStore::get_thread`: the thread with its messages in order, read in one transaction.
 pub(super) async fn get_thread(
     store: &Store,
     scope: &TenantScope,
@@ -68,6 +70,8 @@ pub(super) async fn get_thread(
     }))
 }
 
+/// `RunStore::delete_thread`: its messages first, then the thread; `false` when there was
+/// none.
 pub(super) async fn delete_thread(store: &Store, scope: &TenantScope, id: &str) -> Result<bool> {
     let mut tx = store
         .begin(TxKind::Tenant(scope.tenant_str()), true)
