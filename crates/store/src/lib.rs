@@ -3,8 +3,14 @@
 //! Every method that reads or writes tenant data takes a [`TenantScope`]; there is no
 //! unscoped query for tenant data. The only methods without a scope are the operator's
 //! tenant registry and the key-hash lookup that authentication uses to *obtain* a scope.
+//!
+//! The traits are here. Their SQL is in `sql/`, one file per capability, compiled for each
+//! backend (`sqlite.rs`, `postgres.rs`), which supplies what differs through the `Backend`
+//! trait of `backend.rs`. The checks every backend must pass are in `contract/`, one module
+//! per capability too.
 
 mod audit_writer;
+mod backend;
 #[cfg(feature = "contract")]
 pub mod contract;
 mod error;
@@ -12,7 +18,6 @@ pub mod journal;
 pub mod model;
 pub mod poison;
 pub mod postgres;
-mod shared;
 pub mod sqlite;
 
 use async_trait::async_trait;

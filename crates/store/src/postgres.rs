@@ -5,12 +5,22 @@
 //! names its tenant with `set_config('berth.tenant_id', …, true)`, so a query that forgets
 //! its `tenant_id` filter still sees only that tenant's rows.
 
-use crate::shared::{TxKind, impl_store};
-use crate::{Health, Result, StoreError};
+use crate::backend::{Backend, Tx, TxKind};
+use crate::{AuditHead, AuditStore, Health, Result, StoreError};
+use berth_audit::{Entry, NewEntry};
+use berth_core::TenantScope;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
+
+/// The SQL of every capability, compiled for PostgreSQL (see `sql/mod.rs`).
+#[path = "sql/mod.rs"]
+#[allow(clippy::duplicate_mod)] // on purpose: the same SQL, compiled once per driver
+mod sql;
+
+/// The store the shared SQL in `sql/` implements the storage traits for.
+type Store = PgStore;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -76,68 +86,6 @@ impl PgStore {
         Ok(())
     }
 
-    async fn begin(
-        &self,
-        kind: TxKind<'_>,
-        _write: bool,
-    ) -> Result<Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await?;
-        let (tenant, operator) = match kind {
-            TxKind::Tenant(t) => (t, ""),
-            TxKind::Operator => ("", "on"),
-            TxKind::OperatorOn(t) => (t, "on"),
-            TxKind::Auth => ("", ""),
-        };
-        sqlx::query("SELECT set_config('berth.tenant_id', $1, true), set_config('berth.operator', $2, true)")
-            .bind(tenant)
-            .bind(operator)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
-    }
-
-    async fn scope_tx(tx: &mut Transaction<'static, Postgres>, tenant: &str) -> Result<()> {
-        sqlx::query("SELECT set_config('berth.tenant_id', $1, true)")
-            .bind(tenant)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    /// Serialises version numbering and traffic changes of one agent across processes.
-    async fn lock_agent(
-        tx: &mut Transaction<'static, Postgres>,
-        tenant: &str,
-        agent: &str,
-    ) -> Result<()> {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("berth.agent.{tenant}.{agent}"))
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    /// Serialises appends to one tenant's chain across every process sharing the database.
-    async fn lock_audit_chain(tx: &mut Transaction<'static, Postgres>, tenant: &str) -> Result<()> {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("berth.audit.{tenant}"))
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
-    /// Appends under the chain lock like any batch: an unlocked `INSERT` could take the
-    /// `seq` another process just read under the lock and make its whole change fail.
-    async fn append_after_head(
-        &self,
-        scope: &berth_core::TenantScope,
-        _head: &crate::AuditHead,
-        entries: &[berth_audit::NewEntry],
-    ) -> Result<Option<Vec<berth_audit::Entry>>> {
-        use crate::AuditStore;
-        self.append_audit_batch(scope, entries).await.map(Some)
-    }
-
     /// A transaction scoped to `scope`'s tenant, for raw queries. The row-level security
     /// test uses it to show that an unfiltered query still sees one tenant only.
     pub async fn scoped_transaction(
@@ -153,6 +101,66 @@ impl PgStore {
     }
 }
 
+impl Backend for PgStore {
+    type Db = Postgres;
+
+    async fn begin(&self, kind: TxKind<'_>, _write: bool) -> Result<Tx<Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        let (tenant, operator) = match kind {
+            TxKind::Tenant(t) => (t, ""),
+            TxKind::Operator => ("", "on"),
+            TxKind::OperatorOn(t) => (t, "on"),
+            TxKind::Auth => ("", ""),
+        };
+        sqlx::query(
+            "SELECT set_config('berth.tenant_id', $1, true), \
+             set_config('berth.operator', $2, true)",
+        )
+        .bind(tenant)
+        .bind(operator)
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx)
+    }
+
+    async fn scope_tx(tx: &mut Tx<Postgres>, tenant: &str) -> Result<()> {
+        sqlx::query("SELECT set_config('berth.tenant_id', $1, true)")
+            .bind(tenant)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Serialises version numbering and traffic changes of one agent across processes.
+    async fn lock_agent(tx: &mut Tx<Postgres>, tenant: &str, agent: &str) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("berth.agent.{tenant}.{agent}"))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Serialises appends to one tenant's chain across every process sharing the database.
+    async fn lock_audit_chain(tx: &mut Tx<Postgres>, tenant: &str) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("berth.audit.{tenant}"))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Appends under the chain lock like any batch: an unlocked `INSERT` could take the
+    /// `seq` another process just read under the lock and make its whole change fail.
+    async fn append_after_head(
+        &self,
+        scope: &TenantScope,
+        _head: &AuditHead,
+        entries: &[NewEntry],
+    ) -> Result<Option<Vec<Entry>>> {
+        self.append_audit_batch(scope, entries).await.map(Some)
+    }
+}
+
 #[async_trait::async_trait]
 impl Health for PgStore {
     async fn ping(&self) -> Result<()> {
@@ -163,5 +171,3 @@ impl Health for PgStore {
         "postgres"
     }
 }
-
-impl_store!(PgStore, Postgres);

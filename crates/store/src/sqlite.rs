@@ -1,12 +1,22 @@
 //! The embedded default backend: one SQLite file in WAL mode, one writer, many readers.
 
-use crate::shared::{TxKind, impl_store};
-use crate::{Health, Result, StoreError};
+use crate::backend::{Backend, INSERT_ROWS, Tx, TxKind, chain_after};
+use crate::{AuditHead, AuditStore, Health, Result, StoreError};
+use berth_audit::{Entry, NewEntry};
+use berth_core::TenantScope;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::str::FromStr;
 use std::time::Duration;
+
+/// The SQL of every capability, compiled for SQLite (see `sql/mod.rs`).
+#[path = "sql/mod.rs"]
+#[allow(clippy::duplicate_mod)] // on purpose: the same SQL, compiled once per driver
+mod sql;
+
+/// The store the shared SQL in `sql/` implements the storage traits for.
+type Store = SqliteStore;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -66,63 +76,6 @@ impl SqliteStore {
         })
     }
 
-    async fn begin(
-        &self,
-        _kind: TxKind<'_>,
-        write: bool,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        let pool = if write { &self.writer } else { &self.reader };
-        Ok(pool.begin().await?)
-    }
-
-    /// Nothing to set: SQLite has no row-level security; every query filters by tenant.
-    async fn scope_tx(
-        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        _tenant: &str,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    /// The single writer connection already serialises changes to an agent.
-    async fn lock_agent(
-        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        _tenant: &str,
-        _agent: &str,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    /// The single writer connection already serialises appends.
-    async fn lock_audit_chain(
-        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        _tenant: &str,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    /// Appends with one statement, in autocommit, where a transaction would take four
-    /// (`BEGIN`, the head's `SELECT`, `INSERT`, `COMMIT`), each a hand-off to sqlx's worker
-    /// thread. A stale `head` cannot fork the chain: its next `seq` is taken, and the primary
-    /// key `(tenant_id, seq)` refuses the whole statement.
-    async fn append_after_head(
-        &self,
-        scope: &berth_core::TenantScope,
-        head: &crate::AuditHead,
-        entries: &[berth_audit::NewEntry],
-    ) -> Result<Option<Vec<berth_audit::Entry>>> {
-        use crate::AuditStore;
-        if entries.len() > sql::INSERT_ROWS {
-            return self.append_audit_batch(scope, entries).await.map(Some);
-        }
-        let stored = sql::chain_after(scope.tenant_str(), head, entries);
-        let mut conn = self.writer.acquire().await?;
-        match sql::insert_audit_rows(&mut conn, scope.tenant_str(), &stored).await {
-            Ok(()) => Ok(Some(stored)),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The write pool, for tests that tamper with rows directly.
     pub fn raw_pool(&self) -> &SqlitePool {
         &self.writer
@@ -140,7 +93,51 @@ impl Health for SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, sqlx::Sqlite);
+impl Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
+
+    async fn begin(&self, _kind: TxKind<'_>, write: bool) -> Result<Tx<sqlx::Sqlite>> {
+        let pool = if write { &self.writer } else { &self.reader };
+        Ok(pool.begin().await?)
+    }
+
+    /// Nothing to set: SQLite has no row-level security; every query filters by tenant.
+    async fn scope_tx(_tx: &mut Tx<sqlx::Sqlite>, _tenant: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// The single writer connection already serialises changes to an agent.
+    async fn lock_agent(_tx: &mut Tx<sqlx::Sqlite>, _tenant: &str, _agent: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// The single writer connection already serialises appends.
+    async fn lock_audit_chain(_tx: &mut Tx<sqlx::Sqlite>, _tenant: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Appends with one statement, in autocommit, where a transaction would take four
+    /// (`BEGIN`, the head's `SELECT`, `INSERT`, `COMMIT`), each a hand-off to sqlx's worker
+    /// thread. A stale `head` cannot fork the chain: its next `seq` is taken, and the primary
+    /// key `(tenant_id, seq)` refuses the whole statement.
+    async fn append_after_head(
+        &self,
+        scope: &TenantScope,
+        head: &AuditHead,
+        entries: &[NewEntry],
+    ) -> Result<Option<Vec<Entry>>> {
+        if entries.len() > INSERT_ROWS {
+            return self.append_audit_batch(scope, entries).await.map(Some);
+        }
+        let stored = chain_after(scope.tenant_str(), head, entries);
+        let mut conn = self.writer.acquire().await?;
+        match sql::audit::insert_audit_rows(&mut conn, scope.tenant_str(), &stored).await {
+            Ok(()) => Ok(Some(stored)),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
 
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the store is dropped; a failed
 /// checkpoint is retried at the next tick (the WAL only grows meanwhile).
