@@ -17,18 +17,10 @@ impl Out {
         Out { json }
     }
 
-    /// Whether the server's JSON is printed instead of text.
-    pub fn json(self) -> bool {
-        self.json
-    }
-
     /// A whole answer: `value` as pretty JSON, or the text `human` renders from it.
     pub fn show<T: Serialize + ?Sized>(self, value: &T, human: impl FnOnce(&T, &mut Text)) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
+            self.text(|t| t.line(serde_json::to_string_pretty(value).unwrap_or_default()));
         } else {
             self.text(|t| human(value, t));
         }
@@ -59,7 +51,8 @@ impl Out {
         }
     }
 
-    /// Text in either mode: what a flag asked for instead of JSON (`invoice --csv`).
+    /// Text in either mode: what a flag asked for instead of JSON (`invoice --csv`), and
+    /// progress (`deploy`'s upload).
     pub fn text(self, render: impl FnOnce(&mut Text)) {
         let mut t = Text::default();
         render(&mut t);
