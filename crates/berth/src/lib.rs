@@ -4,11 +4,9 @@
 
 pub mod app;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod logging;
 pub mod pack;
-pub mod show;
 pub mod validate;
 
 pub use app::{Server, start};

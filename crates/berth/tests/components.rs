@@ -318,3 +318,113 @@ async fn a_huge_http_answer_to_a_component_is_cut_off() {
     assert!(out.contains("status: unavailable ("), "{out}");
     server.stop().await;
 }
+
+/// The example directories as the README uses them, copied so that the test writes nothing
+/// into the source tree: everything but build output and a component built earlier.
+fn copy_example(name: &str, to: &std::path::Path) {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let file = entry.file_name();
+            if ["target", "agent.wasm", ".venv"].contains(&file.to_str().unwrap()) {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir(to.join(&file)).unwrap();
+                copy(&entry.path(), &to.join(&file));
+            } else {
+                std::fs::copy(entry.path(), to.join(&file)).unwrap();
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    copy(&root.join(name), to);
+}
+
+/// `berth` itself, as the README's reader runs it, with no saved login.
+async fn berth_cli(
+    home: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("BERTH_URL")
+        .env_remove("BERTH_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "berth {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+/// The README's steps for the examples: build the Rust one, put `agent.wasm` next to its
+/// `agent.toml`, then `berth validate`, `berth deploy` and `berth run` the directory. The
+/// Python one (a debug build takes minutes to compile its interpreter) is validated and
+/// packed with a stand-in component.
+#[tokio::test]
+async fn the_examples_deploy_as_the_readme_says() {
+    let home = tempfile::tempdir().unwrap();
+    let rust = tempfile::tempdir().unwrap();
+    copy_example("rust-agent", rust.path());
+    std::fs::write(
+        rust.path().join("agent.wasm"),
+        berth_testkit::wasm::example("rust-agent"),
+    )
+    .unwrap();
+    let dir = rust.path().to_str().unwrap();
+    let (ok, _) = berth_cli(home.path(), &["validate", dir], &[]).await;
+    assert_eq!(
+        ok.trim(),
+        "ok: agent rust-agent (model mock/tools, 1 tool pattern(s), component)"
+    );
+
+    let server = TestServer::start().await;
+    let t = server.create_tenant("examples").await;
+    let (_, key) = server.create_key(&t, "admin").await;
+    let env = [
+        ("BERTH_URL", server.url.as_str()),
+        ("BERTH_TOKEN", key.as_str()),
+    ];
+    let (deployed, progress) = berth_cli(home.path(), &["deploy", dir], &env).await;
+    // The sources stay out of the bundle (`.berthignore`): the manifest and the component.
+    assert!(progress.contains("packed 2 file(s)"), "{progress}");
+    assert!(
+        deployed.starts_with("Deployed rust-agent v1 ("),
+        "{deployed}"
+    );
+    let (answer, trailer) = berth_cli(
+        home.path(),
+        &["run", "rust-agent", "please call mock__echo"],
+        &env,
+    )
+    .await;
+    assert!(
+        answer
+            .trim_end()
+            .ends_with("[runs: 1; tools: mock__echo; status: none]"),
+        "{answer}"
+    );
+    assert!(trailer.contains("rust-agent v1 · succeeded"), "{trailer}");
+
+    let python = tempfile::tempdir().unwrap();
+    copy_example("python-agent", python.path());
+    std::fs::create_dir(python.path().join(".venv")).unwrap();
+    std::fs::write(python.path().join(".venv/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+    std::fs::write(python.path().join("agent.wasm"), b"\0asm").unwrap();
+    let dir = python.path().to_str().unwrap();
+    let (ok, _) = berth_cli(home.path(), &["validate", dir], &[]).await;
+    assert_eq!(
+        ok.trim(),
+        "ok: agent python-agent (model mock/tools, 1 tool pattern(s), component)"
+    );
+    let packed = berth::pack::pack(python.path()).unwrap();
+    assert_eq!(packed.files, 2, "only agent.toml and agent.wasm are packed");
+}

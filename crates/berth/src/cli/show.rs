@@ -1,26 +1,14 @@
 //! Human text for runs, trace steps and run events: one short line each, shared by
-//! `berth run`, `berth runs` and `berth logs`.
+//! `berth run`, `berth runs` and `berth logs`; part of the output layer (`output.rs`).
 //!
 //! Everything here reads the server's JSON leniently (a missing field prints as `-` or is
 //! left out), because a terminal line should survive fields added to the answers later.
 
+use super::output::{text_of, usd};
 use serde_json::Value;
 
 /// The widest snippet of model output or tool data put on one line.
 const SNIPPET: usize = 80;
-
-/// `$0.000012`: a `cost_usd` number with its trailing zeros dropped (at least cents).
-pub fn usd(v: &Value) -> String {
-    let Some(x) = v.as_f64() else {
-        return "-".to_owned();
-    };
-    // Costs are reported rounded to 9 decimals, so this loses nothing.
-    let mut s = format!("{x:.9}");
-    while s.ends_with('0') && s.split_once('.').is_some_and(|(_, d)| d.len() > 2) {
-        s.pop();
-    }
-    format!("${s}")
-}
 
 /// The first line of `text`, cut to `max` characters; `…` marks what was left out.
 pub fn snippet(text: &str, max: usize) -> String {
@@ -44,15 +32,6 @@ fn compact(v: &Value) -> String {
 /// The first of `keys` that `v` has (not null).
 fn field<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
     keys.iter().map(|k| &v[*k]).find(|x| !x.is_null())
-}
-
-/// A field as text: strings as they are, `-` when absent, other values as JSON.
-pub fn text_of(v: &Value, key: &str) -> String {
-    match &v[key] {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// What a finished run said: its output, or its error's message.
@@ -263,15 +242,6 @@ pub fn event_line(event: &str, data: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn costs_keep_their_digits_without_trailing_zeros() {
-        assert_eq!(usd(&json!(0.000012)), "$0.000012");
-        assert_eq!(usd(&json!(1.5)), "$1.50");
-        assert_eq!(usd(&json!(0)), "$0.00");
-        assert_eq!(usd(&json!(0.000000001)), "$0.000000001");
-        assert_eq!(usd(&Value::Null), "-");
-    }
 
     #[test]
     fn snippets_are_one_short_line() {

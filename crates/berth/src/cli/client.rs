@@ -1,9 +1,11 @@
-//! The HTTP client behind the CLI's client commands: where to connect, with what token,
-//! and how a server error becomes a message and a non-zero exit.
+//! The one HTTP client behind every client command: where to connect, with what token,
+//! how paths are built, how lists are paged through, and how a server error becomes a
+//! message and a non-zero exit.
 
 use berth_llm::sse::{SseEvent, SseParser};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
@@ -106,7 +108,7 @@ impl Client {
         path: &str,
         content_type: &str,
         body: Vec<u8>,
-    ) -> Result<serde_json::Value, ClientError> {
+    ) -> Result<Value, ClientError> {
         let req = self
             .http
             .post(format!("{}{}", self.base, path))
@@ -121,8 +123,8 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<serde_json::Value, ClientError> {
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -150,13 +152,34 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// Fetches every page of a list endpoint into one `{"data": [...]}` answer.
+    pub async fn list_all(&self, path: &str) -> Result<Value, ClientError> {
+        let mut data = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &cursor {
+                Some(c) => format!("{path}{sep}limit=500&cursor={}", seg(c)),
+                None => format!("{path}{sep}limit=500"),
+            };
+            let page = self.call(Method::GET, &url, None).await?;
+            if let Some(items) = page["data"].as_array() {
+                data.extend(items.iter().cloned());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return Ok(json!({"data": data, "next_cursor": null})),
+            }
+        }
+    }
+
     /// Like [`Client::call`], but asks for an event stream (`Accept: text/event-stream`).
     /// A server may still answer with JSON (a finished run), which is returned as such.
     pub async fn open_events(
         &self,
         method: Method,
         path: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<&Value>,
     ) -> Result<Streamed, ClientError> {
         let url = format!("{}{}", self.base, path);
         let mut req = self
@@ -191,13 +214,13 @@ impl Client {
         })
     }
 
-    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, ClientError> {
+    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
         let resp = self.send(req).await?;
         Self::read(resp).await
     }
 
     /// The answer's JSON, or the server's error as a [`ClientError::Server`].
-    async fn read(resp: reqwest::Response) -> Result<serde_json::Value, ClientError> {
+    async fn read(resp: reqwest::Response) -> Result<Value, ClientError> {
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -205,7 +228,7 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         if status == StatusCode::NO_CONTENT || bytes.is_empty() {
             return if status.is_success() {
-                Ok(serde_json::Value::Null)
+                Ok(Value::Null)
             } else {
                 Err(ClientError::Server {
                     status: status.as_u16(),
@@ -214,7 +237,7 @@ impl Client {
                 })
             };
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|_| {
             ClientError::Decode(format!(
                 "HTTP {status}: {}",
                 String::from_utf8_lossy(&bytes)
@@ -235,11 +258,45 @@ impl Client {
     }
 }
 
+/// A name or id as one path segment.
+pub fn seg(s: &str) -> String {
+    // Path segments are validated by the server; encode the few characters that would
+    // change the path's meaning.
+    s.replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('?', "%3F")
+        .replace('#', "%23")
+}
+
+/// `path?k=v&…` with the pairs that have a value, each value percent-encoded.
+pub fn query(path: &str, pairs: &[(&str, Option<&str>)]) -> String {
+    let encode = |v: &str| {
+        v.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", parts.join("&"))
+    }
+}
+
 /// What [`Client::open_events`] got back.
 pub enum Streamed {
     // Boxed: the stream holds the response and parser, far larger than a JSON value.
     Events(Box<EventStream>),
-    Json(serde_json::Value),
+    Json(Value),
 }
 
 /// Server-sent events, read as they arrive.
