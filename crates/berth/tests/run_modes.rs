@@ -782,8 +782,10 @@ async fn a_tenant_whose_policy_no_longer_reads_stalls_no_other_tenants_sweep() {
     let victim = server.create_tenant("victim").await;
     let (_, victim_admin) = server.create_key(&victim, "admin").await;
     // Tenants are swept in id order: the broken one must come before the victim.
+    let mut tries = 0;
     let broken = loop {
-        let t = server.create_tenant("broken").await;
+        tries += 1;
+        let t = server.create_tenant(&format!("broken-{tries}")).await;
         if t < victim {
             break t;
         }
