@@ -9,17 +9,6 @@ use berth_testkit::{Backend, TestServer};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-/// Resident memory of this process (the server runs in it), in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Every (method, path) of the router, with `{…}` placeholders filled with a plausible value.
 async fn routes(server: &TestServer) -> Vec<(String, String)> {
     let doc = server.call("GET", "/openapi.json", None, None).await.body;
@@ -96,7 +85,7 @@ async fn every_route_refuses_hostile_bodies_cleanly_and_serves_other_tenants() {
     let victim_tenant = server.create_tenant("victim").await;
     let (_, victim) = server.create_key(&victim_tenant, "admin").await;
     let routes = routes(&server).await;
-    let baseline = rss_kib();
+    let baseline = berth_testkit::rss_kib();
     let mut failures = Vec::new();
     for (name, body) in hostile_bodies() {
         for (method, path) in &routes {
@@ -141,7 +130,7 @@ async fn every_route_refuses_hostile_bodies_cleanly_and_serves_other_tenants() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The attacks above read and refused some 4 GiB in all; the process kept little of it.
-    let grown = rss_kib().saturating_sub(baseline);
+    let grown = berth_testkit::rss_kib().saturating_sub(baseline);
     assert!(grown < 512 * 1024, "RSS grew by {grown} KiB");
     server.stop().await;
 }

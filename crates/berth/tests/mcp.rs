@@ -87,17 +87,6 @@ async fn deploy(server: &TestServer, key: &str, name: &str, model: &str, uses: &
     assert_eq!(r.status, 201, "{:?}", r.body);
 }
 
-/// This process's resident memory (the server, the mock upstreams and the test), in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap()
-}
-
 fn result_text(r: &rmcp::model::CallToolResult) -> String {
     r.content
         .iter()
@@ -878,7 +867,7 @@ async fn upstreams_that_hang_answer_garbage_or_too_much_are_contained() {
     // never answers fails at the deadline too, holding no more memory than a bounded
     // backlog, and another tenant is served meanwhile.
     let (_, other) = admin(&server, "bystander").await;
-    let rss_before = rss_kib();
+    let rss_before = berth_testkit::rss_kib();
     let started = Instant::now();
     let chatty = mcp
         .peer()
@@ -903,7 +892,7 @@ async fn upstreams_that_hang_answer_garbage_or_too_much_are_contained() {
     );
     assert_eq!(me_status, 200);
     assert!(me_took < Duration::from_secs(2), "{me_took:?}");
-    let grew_mib = rss_kib().saturating_sub(rss_before) / 1024;
+    let grew_mib = berth_testkit::rss_kib().saturating_sub(rss_before) / 1024;
     let sent = shop.notifications();
     println!("RSS grew {grew_mib} MiB while the upstream sent {sent} notifications of 1 KiB");
     assert!(sent > 100, "the upstream hardly talked: {sent}");

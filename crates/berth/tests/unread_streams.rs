@@ -7,17 +7,6 @@ use berth_testkit::{Backend, TestServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// Resident memory of this process (the server runs in it), in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Issue 14, item 27: clients that ask for an endless streamed answer (64 MiB from the
 /// upstream) and never read it do not make the server buffer it: the stream is pulled
 /// only as fast as the client takes it, so memory stays bounded and others are served.
@@ -42,7 +31,7 @@ async fn clients_that_never_read_a_stream_cost_bounded_memory() {
     let other = server.create_tenant("bystander").await;
     let (_, other_key) = server.create_key(&other, "admin").await;
     let addr = server.url.trim_start_matches("http://").to_owned();
-    let before = rss_kib();
+    let before = berth_testkit::rss_kib();
     let body = json!({"model": "up/huge", "stream": true, "max_tokens": 1000,
                       "messages": [{"role": "user", "content": "everything"}]})
     .to_string();
@@ -73,7 +62,7 @@ async fn clients_that_never_read_a_stream_cost_bounded_memory() {
         "another tenant waited {:?} beside eight never-reading streams",
         started.elapsed()
     );
-    let grown = rss_kib().saturating_sub(before);
+    let grown = berth_testkit::rss_kib().saturating_sub(before);
     println!("eight unread streams: RSS grew {grown} KiB");
     assert!(
         grown < 128 * 1024,

@@ -194,3 +194,18 @@ impl TestServer {
         }
     }
 }
+
+/// This process's resident memory in KiB (`VmRSS`): a server started by [`TestServer`] runs
+/// in the test's own process, so memory tests read it here.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
