@@ -1,13 +1,15 @@
-//! Wiring: from a [`Config`] to a running server (store, vault, auth, metrics, demo data).
+//! Wiring: from a [`Config`] to a running server: the [`Platform`] (store, vault, auth,
+//! gateway, meter, runtime, tools, sandbox, components), the HTTP state, demo data.
 
 use crate::config::Config;
 use crate::logging::Redactor;
-use berth_api::jwt::{JwtSettings, JwtVerifier};
-use berth_api::service::runner::Runner;
-use berth_api::{ApiSettings, AppState, Authenticator};
+use berth_api::AppState;
 use berth_core::id::random_secret;
 use berth_egress::EgressGuard;
 use berth_meter::{Price, PriceTable, UsageRecorder};
+use berth_platform::jwt::{JwtSettings, JwtVerifier};
+use berth_platform::runner::Runner;
+use berth_platform::{Authenticator, Platform, Settings};
 use berth_runtime::{MockTools, ToolHost, ToolSet};
 use berth_vault::{MasterKey, Vault};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -177,7 +179,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         None => Arc::new(berth_meter::MemoryLimiter::default()),
     };
     let provider_store: Arc<dyn berth_store::ProviderStore> = store.clone();
-    let ledger = berth_api::service::budgets::StoreLedger::new(
+    let ledger = berth_platform::budgets::StoreLedger::new(
         store.clone(),
         vault.clone(),
         egress.client(std::time::Duration::from_secs(10)),
@@ -217,7 +219,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     .map_err(|e| StartError::Config(format!("the WebAssembly engine: {}", e.message)))?;
     // Every tool host sits behind one gate (per-tool rate limits, the audit of each call);
     // the tenant's MCP servers come first, the built-in servers' names are reserved.
-    let policies: Arc<berth_api::service::policy::PolicyCache> = Arc::default();
+    let policies: Arc<berth_platform::policy::PolicyCache> = Arc::default();
     let mcp = berth_tools::McpRegistry::new(
         store.clone(),
         vault.clone(),
@@ -226,14 +228,14 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         Some(Arc::new(redactor.clone())),
     );
     tool_hosts.push(mcp.clone());
-    let tools = berth_api::service::tools::ToolGate::new(
+    let tools = berth_platform::tools::ToolGate::new(
         ToolSet::new(tool_hosts),
         store.clone(),
         audit.clone(),
         policies.clone(),
         limiter.clone(),
     );
-    let state = AppState {
+    let platform = Platform {
         mcp,
         components: Arc::new(components),
         artifacts: Arc::default(),
@@ -251,13 +253,16 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         vault,
         auth: Arc::new(Authenticator::new(&operator_token, store.clone(), jwt)),
         store,
-        settings: Arc::new(ApiSettings {
+        settings: Arc::new(Settings {
             plans: config.plans(),
             default_plan: config.default_plan.clone(),
-            connections: config.http.limits(),
         }),
         tasks,
+    };
+    let state = AppState {
+        platform,
         metrics: metrics_handle(),
+        connections: config.http.limits(),
     };
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr)
@@ -271,7 +276,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         source,
     })?;
     let demo = if demo {
-        Some(ensure_demo(&state, &config.data_dir).await?)
+        Some(ensure_demo(&state.platform, &config.data_dir).await?)
     } else {
         None
     };
@@ -334,9 +339,9 @@ pub const DEMO_AGENT: &str = "assistant";
 
 /// Creates (once) tenant `demo`, an admin key for it (kept in `<data_dir>/demo-key` so
 /// later starts can print it again) and the example agent on `mock/echo`.
-async fn ensure_demo(state: &AppState, data_dir: &Path) -> Result<DemoInfo, StartError> {
-    use berth_api::service::{agents, keys, tenants};
-    let demo_err = |e: berth_api::ApiError| StartError::Demo(e.message);
+async fn ensure_demo(state: &Platform, data_dir: &Path) -> Result<DemoInfo, StartError> {
+    use berth_platform::{agents, keys, tenants};
+    let demo_err = |e: berth_platform::Error| StartError::Demo(e.message);
     let tenant = match state.store.find_tenant_by_name("demo").await? {
         Some(t) => t,
         None => tenants::create(state, "demo", None)
@@ -365,7 +370,7 @@ async fn ensure_demo(state: &AppState, data_dir: &Path) -> Result<DemoInfo, Star
     let key_path = data_dir.join("demo-key");
     if let Ok(saved) = std::fs::read_to_string(&key_path) {
         let saved = saved.trim().to_owned();
-        if let Ok(berth_api::auth::Credential::Tenant(c)) = state.auth.authenticate(&saved).await
+        if let Ok(berth_platform::Credential::Tenant(c)) = state.auth.authenticate(&saved).await
             && c.tenant.id == tenant.id
         {
             return Ok(DemoInfo {

@@ -1,7 +1,7 @@
 //! The tenant policy: validated on write, cached for the hot path, revisioned.
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::Platform;
+use crate::error::Error;
 use berth_audit::NewEntry;
 use berth_core::cache::TtlCache;
 use berth_core::{Policy, TenantId, TenantScope};
@@ -29,22 +29,18 @@ impl PolicyCache {
 }
 
 /// The tenant's policy (the empty policy when it has none).
-pub async fn effective(state: &AppState, scope: &TenantScope) -> Result<Arc<Policy>, ApiError> {
+pub async fn effective(state: &Platform, scope: &TenantScope) -> Result<Arc<Policy>, Error> {
     state.policies.load(state.store.as_ref(), scope).await
 }
 
 impl PolicyCache {
     /// The tenant's policy from the cache, or read from the store and cached.
-    pub async fn load(
-        &self,
-        store: &dyn Store,
-        scope: &TenantScope,
-    ) -> Result<Arc<Policy>, ApiError> {
+    pub async fn load(&self, store: &dyn Store, scope: &TenantScope) -> Result<Arc<Policy>, Error> {
         self.0
             .get_or_load(scope.tenant(), || async {
                 let policy = match store.get_policy(scope).await? {
                     Some(stored) => serde_json::from_str::<Policy>(&stored.document)
-                        .map_err(|e| ApiError::internal(&e))?,
+                        .map_err(|e| Error::internal(&e))?,
                     None => Policy::default(),
                 };
                 Ok(Arc::new(policy))
@@ -53,19 +49,19 @@ impl PolicyCache {
     }
 }
 
-pub async fn get(state: &AppState, scope: &TenantScope) -> Result<Option<StoredPolicy>, ApiError> {
+pub async fn get(state: &Platform, scope: &TenantScope) -> Result<Option<StoredPolicy>, Error> {
     Ok(state.store.get_policy(scope).await?)
 }
 
 /// Validates and stores `document`; `expected` is the `If-Match` revision, if sent.
 pub async fn put(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     document: serde_json::Value,
     expected: Option<i64>,
-) -> Result<StoredPolicy, ApiError> {
+) -> Result<StoredPolicy, Error> {
     let policy = Policy::from_json(document).map_err(|e| {
-        ApiError::invalid(
+        Error::invalid(
             "invalid_policy",
             &e.field,
             format!("the policy is not valid: {e}"),
@@ -73,17 +69,17 @@ pub async fn put(
     })?;
     policy
         .validate(|re| berth_runtime::dlp::compile_custom(re).map(|_| ()))
-        .map_err(|e| ApiError::invalid("invalid_policy", &e.field, e.to_string()))?;
+        .map_err(|e| Error::invalid("invalid_policy", &e.field, e.to_string()))?;
     for (i, hook) in policy.webhooks.iter().enumerate() {
         state.egress.check_url(&hook.url).map_err(|e| {
-            ApiError::invalid(
+            Error::invalid(
                 "egress_refused",
                 &format!("webhooks[{i}].url"),
                 e.to_string(),
             )
         })?;
     }
-    let text = serde_json::to_string(&policy).map_err(|e| ApiError::internal(&e))?;
+    let text = serde_json::to_string(&policy).map_err(|e| Error::internal(&e))?;
     let audit = NewEntry::new(
         scope.actor(),
         "policy.update",
@@ -95,7 +91,7 @@ pub async fn put(
         .put_policy(scope, &text, expected, &audit)
         .await
         .map_err(|e| match e {
-            berth_store::StoreError::Conflict(m) => ApiError::conflict("revision_mismatch", m),
+            berth_store::StoreError::Conflict(m) => Error::conflict("revision_mismatch", m),
             other => other.into(),
         })?;
     state.policies.evict(scope.tenant());
