@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use berth_meter::Decision;
 use berth_platform::{Error as PlatformError, ErrorKind, RateReport};
 use berth_store::StoreError;
-use berth_vault::VaultError;
 use serde::Serialize;
 
 #[derive(Debug, Clone)]
@@ -235,12 +234,6 @@ pub fn insert_rate_headers(headers: &mut HeaderMap, rate: &RateReport) {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        PlatformError::from(e).into()
-    }
-}
-
-impl From<VaultError> for ApiError {
-    fn from(e: VaultError) -> Self {
         PlatformError::from(e).into()
     }
 }

@@ -219,7 +219,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
     .map_err(|e| StartError::Config(format!("the WebAssembly engine: {}", e.message)))?;
     // Every tool host sits behind one gate (per-tool rate limits, the audit of each call);
     // the tenant's MCP servers come first, the built-in servers' names are reserved.
-    let policies: Arc<berth_platform::policy::PolicyCache> = Arc::default();
+    let policies: Arc<berth_platform::caches::PolicyCache> = Arc::default();
     let mcp = berth_tools::McpRegistry::new(
         store.clone(),
         vault.clone(),

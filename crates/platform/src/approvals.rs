@@ -125,7 +125,7 @@ pub async fn decide(
     // An approval of an `/mcp` call has no run: the caller makes the call again.
     if let Some(run_id) = decided.run_id.as_deref() {
         let policy = crate::policy::effective(state, scope).await?;
-        let share = crate::runner::share_of(state, &auth.tenant.plan, &policy);
+        let share = crate::limits::share_of(state, &auth.tenant.plan, &policy);
         state.runner.enqueue(scope, share, run_id);
     }
     Ok(decided)

@@ -55,13 +55,6 @@ pub async fn compile_from_bundle(
         })
 }
 
-/// The compiled code of deployed versions, by version digest (versions are immutable, so
-/// an entry never goes stale).
-#[derive(Default)]
-pub struct Artifacts {
-    by_digest: Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
-}
-
 /// Loads the component of a deployed version: from memory when this process has run it
 /// before, else from its bundle (and wasmtime's code cache makes that cheap after a restart).
 pub async fn load(
@@ -82,7 +75,7 @@ pub async fn load(
             )
         })?;
     let key = format!("{}|{}", scope.tenant_str(), v.digest);
-    let cached = lock(&state.artifacts.by_digest).get(&key).cloned();
+    let cached = state.artifacts.get(&key);
     let artifact = match cached {
         Some(a) => a,
         None => {
@@ -99,7 +92,7 @@ pub async fn load(
             let bundle =
                 crate::bundle::unpack_off_the_workers(agent, bytes::Bytes::from(gz)).await?;
             let a = Arc::new(compile_from_bundle(state, manifest, &bundle.files).await?);
-            lock(&state.artifacts.by_digest).insert(key, a.clone());
+            state.artifacts.insert(key, a.clone());
             a
         }
     };

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod billing;
 pub mod budgets;
 pub mod bundle;
+pub mod caches;
 pub mod components;
 pub mod error;
 pub mod jwt;

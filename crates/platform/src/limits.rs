@@ -18,6 +18,7 @@ use crate::auth::TenantCaller;
 use crate::error::{Error, RateReport};
 use berth_core::Policy;
 use berth_meter::{Decision, RateLimiter};
+use berth_runtime::scheduler::Share;
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -201,4 +202,22 @@ fn refusal(b: &Bucket, d: &Decision, report: RateReport) -> Error {
     err.retry_after_secs = Some(d.retry_after.as_secs_f64().ceil().max(1.0) as u64);
     err.rate = Some(Box::new(report));
     err
+}
+
+/// The tenant's share of the node: its concurrency limit (the policy's, capped by the
+/// plan's) and its plan's weight.
+pub fn share_of(state: &Platform, plan: &str, policy: &Policy) -> Share {
+    match crate::budgets::plan_of(state, plan) {
+        Some(p) => Share {
+            concurrency: policy
+                .effective_limits(p)
+                .concurrent_runs
+                .unwrap_or(p.concurrent_runs),
+            weight: p.weight,
+        },
+        None => Share {
+            concurrency: 1,
+            weight: 1,
+        },
+    }
 }

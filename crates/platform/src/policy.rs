@@ -3,50 +3,14 @@
 use crate::Platform;
 use crate::error::Error;
 use berth_audit::NewEntry;
-use berth_core::cache::TtlCache;
-use berth_core::{Policy, TenantId, TenantScope};
-use berth_store::{Store, StoredPolicy};
+use berth_core::{Policy, TenantScope};
+use berth_store::StoredPolicy;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Per-tenant parsed policies, so a gateway call does not read the store. A write on this
-/// node evicts at once; other nodes re-read within `TTL`.
-pub struct PolicyCache(TtlCache<TenantId, Arc<Policy>>);
-
-impl Default for PolicyCache {
-    fn default() -> Self {
-        PolicyCache(TtlCache::new(Self::TTL))
-    }
-}
-
-impl PolicyCache {
-    const TTL: Duration = Duration::from_secs(10);
-
-    pub fn evict(&self, tenant: &TenantId) {
-        self.0.evict(tenant);
-    }
-}
 
 /// The tenant's policy (the empty policy when it has none).
 pub async fn effective(state: &Platform, scope: &TenantScope) -> Result<Arc<Policy>, Error> {
     state.policies.load(state.store.as_ref(), scope).await
-}
-
-impl PolicyCache {
-    /// The tenant's policy from the cache, or read from the store and cached.
-    pub async fn load(&self, store: &dyn Store, scope: &TenantScope) -> Result<Arc<Policy>, Error> {
-        self.0
-            .get_or_load(scope.tenant(), || async {
-                let policy = match store.get_policy(scope).await? {
-                    Some(stored) => serde_json::from_str::<Policy>(&stored.document)
-                        .map_err(|e| Error::internal(&e))?,
-                    None => Policy::default(),
-                };
-                Ok(Arc::new(policy))
-            })
-            .await
-    }
 }
 
 pub async fn get(state: &Platform, scope: &TenantScope) -> Result<Option<StoredPolicy>, Error> {

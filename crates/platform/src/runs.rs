@@ -204,7 +204,7 @@ pub async fn start(
         lease_until_ms: None,
         started_by: Some(scope.principal().actor()),
     };
-    let share = runner::share_of(state, &auth.tenant.plan, &policy);
+    let share = limits::share_of(state, &auth.tenant.plan, &policy);
     if req.asynchronous {
         state
             .runner

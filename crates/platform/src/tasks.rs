@@ -3,15 +3,21 @@
 //! stop the runs in flight finish before the background writers drain.
 
 use crate::Platform;
+use crate::runner;
 use futures_util::FutureExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 impl Platform {
     /// Starts every background task of this node as a tracked task that ends on
-    /// [`Platform::stop`].
+    /// [`Platform::stop`]: the run workers, the heartbeat and the sweeper (supervised), and
+    /// the MCP servers' health checks.
     pub fn start(&self) {
-        crate::runner::start(self);
+        for _ in 0..self.runner.settings.workers.max(1) {
+            supervise(self, "run worker", runner::worker);
+        }
+        supervise(self, "run heartbeat", runner::heartbeat);
+        supervise(self, "run sweeper", runner::sweeper);
         let stop = self.shutdown.clone();
         self.tasks.spawn(self.mcp.clone().run_health_checks(stop));
     }
@@ -36,7 +42,7 @@ impl Platform {
 /// Runs `task` on a tracked task and starts it again (after a second) if it panics, so a
 /// bug met by one tenant's data cannot take a node's workers, heartbeat or sweeper away
 /// for good. A task that returns (on shutdown) is not restarted.
-pub(crate) fn supervise<F, Fut>(platform: &Platform, name: &'static str, task: F)
+fn supervise<F, Fut>(platform: &Platform, name: &'static str, task: F)
 where
     F: Fn(Platform) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,

@@ -4,15 +4,14 @@
 
 use crate::Platform;
 use crate::auth::TenantCaller;
+use crate::caches::PolicyCache;
 use crate::error::Error;
-use crate::policy::PolicyCache;
 use async_trait::async_trait;
 use berth_audit::NewEntry;
-use berth_core::cache::TtlCache;
 use berth_core::clock::now_ms;
 use berth_core::pattern::glob_match;
 use berth_core::{Id, IdKind};
-use berth_core::{Policy, Role, TenantId, TenantScope};
+use berth_core::{Policy, Role, TenantScope};
 use berth_llm::ToolDef;
 use berth_meter::RateLimiter;
 use berth_runtime::dlp::Verdict;
@@ -238,51 +237,6 @@ impl CallerTools {
                 .uses
                 .as_ref()
                 .is_none_or(|patterns| patterns.iter().any(|p| glob_match(p, tool)))
-    }
-}
-
-/// The `tools.use` patterns of each agent's versions that have traffic, so that a call with
-/// a key restricted to the agent does not read the agent and its versions from the store.
-/// A deploy, traffic change, rollback or delete on this node evicts at once; other nodes
-/// re-read within `TTL`, as for policies.
-pub struct AgentToolsCache(TtlCache<(TenantId, String), Arc<Vec<String>>>);
-
-impl Default for AgentToolsCache {
-    fn default() -> Self {
-        AgentToolsCache(TtlCache::new(Self::TTL))
-    }
-}
-
-impl AgentToolsCache {
-    const TTL: Duration = Duration::from_secs(10);
-
-    async fn load(
-        &self,
-        store: &dyn Store,
-        scope: &TenantScope,
-        agent: &str,
-    ) -> Result<Arc<Vec<String>>, Error> {
-        let key = (scope.tenant().clone(), agent.to_owned());
-        self.0
-            .get_or_load(&key, || async {
-                let mut patterns = Vec::new();
-                if let Some(summary) = store.get_agent(scope, agent).await? {
-                    for entry in summary.traffic.split.iter().filter(|e| e.weight > 0) {
-                        if let Some(v) = store.get_version(scope, agent, entry.version).await?
-                            && let Ok(m) = serde_json::from_str::<berth_core::Manifest>(&v.manifest)
-                        {
-                            patterns.extend(m.tools.use_);
-                        }
-                    }
-                }
-                Ok(Arc::new(patterns))
-            })
-            .await
-    }
-
-    /// Forgets the agent's patterns after a change to which of its versions have traffic.
-    pub fn evict(&self, scope: &TenantScope, agent: &str) {
-        self.0.evict(&(scope.tenant().clone(), agent.to_owned()));
     }
 }
 

@@ -2,10 +2,8 @@
 //! tools, sandbox and component engine together; every service function takes it.
 
 use crate::auth::Authenticator;
-use crate::components::Artifacts;
-use crate::policy::PolicyCache;
+use crate::caches::{AgentToolsCache, Artifacts, PolicyCache};
 use crate::runner::Runner;
-use crate::tools::AgentToolsCache;
 use berth_core::Plan;
 use berth_egress::EgressGuard;
 use berth_meter::{PriceTable, UsageRecorder};

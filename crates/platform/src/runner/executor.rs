@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-pub(super) async fn worker(state: Platform) {
+pub(crate) async fn worker(state: Platform) {
     loop {
         let (job, permit) = tokio::select! {
             _ = state.runner.closing.cancelled() => return,

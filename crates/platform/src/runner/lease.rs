@@ -6,7 +6,7 @@ use crate::Platform;
 use berth_core::{TenantId, TenantScope};
 
 /// Keeps the leases of the runs this node executes, with their usage so far.
-pub(super) async fn heartbeat(state: Platform) {
+pub(crate) async fn heartbeat(state: Platform) {
     let every = state.runner.settings.lease / 3;
     loop {
         tokio::select! {

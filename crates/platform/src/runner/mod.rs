@@ -1,17 +1,15 @@
 //! Executes runs. This module holds the node's run machinery ([`Runner`]: the scheduler,
-//! the queue's bookkeeping, live runs, the compiled data-loss rules) and starts its tasks;
-//! the work itself is split by concern:
+//! the queue's bookkeeping, live runs, the compiled data-loss rules) and knows no
+//! [`crate::Platform`]; the work is split by concern, and `crate::tasks` starts it:
 //!
-//! - [`executor`]: the worker pool that takes queued runs (asynchronous ones, and runs
+//! - `executor`: the worker pool that takes queued runs (asynchronous ones, and runs
 //!   resumed after an approval) and the execution of one run, built-in or component;
-//! - [`record`]: what a run leaves behind — its final write, the metering of its tool
+//! - `record`: what a run leaves behind — its final write, the metering of its tool
 //!   calls, its terminal events, its thread messages;
-//! - [`lease`]: the heartbeat that keeps live runs' leases with their usage so far;
-//! - [`sweeper`]: fails runs whose process died (`interrupted`), expires approvals and
+//! - `lease`: the heartbeat that keeps live runs' leases with their usage so far;
+//! - `sweeper`: fails runs whose process died (`interrupted`), expires approvals and
 //!   picks up queued runs left by a restart or by another node.
 
-use crate::Platform;
-use crate::budgets;
 use crate::error::Error;
 use berth_core::clock::now_ms;
 use berth_core::{TenantId, TenantScope};
@@ -31,6 +29,7 @@ mod sweeper;
 pub use executor::{Launch, RunTenant, launch};
 pub use record::{restored, stored, stored_events, terminal_event};
 pub use sweeper::sweep;
+pub(crate) use {executor::worker, lease::heartbeat, sweeper::sweeper};
 
 /// How runs are executed; from `[runs]` of `berth.toml`.
 #[derive(Debug, Clone)]
@@ -72,24 +71,6 @@ pub struct Job {
 
 /// A slot of the node's run capacity, held while a run executes.
 pub type RunPermit = Permit<Job>;
-
-/// The tenant's share of the node: its concurrency limit (the policy's, capped by the
-/// plan's) and its plan's weight.
-pub fn share_of(state: &Platform, plan: &str, policy: &berth_core::Policy) -> Share {
-    match budgets::plan_of(state, plan) {
-        Some(p) => Share {
-            concurrency: policy
-                .effective_limits(p)
-                .concurrent_runs
-                .unwrap_or(p.concurrent_runs),
-            weight: p.weight,
-        },
-        None => Share {
-            concurrency: 1,
-            weight: 1,
-        },
-    }
-}
 
 /// The answer to a run the scheduler refused.
 pub fn refused(r: Refused, share: Share) -> Error {
@@ -205,13 +186,4 @@ impl Runner {
     fn lease_until(&self) -> i64 {
         now_ms() + i64::try_from(self.settings.lease.as_millis()).unwrap_or(30_000)
     }
-}
-
-/// Starts the workers, the heartbeat and the sweeper as tracked tasks that end on shutdown.
-pub(crate) fn start(state: &Platform) {
-    for _ in 0..state.runner.settings.workers.max(1) {
-        crate::tasks::supervise(state, "run worker", executor::worker);
-    }
-    crate::tasks::supervise(state, "run heartbeat", lease::heartbeat);
-    crate::tasks::supervise(state, "run sweeper", sweeper::sweeper);
 }

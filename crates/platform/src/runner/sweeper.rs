@@ -3,9 +3,9 @@
 //! taken. One tenant's failure is logged and counted, never stops the others.
 
 use super::record::{end_live, record_tool_calls};
-use super::share_of;
 use crate::Platform;
 use crate::error::Error;
+use crate::limits::share_of;
 use crate::policy;
 use berth_audit::NewEntry;
 use berth_core::TenantScope;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// Once at start and then every lease period: runs of dead processes fail as
 /// `interrupted`, approvals past their time expire, queued runs nobody holds are taken.
-pub(super) async fn sweeper(state: Platform) {
+pub(crate) async fn sweeper(state: Platform) {
     loop {
         if let Err(e) = sweep(&state).await {
             tracing::warn!(error = %e.message, "run sweep failed");
