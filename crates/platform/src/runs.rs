@@ -181,7 +181,7 @@ pub async fn start(
             let history = t
                 .messages
                 .iter()
-                .filter_map(|m| runner::restored(m))
+                .filter_map(|m| runner::record::restored(m))
                 .collect();
             (Some(t.id), history)
         }
@@ -232,13 +232,13 @@ pub async fn start(
         "run.started",
         json!({"run": RunView::from(&run)}),
     ));
-    let done = runner::launch(
+    let done = runner::executor::launch(
         state,
-        runner::Launch {
+        runner::executor::Launch {
             scope: scope.clone(),
             run: run.clone(),
             manifest,
-            tenant: runner::RunTenant {
+            tenant: runner::executor::RunTenant {
                 name: auth.tenant.name.clone(),
                 plan: auth.tenant.plan.clone(),
             },
@@ -284,7 +284,7 @@ pub async fn cancel(state: &Platform, auth: &TenantCaller, id: &str) -> Result<R
         live.cancel.cancel();
         // A run that no task executes (queued, or waiting for approval) ends here.
         if !live.is_executing() {
-            live.emit(runner::terminal_event(&stored));
+            live.emit(runner::record::terminal_event(&stored));
             state.runner.hub.remove(scope, id);
         }
     }
@@ -322,7 +322,7 @@ pub async fn follow(state: Platform, scope: TenantScope, id: String, tx: mpsc::S
             }
             _ => return,
         };
-        let events = runner::stored_events(&run, &steps);
+        let events = runner::record::stored_events(&run, &steps);
         for e in events.into_iter().skip(sent) {
             sent += 1;
             if tx.send(e).await.is_err() {

@@ -14,10 +14,10 @@ impl Platform {
     /// the MCP servers' health checks.
     pub fn start(&self) {
         for _ in 0..self.runner.settings.workers.max(1) {
-            supervise(self, "run worker", runner::worker);
+            supervise(self, "run worker", runner::executor::worker);
         }
-        supervise(self, "run heartbeat", runner::heartbeat);
-        supervise(self, "run sweeper", runner::sweeper);
+        supervise(self, "run heartbeat", runner::lease::heartbeat);
+        supervise(self, "run sweeper", runner::sweeper::sweeper);
         let stop = self.shutdown.clone();
         self.tasks.spawn(self.mcp.clone().run_health_checks(stop));
     }

@@ -1,13 +1,14 @@
 //! Executes runs. This module holds the node's run machinery ([`Runner`]: the scheduler,
 //! the queue's bookkeeping, live runs, the compiled data-loss rules) and knows no
-//! [`crate::Platform`]; the work is split by concern, and `crate::tasks` starts it:
+//! [`crate::Platform`]; the work is split by concern into submodules that do, and
+//! `crate::tasks` starts it:
 //!
-//! - `executor`: the worker pool that takes queued runs (asynchronous ones, and runs
+//! - [`executor`]: the worker pool that takes queued runs (asynchronous ones, and runs
 //!   resumed after an approval) and the execution of one run, built-in or component;
-//! - `record`: what a run leaves behind — its final write, the metering of its tool
+//! - [`record`]: what a run leaves behind — its final write, the metering of its tool
 //!   calls, its terminal events, its thread messages;
 //! - `lease`: the heartbeat that keeps live runs' leases with their usage so far;
-//! - `sweeper`: fails runs whose process died (`interrupted`), expires approvals and
+//! - [`sweeper`]: fails runs whose process died (`interrupted`), expires approvals and
 //!   picks up queued runs left by a restart or by another node.
 
 use crate::error::Error;
@@ -21,15 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-mod executor;
-mod lease;
-mod record;
-mod sweeper;
-
-pub use executor::{Launch, RunTenant, launch};
-pub use record::{restored, stored, stored_events, terminal_event};
-pub use sweeper::sweep;
-pub(crate) use {executor::worker, lease::heartbeat, sweeper::sweeper};
+pub mod executor;
+pub(crate) mod lease;
+pub mod record;
+pub mod sweeper;
 
 /// How runs are executed; from `[runs]` of `berth.toml`.
 #[derive(Debug, Clone)]
