@@ -41,4 +41,4 @@ mod wiring;
 pub use auth::{Authenticator, Credential, TenantCaller};
 pub use error::{Error, ErrorKind, RateReport};
 pub use runner::RunSettings;
-pub use wiring::{Platform, Settings};
+pub use wiring::{Platform, Settings, Wiring, WiringError};
