@@ -460,20 +460,19 @@ pub struct RunDto {
 
 impl From<&berth_store::RunRecord> for RunDto {
     fn from(r: &berth_store::RunRecord) -> Self {
+        // The same view the run's live events carry, so the two cannot drift apart.
+        let v = berth_platform::view::RunView::from(r);
         RunDto {
-            id: r.id.clone(),
-            agent: r.agent.clone(),
-            version: r.version,
-            thread: r.thread_id.clone(),
-            status: r.status.clone(),
-            output: r.output.clone(),
-            error: r
-                .error
-                .as_deref()
-                .and_then(|e| serde_json::from_str(e).ok()),
-            usage: serde_json::from_str(&r.usage).unwrap_or(serde_json::Value::Null),
-            created_at: rfc3339(r.created_at_ms),
-            finished_at: r.finished_at_ms.map(rfc3339),
+            id: v.id,
+            agent: v.agent,
+            version: v.version,
+            thread: v.thread,
+            status: v.status,
+            output: v.output,
+            error: v.error,
+            usage: v.usage,
+            created_at: v.created_at,
+            finished_at: v.finished_at,
         }
     }
 }

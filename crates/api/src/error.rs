@@ -1,10 +1,13 @@
 //! `ApiError`: the one error type of the HTTP boundary, rendered in the OpenAI error shape.
+//! Every failure of the platform ([`berth_platform::Error`]) becomes an HTTP status here,
+//! in [`From<PlatformError>`](#impl-From<Error>-for-ApiError), and nowhere else.
 
 use crate::context;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use berth_meter::Decision;
+use berth_platform::{Error as PlatformError, ErrorKind, RateReport};
 use berth_store::StoreError;
-use berth_vault::VaultError;
 use serde::Serialize;
 
 #[derive(Debug, Clone)]
@@ -159,93 +162,79 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl From<PlatformError> for ApiError {
+    fn from(e: PlatformError) -> Self {
+        let status = match e.kind {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::BudgetExceeded => StatusCode::PAYMENT_REQUIRED,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            kind: e.kind.as_str(),
+            code: e.code,
+            message: e.message,
+            param: e.param,
+            retry_after_secs: e.retry_after_secs,
+            headers: e.rate.map(|r| Box::new(rate_headers(&r))),
+        }
+    }
+}
+
+/// The `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers, as OpenAI names
+/// them: the tenant's tokens, then the tightest request bucket.
+pub fn rate_headers(report: &RateReport) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::new();
+    let mut push = |names: [&'static str; 3], d: &Decision| {
+        headers.push((names[0], d.limit.to_string()));
+        headers.push((names[1], d.remaining.to_string()));
+        headers.push((names[2], format!("{:.3}s", d.reset.as_secs_f64())));
+    };
+    if let Some(d) = &report.tokens {
+        push(
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+            d,
+        );
+    }
+    if let Some(d) = &report.requests {
+        push(
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+            d,
+        );
+    }
+    headers
+}
+
+/// Adds the `x-ratelimit-*` headers of `rate` to an answer.
+pub fn insert_rate_headers(headers: &mut HeaderMap, rate: &RateReport) {
+    for (name, value) in rate_headers(rate) {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => ApiError::not_found("not_found", "no such resource"),
-            StoreError::Conflict(what) => ApiError::conflict("conflict", what),
-            other if other.is_unavailable() => {
-                tracing::warn!(error = %other, "the store is unavailable");
-                ApiError::unavailable(
-                    "store_unavailable",
-                    "the database is unavailable; retry shortly",
-                )
-            }
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
-impl From<VaultError> for ApiError {
-    fn from(e: VaultError) -> Self {
-        match e {
-            VaultError::Store(s) => s.into(),
-            VaultError::TooLarge => ApiError::too_large(e.to_string()),
-            VaultError::Unseal => ApiError::internal(&e),
-            VaultError::NotPermitted { .. } => {
-                ApiError::forbidden("secret_not_bound", e.to_string())
-            }
-        }
-    }
-}
-
-impl From<berth_gateway::GatewayError> for ApiError {
-    fn from(e: berth_gateway::GatewayError) -> Self {
-        use berth_gateway::{GatewayError as G, RouteError as R};
-        let code = e.code();
-        match &e {
-            G::Route(R::UnknownModel(_)) | G::ProviderNotFound(_) => {
-                ApiError::not_found("model_not_found", e.to_string()).with_param("model")
-            }
-            G::Route(R::NotAllowed(_)) => ApiError::forbidden("model_not_allowed", e.to_string()),
-            G::BadRequest(m) => ApiError::bad_request("invalid_request", m.clone()),
-            G::BudgetExceeded { .. } => ApiError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "budget_exceeded",
-                "budget_exceeded",
-                e.to_string(),
-            ),
-            G::BudgetUnavailable { .. } => {
-                ApiError::unavailable("store_unavailable", e.to_string())
-            }
-            G::ProviderKeyMissing { .. } => {
-                ApiError::invalid("provider_key_missing", "model", e.to_string())
-            }
-            G::ProviderKeyNotBound { .. } => ApiError::forbidden("secret_not_bound", e.to_string()),
-            G::Upstream { status: 429, .. } => {
-                let mut err = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    code,
-                    e.to_string(),
-                );
-                err.retry_after_secs = Some(1);
-                err
-            }
-            // The caller's Berth credential is fine; the provider refused the provider's key.
-            G::Upstream {
-                status: 401 | 403, ..
-            } => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream",
-                "upstream_auth_failed",
-                e.to_string(),
-            ),
-            G::Upstream { status, .. } if *status < 500 => {
-                ApiError::bad_request("upstream_rejected", e.to_string())
-            }
-            G::Unpriced { .. } => ApiError::invalid(code, "model", e.to_string()),
-            G::Upstream { .. }
-            | G::Connect { .. }
-            | G::InvalidAnswer { .. }
-            | G::TooLarge { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream", code, e.to_string())
-            }
-            G::Timeout { .. } => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream", code, e.to_string())
-            }
-            G::Internal(_) => ApiError::internal(&e),
-        }
+        PlatformError::from(e).into()
     }
 }
 

@@ -1,48 +1,43 @@
-//! The HTTP surface of Berth: router, authentication, error mapping, request context.
+//! The HTTP surface of Berth: router, authentication extractors, DTOs, error mapping, SSE
+//! and `/mcp` framing, OpenAPI, request context. The only crate that knows HTTP.
 //!
-//! Handlers are thin: they authenticate, check the role, parse the body and call a
-//! function in [`service`]. Every error leaves through [`ApiError`], the one place where
-//! failures become HTTP statuses in the OpenAI error shape.
+//! Handlers are thin: they authenticate, parse the request, call a function of the
+//! application core ([`berth_platform`]) and render its answer. Every error leaves through
+//! [`ApiError`], the one place where failures become HTTP statuses in the OpenAI error
+//! shape.
 
 pub mod auth;
+pub mod bundle;
 pub mod conn;
 mod context;
 pub mod dto;
 pub mod error;
 mod extract;
-pub mod jwt;
 mod mcp;
 mod routes;
-pub mod service;
 mod sse;
 pub mod state;
-#[cfg(feature = "test-hooks")]
-pub mod test_hooks;
+mod wire;
 
-pub use auth::Authenticator;
 pub use error::ApiError;
 pub use routes::{openapi_document, router};
-pub use state::{ApiSettings, AppState};
+pub use state::AppState;
 
 use std::future::Future;
 use tokio::net::TcpListener;
 
-/// Serves `state` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish and drains the background tasks tracked by the state.
+/// Serves `state` on `listener` until `shutdown` completes: starts the platform's
+/// background tasks, then lets in-flight requests finish and stops the platform (runs in
+/// flight end, background writers drain).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let tasks = state.tasks.clone();
-    let stop_background = state.shutdown.clone();
-    service::runner::start(&state);
-    let mcp = state.mcp.clone();
-    let stop = state.shutdown.clone();
-    state.tasks.spawn(mcp.run_health_checks(stop));
-    let runner = state.runner.clone();
-    let closing = runner.closing.clone();
-    let limits = state.settings.connections;
+    let platform = state.platform.clone();
+    platform.start();
+    let closing = platform.closing();
+    let limits = state.connections;
     let app = router(state);
     conn::serve_connections(listener, app, limits, async move {
         shutdown.await;
@@ -50,10 +45,6 @@ pub async fn serve(
         closing.cancel();
     })
     .await;
-    // Runs still executing finish (and are metered) before the background writers stop.
-    runner.drain().await;
-    stop_background.cancel();
-    tasks.close();
-    tasks.wait().await;
+    platform.stop().await;
     Ok(())
 }

@@ -1,14 +1,15 @@
 //! The tenant's MCP endpoint: rmcp's Streamable HTTP server (stateless, JSON answers, both
 //! the `initialize` lifecycle of 2025-11-25 and the `server/discover` one of 2026-07-28) in
-//! front of `service::tools`, so an external MCP client's calls take the same policy,
+//! front of `berth_platform::tools`, so an external MCP client's calls take the same policy,
 //! approval, data-loss and audit path as a run's.
 
-use crate::auth::{TenantAuth, TenantCaller};
-use crate::service::tools::{self, McpCallOutcome};
+use crate::auth::TenantAuth;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use berth_platform::TenantCaller;
+use berth_platform::tools::{self, McpCallOutcome};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -40,7 +41,7 @@ fn caller(context: &RequestContext<RoleServer>) -> Result<(AppState, TenantAuth)
         .ok_or_else(|| ErrorData::internal_error("the request carries no caller", None))
 }
 
-fn api_error(e: crate::error::ApiError) -> ErrorData {
+fn api_error(e: berth_platform::Error) -> ErrorData {
     ErrorData::invalid_request(format!("{}: {}", e.code, e.message), None)
 }
 

@@ -5,7 +5,7 @@
 //! digest depends on the files only, not on their order or tar metadata.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use berth_api::service::bundle::{digest_files, unpack};
+use berth_api::bundle::{digest_files, unpack};
 use proptest::prelude::*;
 use std::io::Write;
 
@@ -254,7 +254,7 @@ fn is_inside(path: &str) -> bool {
 /// What any answer must be: a bundle whose files all live inside it and whose digest is
 /// that of its files, or a refusal a client can act on.
 fn check_answer(
-    r: Result<berth_api::service::bundle::Bundle, berth_api::ApiError>,
+    r: Result<berth_api::bundle::Bundle, berth_api::ApiError>,
 ) -> Result<bool, TestCaseError> {
     match r {
         Ok(b) => {

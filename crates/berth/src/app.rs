@@ -1,20 +1,18 @@
-//! Wiring: from a [`Config`] to a running server (store, vault, auth, metrics, demo data).
+//! Wiring: from a [`Config`] to a running server: the [`Platform`] (store, vault, auth,
+//! gateway, meter, runtime, tools, sandbox, components), the HTTP state, demo data.
 
 use crate::config::Config;
 use crate::logging::Redactor;
-use berth_api::jwt::{JwtSettings, JwtVerifier};
-use berth_api::service::runner::Runner;
-use berth_api::{ApiSettings, AppState, Authenticator};
+use berth_api::AppState;
 use berth_core::id::random_secret;
-use berth_egress::EgressGuard;
-use berth_meter::{Price, PriceTable, UsageRecorder};
-use berth_runtime::{MockTools, ToolHost, ToolSet};
-use berth_vault::{MasterKey, Vault};
+use berth_meter::{Price, PriceTable};
+use berth_platform::jwt::JwtSettings;
+use berth_platform::{Platform, Settings, Wiring, WiringError};
+use berth_vault::MasterKey;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -86,18 +84,16 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
             if let Some(s) = &hs256_secret {
                 redactor.register(s);
             }
-            Some(JwtVerifier::new(JwtSettings {
+            Some(JwtSettings {
                 issuer: j.issuer.clone(),
                 audience: j.audience.clone(),
                 jwks_url: j.jwks_url.clone(),
                 hs256_secret,
                 tenant_claim: j.tenant_claim.clone(),
                 role_claim: j.role_claim.clone(),
-            }))
+            })
         }
     };
-    let tasks = TaskTracker::new();
-    let shutdown = tokio_util::sync::CancellationToken::new();
     let allow_private = config
         .egress
         .allow_private
@@ -110,42 +106,12 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
             Price::from_usd_per_million(p.input, p.output, p.cached_input),
         )
     }));
-    let mut platform_providers: Vec<String> =
-        config.providers.iter().map(|p| p.name.clone()).collect();
-    platform_providers.push("mock".to_owned());
-    let usage_store: Arc<dyn berth_store::UsageStore> = store.clone();
-    let usage = if config.usage.journal {
-        let dir = config.data_dir.join("journal");
-        UsageRecorder::start_journaled(usage_store, &tasks, shutdown.clone(), &dir)
-            .await
-            .map_err(|source| StartError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?
-    } else {
-        UsageRecorder::start(usage_store, &tasks, shutdown.clone())
-    };
-    let audit_store: Arc<dyn berth_store::AuditStore> = store.clone();
-    let audit = if config.usage.journal {
-        let dir = config.data_dir.join("journal");
-        berth_store::AuditWriter::start_journaled(audit_store, &tasks, shutdown.clone(), &dir)
-            .await
-            .map_err(|source| StartError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?
-    } else {
-        berth_store::AuditWriter::start(audit_store, &tasks, shutdown.clone())
-    };
-    let egress = EgressGuard::new(allow_private);
-    let vault = Arc::new(Vault::new(master, store.clone()));
-    let prices = Arc::new(prices);
-    let mut platform = Vec::new();
+    let mut providers = Vec::new();
     for p in &config.providers {
         let kind = berth_gateway::Kind::parse(&p.kind).ok_or_else(|| {
             StartError::Config(format!("providers.{}: unknown kind {:?}", p.name, p.kind))
         })?;
-        platform.push(berth_gateway::PlatformProvider {
+        providers.push(berth_gateway::PlatformProvider {
             name: p.name.clone(),
             kind,
             base_url: p.base_url.clone(),
@@ -176,101 +142,52 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         }
         None => Arc::new(berth_meter::MemoryLimiter::default()),
     };
-    let provider_store: Arc<dyn berth_store::ProviderStore> = store.clone();
-    let ledger = berth_api::service::budgets::StoreLedger::new(
-        store.clone(),
-        vault.clone(),
-        egress.client(std::time::Duration::from_secs(10)),
-        tasks.clone(),
-        usage.clone(),
-    );
-    let ledger: Arc<dyn berth_gateway::BudgetLedger> = Arc::new(ledger);
-    // Settlements are journaled with usage: a call answered is a call charged, crash or not.
-    let settler = if config.usage.journal {
-        let dir = config.data_dir.join("journal");
-        berth_gateway::Settler::start_journaled(ledger, &tasks, shutdown.clone(), &dir).map_err(
-            |source| StartError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            },
-        )?
+    let sandbox = if config.sandbox.enabled {
+        Some(
+            config
+                .sandbox
+                .settings()
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        )
     } else {
-        berth_gateway::Settler::new(ledger, &tasks, shutdown.clone())
+        None
     };
-    let gateway = berth_gateway::Gateway::new(
-        platform,
-        prices.clone(),
-        usage.clone(),
-        vault.clone(),
-        provider_store,
-        &egress,
-    )
-    .with_budgets(settler)
-    .with_body_limits(config.gateway.body_limits())
-    .with_tasks(tasks.clone());
-    // Built-in tool servers: `mock` always, the code sandbox unless disabled.
-    let mut tool_hosts: Vec<Arc<dyn ToolHost>> = vec![Arc::new(MockTools)];
-    if config.sandbox.enabled {
-        let settings = config
-            .sandbox
-            .settings()
-            .map_err(|e| StartError::Config(e.to_string()))?;
-        let audit: Arc<dyn berth_store::AuditStore> = store.clone();
-        tool_hosts.push(Arc::new(berth_sandbox::SandboxTools::new(
-            settings,
-            audit,
-            usage.clone(),
-        )));
-    }
-    // Compiled component code is cached on disk, so a restart does not recompile.
-    let components = berth_component::Engine::new(berth_component::Settings {
-        cache_dir: Some(config.data_dir.join("component-cache")),
-        ..berth_component::Settings::default()
-    })
-    .map_err(|e| StartError::Config(format!("the WebAssembly engine: {}", e.message)))?;
-    // Every tool host sits behind one gate (per-tool rate limits, the audit of each call);
-    // the tenant's MCP servers come first, the built-in servers' names are reserved.
-    let policies: Arc<berth_api::service::policy::PolicyCache> = Arc::default();
-    let mcp = berth_tools::McpRegistry::new(
-        store.clone(),
-        vault.clone(),
-        egress.clone(),
-        config.mcp.settings(),
-        Some(Arc::new(redactor.clone())),
-    );
-    tool_hosts.push(mcp.clone());
-    let tools = berth_api::service::tools::ToolGate::new(
-        ToolSet::new(tool_hosts),
-        store.clone(),
-        audit.clone(),
-        policies.clone(),
-        limiter.clone(),
-    );
-    let state = AppState {
-        mcp,
-        components: Arc::new(components),
-        artifacts: Arc::default(),
-        gateway: Arc::new(gateway),
-        limiter,
-        runner: Arc::new(Runner::new(config.runs.settings(), Arc::new(tools))),
-        usage,
-        audit,
-        policies,
-        agent_tools: Arc::default(),
-        egress,
-        prices,
-        platform_providers: Arc::new(platform_providers),
-        shutdown,
-        vault,
-        auth: Arc::new(Authenticator::new(&operator_token, store.clone(), jwt)),
+    let platform = Platform::build(Wiring {
         store,
-        settings: Arc::new(ApiSettings {
+        master_key: master,
+        operator_token: operator_token.clone(),
+        jwt,
+        settings: Settings {
             plans: config.plans(),
             default_plan: config.default_plan.clone(),
-            connections: config.http.limits(),
-        }),
-        tasks,
+        },
+        runs: config.runs.settings(),
+        allow_private,
+        prices,
+        providers,
+        body_limits: config.gateway.body_limits(),
+        limiter,
+        journal_dir: config
+            .usage
+            .journal
+            .then(|| config.data_dir.join("journal")),
+        sandbox,
+        // Compiled component code is cached on disk, so a restart does not recompile.
+        component_cache_dir: config.data_dir.join("component-cache"),
+        mcp: config.mcp.settings(),
+        log_mask: Some(Arc::new(redactor.clone())),
+    })
+    .await
+    .map_err(|e| match e {
+        WiringError::Journal { path, source } => StartError::DataDir { path, source },
+        WiringError::Engine(message) => {
+            StartError::Config(format!("the WebAssembly engine: {message}"))
+        }
+    })?;
+    let state = AppState {
+        platform,
         metrics: metrics_handle(),
+        connections: config.http.limits(),
     };
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr)
@@ -284,7 +201,7 @@ pub async fn start(config: &Config, demo: bool, redactor: &Redactor) -> Result<S
         source,
     })?;
     let demo = if demo {
-        Some(ensure_demo(&state, &config.data_dir).await?)
+        Some(ensure_demo(&state.platform, &config.data_dir).await?)
     } else {
         None
     };
@@ -347,9 +264,9 @@ pub const DEMO_AGENT: &str = "assistant";
 
 /// Creates (once) tenant `demo`, an admin key for it (kept in `<data_dir>/demo-key` so
 /// later starts can print it again) and the example agent on `mock/echo`.
-async fn ensure_demo(state: &AppState, data_dir: &Path) -> Result<DemoInfo, StartError> {
-    use berth_api::service::{agents, keys, tenants};
-    let demo_err = |e: berth_api::ApiError| StartError::Demo(e.message);
+async fn ensure_demo(state: &Platform, data_dir: &Path) -> Result<DemoInfo, StartError> {
+    use berth_platform::{agents, keys, tenants};
+    let demo_err = |e: berth_platform::Error| StartError::Demo(e.message);
     let tenant = match state.store.find_tenant_by_name("demo").await? {
         Some(t) => t,
         None => tenants::create(state, "demo", None)
@@ -378,7 +295,7 @@ async fn ensure_demo(state: &AppState, data_dir: &Path) -> Result<DemoInfo, Star
     let key_path = data_dir.join("demo-key");
     if let Ok(saved) = std::fs::read_to_string(&key_path) {
         let saved = saved.trim().to_owned();
-        if let Ok(berth_api::auth::Credential::Tenant(c)) = state.auth.authenticate(&saved).await
+        if let Ok(berth_platform::Credential::Tenant(c)) = state.auth.authenticate(&saved).await
             && c.tenant.id == tenant.id
         {
             return Ok(DemoInfo {

@@ -361,7 +361,7 @@ async fn alerts_reach_signed_webhooks_and_the_audit_log_and_invoices_add_up() {
             .unwrap();
         assert_eq!(
             sig,
-            &berth_api::service::budgets::signature("whsec-test-0123", t, body),
+            &berth_platform::budgets::signature("whsec-test-0123", t, body),
             "signed with the tenant's secret"
         );
         let v: Value = serde_json::from_str(body).unwrap();

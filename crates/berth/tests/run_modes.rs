@@ -717,7 +717,7 @@ async fn a_panicking_run_fails_alone_and_the_next_runs_work() {
         json!({"name": "calm", "model": {"name": "mock/echo"}}),
     )
     .await;
-    berth_api::test_hooks::panic_runs_of("boom");
+    berth_platform::test_hooks::panic_runs_of("boom");
 
     // Synchronous: the answer is the failed run, with the generic internal error.
     let (status, body) = run(&server, &inv, "boom", json!({"input": "hi"})).await;

@@ -4,7 +4,6 @@ use crate::auth::TenantAuth;
 use crate::dto::{AgentDto, DeployedDto, ListBody, RollbackDto, TrafficDto, VersionDto};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, query_rejection};
-use crate::service::agents::{self, Source};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -13,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use berth_core::Role;
 use berth_core::clock::rfc3339;
+use berth_platform::agents::{self, Source};
 use berth_store::{Pin, SplitEntry};
 use serde::Deserialize;
 

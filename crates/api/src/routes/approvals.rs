@@ -4,11 +4,11 @@ use crate::auth::TenantAuth;
 use crate::dto::{ApprovalDto, ApprovalListParams, DecideApproval, ListBody};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, query_rejection};
-use crate::service::approvals;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use berth_platform::approvals;
 use berth_store::{ApprovalFilter, PageRequest};
 
 /// Approvals, newest first; `?status=pending` for those waiting.

@@ -4,11 +4,11 @@ use crate::auth::TenantAuth;
 use crate::dto::{AuditEntryDto, AuditVerifyDto, ListBody};
 use crate::error::ApiError;
 use crate::extract::Pagination;
-use crate::service::audit;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use berth_core::Role;
+use berth_platform::audit;
 
 /// Audit entries in order; `cursor` is the last `seq` seen.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),

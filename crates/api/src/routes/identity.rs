@@ -4,12 +4,12 @@ use crate::auth::TenantAuth;
 use crate::dto::{CreateKey, CreatedKeyDto, KeyDto, ListBody, MeDto, MeKey, MeTenant};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Pagination};
-use crate::service::keys;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use berth_core::{Principal, Role};
+use berth_platform::keys;
 
 /// Who am I: the tenant and credential of this request.
 #[utoipa::path(get, path = "/v1/me", tag = "identity", responses((status = 200, body = MeDto), (status = 401)))]

@@ -3,12 +3,13 @@
 use crate::auth::TenantAuth;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::service::llm::{self, Wire};
 use crate::state::AppState;
+use crate::wire;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use berth_platform::llm::{self, ChatAnswer, Wire};
 use serde_json::Value;
 
 /// OpenAI Chat Completions (streaming with `stream: true`). Headers `Berth-Agent` and
@@ -21,7 +22,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    llm::chat(&state, &auth, &headers, &body, Wire::OpenAi).await
+    chat(&state, &auth, &headers, &body, Wire::OpenAi).await
 }
 
 /// Anthropic Messages (streaming with `stream: true`).
@@ -33,7 +34,22 @@ pub async fn messages(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    llm::chat(&state, &auth, &headers, &body, Wire::Anthropic).await
+    chat(&state, &auth, &headers, &body, Wire::Anthropic).await
+}
+
+async fn chat(
+    state: &AppState,
+    auth: &TenantAuth,
+    headers: &HeaderMap,
+    body: &Value,
+    wire: Wire,
+) -> Result<Response, ApiError> {
+    Ok(
+        match llm::chat(state, auth, wire::attribution(headers), body, wire).await? {
+            ChatAnswer::Whole(answer) => wire::whole(*answer, wire),
+            ChatAnswer::Streamed(answer) => wire::streamed(*answer, wire),
+        },
+    )
 }
 
 /// OpenAI Embeddings.
@@ -44,7 +60,8 @@ pub async fn embeddings(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    llm::embeddings(&state, &auth, &headers, &body).await
+    let answer = llm::embeddings(&state, &auth, wire::attribution(&headers), &body).await?;
+    Ok(wire::embedded(answer))
 }
 
 /// Models this tenant may use.
@@ -53,5 +70,5 @@ pub async fn models(
     auth: TenantAuth,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(llm::models(&state, &auth).await?))
+    Ok(Json(wire::models(&llm::models(&state, &auth).await?)))
 }

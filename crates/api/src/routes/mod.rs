@@ -101,9 +101,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             // Bundles may be larger than JSON bodies; the innermost limit wins.
             OpenApiRouter::new()
                 .routes(routes!(agents::deploy))
-                .layer(DefaultBodyLimit::max(
-                    crate::service::bundle::MAX_BUNDLE_BYTES,
-                )),
+                .layer(DefaultBodyLimit::max(crate::bundle::MAX_BUNDLE_BYTES)),
         )
 }
 

@@ -4,7 +4,6 @@ use crate::auth::TenantAuth;
 use crate::dto::PolicyDto;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::service::policy;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -12,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
 use berth_core::Role;
 use berth_core::clock::rfc3339;
+use berth_platform::policy;
 
 fn answer(dto: PolicyDto) -> impl IntoResponse {
     let etag = HeaderValue::from_str(&format!("\"{}\"", dto.revision)).ok();

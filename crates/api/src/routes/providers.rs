@@ -4,12 +4,12 @@ use crate::auth::TenantAuth;
 use crate::dto::{ListBody, ProviderDto, PutProvider};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::service::providers;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use berth_core::Role;
+use berth_platform::providers;
 
 /// Add or replace a provider; its key is read from the named secret at call time.
 #[utoipa::path(put, path = "/v1/providers/{name}", tag = "providers", params(("name" = String, Path)), request_body = PutProvider,

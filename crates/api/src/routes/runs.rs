@@ -4,7 +4,6 @@ use crate::auth::TenantAuth;
 use crate::dto::{ListBody, RunDto, RunListParams, StartRun, StepDto, ThreadDto};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, query_rejection};
-use crate::service::runs::{self, RunRequest, Started};
 use crate::sse;
 use crate::state::AppState;
 use axum::Json;
@@ -12,6 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use berth_platform::runs::{self, RunRequest, Started};
 use berth_runtime::RunEvent;
 use berth_store::{PageRequest, RunFilter};
 use tokio::sync::mpsc;
@@ -54,7 +54,7 @@ pub async fn start(
         Started::Queued(run) => (StatusCode::ACCEPTED, Json(RunDto::from(&run))).into_response(),
         Started::Stream(run, _live) => events_response(&state, auth.0.scope.clone(), run.id),
     };
-    admitted.add_headers(resp.headers_mut());
+    crate::error::insert_rate_headers(resp.headers_mut(), &admitted.report());
     Ok(resp)
 }
 
@@ -64,7 +64,7 @@ fn events_response(state: &AppState, scope: berth_core::TenantScope, run_id: Str
     let s = state.clone();
     state
         .tasks
-        .spawn(async move { runs::follow(s, scope, run_id, tx).await });
+        .spawn(async move { runs::follow(s.platform, scope, run_id, tx).await });
     sse::response(rx)
 }
 

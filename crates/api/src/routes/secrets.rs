@@ -5,12 +5,12 @@ use crate::auth::TenantAuth;
 use crate::dto::{ListBody, PutSecret, SecretDto};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Pagination};
-use crate::service::secrets;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use berth_core::Role;
+use berth_platform::secrets;
 
 /// Set a secret (encrypted at rest under the tenant's data key) and where it may be
 /// injected (`binding`); without `value`, an admin changes only the binding.

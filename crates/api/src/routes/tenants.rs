@@ -6,12 +6,12 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Pagination};
-use crate::service::{keys, tenants};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use berth_core::TenantScope;
+use berth_platform::{keys, tenants};
 use berth_store::TenantPatch;
 
 /// Create a tenant.

@@ -5,12 +5,12 @@ use crate::dto::{ListBody, McpServerDto, RegisterMcpServer, ToolDto};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::mcp;
-use crate::service::tools;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use berth_platform::tools;
 
 /// Register (or replace) an MCP server: its URL passes the egress guard, its headers are
 /// filled from the tenant's secrets, and its tools are discovered before it is stored.
@@ -107,6 +107,6 @@ pub async fn endpoint(
 ) -> Result<Response, ApiError> {
     let admitted = tools::admit_mcp_request(&state, &auth).await?;
     let mut response = mcp::serve(state, auth, request).await;
-    admitted.add_headers(response.headers_mut());
+    crate::error::insert_rate_headers(response.headers_mut(), &admitted.report());
     Ok(response)
 }

@@ -4,7 +4,6 @@ use crate::auth::{OperatorAuth, TenantAuth};
 use crate::dto::{ListBody, UsageParams, UsageRowDto};
 use crate::error::ApiError;
 use crate::extract::query_rejection;
-use crate::service::usage;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -12,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::Role;
+use berth_platform::usage;
 
 /// Usage grouped by `agent`, `model`, `provider`, `key`, `day`, over `[from, to)`.
 #[utoipa::path(get, path = "/v1/usage", tag = "usage", params(UsageParams), responses((status = 200, body = ListBody<UsageRowDto>)))]
@@ -65,7 +65,7 @@ pub async fn summary(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let scope = auth.require(Role::Viewer)?;
     Ok(Json(
-        crate::service::billing::summary(&state, scope, &auth.0.tenant).await?,
+        berth_platform::billing::summary(&state, scope, &auth.0.tenant).await?,
     ))
 }
 
@@ -80,13 +80,13 @@ pub async fn invoice(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let scope = auth.require(Role::Viewer)?;
-    let inv = crate::service::billing::invoice(&state, scope, &auth.0.tenant, &month).await?;
+    let inv = berth_platform::billing::invoice(&state, scope, &auth.0.tenant, &month).await?;
     let csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/csv"));
     if csv {
-        let mut resp = crate::service::billing::invoice_csv(&inv).into_response();
+        let mut resp = berth_platform::billing::invoice_csv(&inv).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/csv; charset=utf-8"),

@@ -154,9 +154,9 @@ impl Default for RunsConfig {
 
 impl RunsConfig {
     /// The settings the runner takes (durations were validated at load).
-    pub fn settings(&self) -> berth_api::service::runner::RunSettings {
-        let d = berth_api::service::runner::RunSettings::default();
-        berth_api::service::runner::RunSettings {
+    pub fn settings(&self) -> berth_platform::RunSettings {
+        let d = berth_platform::RunSettings::default();
+        berth_platform::RunSettings {
             workers: self.workers,
             lease: parse_duration(&self.lease).unwrap_or(d.lease),
             approval_timeout: parse_duration(&self.approval_timeout).unwrap_or(d.approval_timeout),

@@ -4,9 +4,9 @@
 //! through the tool set behind both allow-lists, key-value data in the store, HTTP through
 //! the egress guard. Each import becomes a trace step.
 
-use crate::error::ApiError;
-use crate::service::budgets;
-use crate::state::AppState;
+use crate::Platform;
+use crate::budgets;
+use crate::error::Error;
 use async_trait::async_trait;
 use berth_component::{
     AgentHost, Grants, HostError, HttpError, HttpRequest, HttpResponse, Limits, LogLevel,
@@ -27,15 +27,15 @@ use std::time::{Duration, Instant};
 /// component takes seconds); a deploy refuses a component that does not compile, naming
 /// `component.path`.
 pub async fn compile_from_bundle(
-    state: &AppState,
+    state: &Platform,
     manifest: &Manifest,
     files: &std::collections::BTreeMap<String, Vec<u8>>,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, Error> {
     let Some(c) = &manifest.component else {
         return Ok(Vec::new());
     };
     let bytes = files.get(&c.path).cloned().ok_or_else(|| {
-        ApiError::invalid(
+        Error::invalid(
             "invalid_component",
             "component.path",
             format!("the bundle has no file '{}'", c.path),
@@ -45,9 +45,9 @@ pub async fn compile_from_bundle(
     let path = c.path.clone();
     tokio::task::spawn_blocking(move || engine.compile(&bytes))
         .await
-        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| Error::internal(&e))?
         .map_err(|e| {
-            ApiError::invalid(
+            Error::invalid(
                 "invalid_component",
                 "component.path",
                 format!("{path}: {}", e.message),
@@ -55,34 +55,27 @@ pub async fn compile_from_bundle(
         })
 }
 
-/// The compiled code of deployed versions, by version digest (versions are immutable, so
-/// an entry never goes stale).
-#[derive(Default)]
-pub struct Artifacts {
-    by_digest: Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
-}
-
 /// Loads the component of a deployed version: from memory when this process has run it
 /// before, else from its bundle (and wasmtime's code cache makes that cheap after a restart).
 pub async fn load(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     agent: &str,
     version: i64,
     manifest: &Manifest,
-) -> Result<berth_component::Loaded, ApiError> {
+) -> Result<berth_component::Loaded, Error> {
     let v = state
         .store
         .get_version(scope, agent, version)
         .await?
         .ok_or_else(|| {
-            ApiError::not_found(
+            Error::not_found(
                 "version_not_found",
                 format!("agent '{agent}' has no version {version}"),
             )
         })?;
     let key = format!("{}|{}", scope.tenant_str(), v.digest);
-    let cached = lock(&state.artifacts.by_digest).get(&key).cloned();
+    let cached = state.artifacts.get(&key);
     let artifact = match cached {
         Some(a) => a,
         None => {
@@ -91,24 +84,23 @@ pub async fn load(
                 .version_bundle(scope, agent, version)
                 .await?
                 .ok_or_else(|| {
-                    ApiError::not_found(
+                    Error::not_found(
                         "bundle_not_found",
                         "this version has no bundle with its component",
                     )
                 })?;
             let bundle =
-                crate::service::bundle::unpack_off_the_workers(agent, bytes::Bytes::from(gz))
-                    .await?;
+                crate::bundle::unpack_off_the_workers(agent, bytes::Bytes::from(gz)).await?;
             let a = Arc::new(compile_from_bundle(state, manifest, &bundle.files).await?);
-            lock(&state.artifacts.by_digest).insert(key, a.clone());
+            state.artifacts.insert(key, a.clone());
             a
         }
     };
     let engine = state.components.clone();
     tokio::task::spawn_blocking(move || engine.load(&artifact))
         .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map_err(|e| ApiError::invalid("invalid_component", "component.path", e.message))
+        .map_err(|e| Error::internal(&e))?
+        .map_err(|e| Error::invalid("invalid_component", "component.path", e.message))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,7 +142,7 @@ async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8
 
 /// Serves one run's imports.
 pub struct ServerHost {
-    pub state: AppState,
+    pub state: Platform,
     pub scope: TenantScope,
     pub manifest: Arc<Manifest>,
     pub policy: Arc<Policy>,
@@ -179,7 +171,7 @@ pub type Stopped = (&'static str, &'static str, String);
 impl ServerHost {
     #[allow(clippy::too_many_arguments)] // one run's context, given once
     pub fn new(
-        state: AppState,
+        state: Platform,
         scope: TenantScope,
         manifest: Arc<Manifest>,
         policy: Arc<Policy>,
@@ -581,7 +573,7 @@ impl AgentHost for ServerHost {
 
 /// The budgets of a component run's model calls (as the built-in loop's).
 pub fn call_meta(
-    state: &AppState,
+    state: &Platform,
     plan: &str,
     policy: &Policy,
     run: &berth_store::RunRecord,

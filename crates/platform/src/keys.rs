@@ -1,8 +1,8 @@
 //! Tenant API keys: minted with 256 random bits, stored as a hash, shown once.
 
+use crate::Platform;
 use crate::auth::{KEY_PREFIX, token_hash};
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::error::Error;
 use berth_audit::NewEntry;
 use berth_core::clock::{now_ms, parse_rfc3339};
 use berth_core::id::random_secret;
@@ -21,19 +21,19 @@ pub struct KeyRequest<'a> {
 /// Creates a key in `scope`'s tenant; returns it with the secret token (shown once).
 /// A caller cannot mint a key more powerful than its own credential.
 pub async fn create(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     req: KeyRequest<'_>,
-) -> Result<(ApiKey, String), ApiError> {
+) -> Result<(ApiKey, String), Error> {
     ResourceName::parse("key name", req.name)
-        .map_err(|e| ApiError::invalid("invalid_name", "name", e.to_string()))?;
+        .map_err(|e| Error::invalid("invalid_name", "name", e.to_string()))?;
     let role: Role = req
         .role
         .parse()
-        .map_err(|e: String| ApiError::invalid("invalid_role", "role", e))?;
+        .map_err(|e: String| Error::invalid("invalid_role", "role", e))?;
     let held = scope.principal().role();
     if !held.allows(role) {
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "insufficient_role",
             format!("a '{held}' cannot create a '{role}' key"),
         ));
@@ -41,22 +41,21 @@ pub async fn create(
     let agent = req
         .agent
         .map(|a| {
-            AgentName::parse(a)
-                .map_err(|e| ApiError::invalid("invalid_agent", "agent", e.to_string()))
+            AgentName::parse(a).map_err(|e| Error::invalid("invalid_agent", "agent", e.to_string()))
         })
         .transpose()?;
     let expires_at_ms = match req.expires_at {
         None => None,
         Some(raw) => {
             let ms = parse_rfc3339(raw).ok_or_else(|| {
-                ApiError::invalid(
+                Error::invalid(
                     "invalid_expires_at",
                     "expires_at",
                     "expires_at must be an RFC 3339 time, e.g. 2026-12-31T00:00:00Z",
                 )
             })?;
             if ms <= now_ms() {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "invalid_expires_at",
                     "expires_at",
                     "expires_at must be in the future",
@@ -87,20 +86,16 @@ pub async fn create(
 }
 
 pub async fn list(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     page: &PageRequest,
-) -> Result<Page<ApiKey>, ApiError> {
+) -> Result<Page<ApiKey>, Error> {
     Ok(state.store.list_keys(scope, page).await?)
 }
 
 /// Revokes a key; this node refuses it from the next request on.
-pub async fn revoke(
-    state: &AppState,
-    scope: &TenantScope,
-    key_id: &str,
-) -> Result<ApiKey, ApiError> {
-    let not_found = || ApiError::not_found("key_not_found", format!("no key with id '{key_id}'"));
+pub async fn revoke(state: &Platform, scope: &TenantScope, key_id: &str) -> Result<ApiKey, Error> {
+    let not_found = || Error::not_found("key_not_found", format!("no key with id '{key_id}'"));
     if Id::parse(IdKind::Key, key_id).is_none() {
         return Err(not_found());
     }

@@ -2,21 +2,21 @@
 //! traffic, roll back. Traffic changes are single store transactions, so the next request
 //! sees them whole.
 
-use crate::error::ApiError;
-use crate::service::bundle;
-use crate::state::AppState;
+use crate::Platform;
+use crate::bundle;
+use crate::error::Error;
 use berth_audit::NewEntry;
 use berth_core::{AgentName, Manifest, TenantScope};
 use berth_store::{AgentSummary, AgentVersion, NewVersion, Pin, SplitEntry, StoreError, Traffic};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-pub fn parse_name(raw: &str) -> Result<AgentName, ApiError> {
-    AgentName::parse(raw).map_err(|e| ApiError::invalid("invalid_name", "name", e.to_string()))
+pub fn parse_name(raw: &str) -> Result<AgentName, Error> {
+    AgentName::parse(raw).map_err(|e| Error::invalid("invalid_name", "name", e.to_string()))
 }
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::not_found("agent_not_found", format!("no agent named '{name}'"))
+fn not_found(name: &str) -> Error {
+    Error::not_found("agent_not_found", format!("no agent named '{name}'"))
 }
 
 /// The payload of a deploy.
@@ -32,22 +32,22 @@ pub struct Deployed {
 }
 
 pub async fn deploy(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     name: &AgentName,
     source: Source,
     promote: bool,
-) -> Result<Deployed, ApiError> {
+) -> Result<Deployed, Error> {
     let (manifest, digest, bundle_bytes) = match source {
         Source::Bundle(gz) => {
             let b = bundle::unpack_off_the_workers(name.as_str(), gz.clone()).await?;
             // A component must compile now: a broken one is refused at deploy, not at run.
-            crate::service::components::compile_from_bundle(state, &b.manifest, &b.files).await?;
+            crate::components::compile_from_bundle(state, &b.manifest, &b.files).await?;
             (b.manifest, b.digest, Some(gz))
         }
         Source::Manifest(value) => {
             let manifest: Manifest = serde_json::from_value(value).map_err(|e| {
-                ApiError::invalid(
+                Error::invalid(
                     "invalid_manifest",
                     "manifest",
                     format!("the manifest is not valid: {e}"),
@@ -55,22 +55,22 @@ pub async fn deploy(
             })?;
             manifest.validate().map_err(|(section, key, message)| {
                 let field = section.map_or_else(|| key.to_owned(), |s| format!("{s}.{key}"));
-                ApiError::invalid("invalid_manifest", &field, format!("{field}: {message}"))
+                Error::invalid("invalid_manifest", &field, format!("{field}: {message}"))
             })?;
             bundle::check_name(name.as_str(), &manifest)?;
             if manifest.component.is_some() {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "invalid_manifest",
                     "component",
                     "a component agent needs its files: deploy a tar.gz bundle",
                 ));
             }
-            let canonical = serde_json::to_vec(&manifest).map_err(|e| ApiError::internal(&e))?;
+            let canonical = serde_json::to_vec(&manifest).map_err(|e| Error::internal(&e))?;
             let digest = format!("sha256:{}", hex::encode(Sha256::digest(&canonical)));
             (manifest, digest, None)
         }
     };
-    let manifest_json = serde_json::to_string(&manifest).map_err(|e| ApiError::internal(&e))?;
+    let manifest_json = serde_json::to_string(&manifest).map_err(|e| Error::internal(&e))?;
     let actor = scope.actor();
     let audit = NewEntry::new(
         actor.clone(),
@@ -96,15 +96,11 @@ pub async fn deploy(
     })
 }
 
-pub async fn list(state: &AppState, scope: &TenantScope) -> Result<Vec<AgentSummary>, ApiError> {
+pub async fn list(state: &Platform, scope: &TenantScope) -> Result<Vec<AgentSummary>, Error> {
     Ok(state.store.list_agents(scope).await?)
 }
 
-pub async fn get(
-    state: &AppState,
-    scope: &TenantScope,
-    name: &str,
-) -> Result<AgentSummary, ApiError> {
+pub async fn get(state: &Platform, scope: &TenantScope, name: &str) -> Result<AgentSummary, Error> {
     state
         .store
         .get_agent(scope, name)
@@ -112,7 +108,7 @@ pub async fn get(
         .ok_or_else(|| not_found(name))
 }
 
-pub async fn delete(state: &AppState, scope: &TenantScope, name: &str) -> Result<(), ApiError> {
+pub async fn delete(state: &Platform, scope: &TenantScope, name: &str) -> Result<(), Error> {
     let audit = NewEntry::new(scope.actor(), "agent.delete", name, json!({}));
     let deleted = state.store.delete_agent(scope, name, &audit).await?;
     state.agent_tools.evict(scope, name);
@@ -123,22 +119,22 @@ pub async fn delete(state: &AppState, scope: &TenantScope, name: &str) -> Result
 }
 
 pub async fn versions(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     name: &str,
-) -> Result<Vec<AgentVersion>, ApiError> {
+) -> Result<Vec<AgentVersion>, Error> {
     get(state, scope, name).await?;
     Ok(state.store.list_versions(scope, name).await?)
 }
 
 pub async fn version(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     name: &str,
     v: &str,
-) -> Result<AgentVersion, ApiError> {
+) -> Result<AgentVersion, Error> {
     let missing = || {
-        ApiError::not_found(
+        Error::not_found(
             "version_not_found",
             format!("agent '{name}' has no version {v}"),
         )
@@ -152,9 +148,9 @@ pub async fn version(
 }
 
 /// Checks a split (integer weights summing to 100, each version once) and pins.
-pub fn check_traffic(split: &[SplitEntry], pins: &[Pin]) -> Result<(), ApiError> {
+pub fn check_traffic(split: &[SplitEntry], pins: &[Pin]) -> Result<(), Error> {
     if split.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "invalid_traffic",
             "split",
             "the split needs at least one version",
@@ -162,7 +158,7 @@ pub fn check_traffic(split: &[SplitEntry], pins: &[Pin]) -> Result<(), ApiError>
     }
     let total: u32 = split.iter().map(|s| s.weight).sum();
     if total != 100 {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "invalid_traffic",
             "split",
             format!("weights must sum to 100, not {total}"),
@@ -171,14 +167,14 @@ pub fn check_traffic(split: &[SplitEntry], pins: &[Pin]) -> Result<(), ApiError>
     let mut seen = std::collections::HashSet::new();
     for s in split {
         if !seen.insert(s.version) {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "invalid_traffic",
                 "split",
                 format!("version {} appears twice", s.version),
             ));
         }
         if s.weight == 0 {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "invalid_traffic",
                 "split",
                 format!("version {} has weight 0; leave it out", s.version),
@@ -187,7 +183,7 @@ pub fn check_traffic(split: &[SplitEntry], pins: &[Pin]) -> Result<(), ApiError>
     }
     for p in pins {
         if berth_core::Id::parse(berth_core::IdKind::Key, &p.key).is_none() {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "invalid_traffic",
                 "pins",
                 format!("{:?} is not a key id", p.key),
@@ -198,12 +194,12 @@ pub fn check_traffic(split: &[SplitEntry], pins: &[Pin]) -> Result<(), ApiError>
 }
 
 pub async fn set_traffic(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     name: &str,
     split: &[SplitEntry],
     pins: &[Pin],
-) -> Result<Traffic, ApiError> {
+) -> Result<Traffic, Error> {
     check_traffic(split, pins)?;
     get(state, scope, name).await?;
     let audit = NewEntry::new(
@@ -217,7 +213,7 @@ pub async fn set_traffic(
         .set_traffic(scope, name, split, pins, &audit)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::invalid(
+            StoreError::NotFound => Error::invalid(
                 "unknown_version",
                 "split",
                 "the traffic names a version this agent does not have",
@@ -230,16 +226,16 @@ pub async fn set_traffic(
 
 /// Sends all traffic to `to`, or by default to the version that held it all before.
 pub async fn rollback(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     name: &str,
     to: Option<i64>,
-) -> Result<Traffic, ApiError> {
+) -> Result<Traffic, Error> {
     let agent = get(state, scope, name).await?;
     let target = match to.or(agent.traffic.previous_full) {
         Some(v) => v,
         None => {
-            return Err(ApiError::conflict(
+            return Err(Error::conflict(
                 "nothing_to_roll_back",
                 format!("agent '{name}' has no earlier version that held all traffic; pass \"to\""),
             ));
@@ -255,7 +251,7 @@ pub async fn rollback(
         .set_traffic(scope, name, &split, &agent.traffic.pins, &audit)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::invalid(
+            StoreError::NotFound => Error::invalid(
                 "unknown_version",
                 "to",
                 format!("agent '{name}' has no version {target}"),

@@ -1,7 +1,7 @@
 //! Usage reports: grouped sums of the tenant's usage events.
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::Platform;
+use crate::error::Error;
 use berth_core::TenantScope;
 use berth_core::clock::parse_rfc3339;
 use berth_store::{UsageDim, UsageQuery, UsageRow};
@@ -11,12 +11,12 @@ pub fn parse_query(
     from: Option<&str>,
     to: Option<&str>,
     group_by: Option<&str>,
-) -> Result<UsageQuery, ApiError> {
+) -> Result<UsageQuery, Error> {
     let time = |raw: &str, param: &str| {
         parse_rfc3339(raw)
             .or_else(|| parse_rfc3339(&format!("{raw}T00:00:00Z")))
             .ok_or_else(|| {
-                ApiError::bad_request(
+                Error::bad_request(
                     "invalid_time",
                     format!("{param} must be RFC 3339 or YYYY-MM-DD"),
                 )
@@ -31,7 +31,7 @@ pub fn parse_query(
         .filter(|p| !p.is_empty())
     {
         let dim = UsageDim::parse(part).ok_or_else(|| {
-            ApiError::bad_request(
+            Error::bad_request(
                 "invalid_group_by",
                 format!("cannot group by {part:?}; use agent, model, provider, key, day"),
             )
@@ -49,20 +49,17 @@ pub fn parse_query(
 }
 
 pub async fn query(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     q: &UsageQuery,
-) -> Result<Vec<UsageRow>, ApiError> {
+) -> Result<Vec<UsageRow>, Error> {
     // Usage recorded a moment ago may still be in the recorder's batch.
     state.usage.flush().await;
     Ok(state.store.query_usage(scope, q).await?)
 }
 
 /// Usage of every tenant (the operator's view): the same rows, each with its tenant.
-pub async fn query_all(
-    state: &AppState,
-    q: &UsageQuery,
-) -> Result<Vec<(String, UsageRow)>, ApiError> {
+pub async fn query_all(state: &Platform, q: &UsageQuery) -> Result<Vec<(String, UsageRow)>, Error> {
     state.usage.flush().await;
     let mut out = Vec::new();
     let mut page = berth_store::PageRequest::first(berth_store::PageRequest::MAX_LIMIT);

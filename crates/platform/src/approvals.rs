@@ -1,25 +1,25 @@
 //! Human decisions on tool calls: list them, approve or deny one (audited); a run whose
 //! every approval is decided is queued again and resumes where it paused.
 
-use crate::auth::TenantAuth;
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::Platform;
+use crate::auth::TenantCaller;
+use crate::error::Error;
 use berth_audit::NewEntry;
 use berth_core::{Role, TenantScope};
 use berth_store::{ApprovalFilter, ApprovalRecord, Page, PageRequest, started_by_actor};
 use serde_json::json;
 
-fn approval_not_found(id: &str) -> ApiError {
-    ApiError::not_found("approval_not_found", format!("no approval with id '{id}'"))
+fn approval_not_found(id: &str) -> Error {
+    Error::not_found("approval_not_found", format!("no approval with id '{id}'"))
 }
 
 /// Any role reads the tenant's approvals; a key restricted to one agent sees that agent's.
 pub async fn list(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     mut filter: ApprovalFilter,
     page: &PageRequest,
-) -> Result<Page<ApprovalRecord>, ApiError> {
+) -> Result<Page<ApprovalRecord>, Error> {
     let scope = auth.require_role(Role::Viewer)?;
     if let Some(s) = filter.status.as_deref()
         && !matches!(
@@ -27,7 +27,7 @@ pub async fn list(
             "pending" | "approved" | "denied" | "expired" | "cancelled" | "used"
         )
     {
-        return Err(ApiError::bad_request(
+        return Err(Error::bad_request(
             "invalid_status",
             "status is one of pending, approved, denied, expired, cancelled, used",
         )
@@ -43,11 +43,7 @@ pub async fn list(
     Ok(state.store.list_approvals(scope, &filter, page).await?)
 }
 
-pub async fn get(
-    state: &AppState,
-    auth: &TenantAuth,
-    id: &str,
-) -> Result<ApprovalRecord, ApiError> {
+pub async fn get(state: &Platform, auth: &TenantCaller, id: &str) -> Result<ApprovalRecord, Error> {
     let scope = auth.require_role(Role::Viewer)?;
     let a = state
         .store
@@ -63,17 +59,17 @@ pub async fn get(
 /// Approves or denies a pending call. An invoker decides only for runs it started;
 /// developers and admins decide for any run of the tenant.
 pub async fn decide(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     id: &str,
     decision: &str,
     reason: Option<String>,
-) -> Result<ApprovalRecord, ApiError> {
+) -> Result<ApprovalRecord, Error> {
     let status = match decision {
         "approve" => "approved",
         "deny" => "denied",
         _ => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "invalid_decision",
                 "decision",
                 "decision is 'approve' or 'deny'",
@@ -81,7 +77,7 @@ pub async fn decide(
         }
     };
     if reason.as_ref().is_some_and(|r| r.len() > 2000) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "invalid_reason",
             "reason",
             "reason is at most 2000 bytes",
@@ -92,13 +88,13 @@ pub async fn decide(
     if !scope.principal().role().allows(Role::Developer)
         && !started_by_caller(state, scope, &approval).await?
     {
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "not_your_run",
             "an invoker may decide only the approvals of runs it started",
         ));
     }
     if approval.status != "pending" {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "approval_decided",
             format!("approval '{id}' is already {}", approval.status),
         ));
@@ -119,7 +115,7 @@ pub async fn decide(
         .decide_approval(scope, id, status, reason.as_deref(), &actor, &entry)
         .await?
         .ok_or_else(|| {
-            ApiError::conflict(
+            Error::conflict(
                 "approval_decided",
                 format!("approval '{id}' was decided meanwhile"),
             )
@@ -128,8 +124,8 @@ pub async fn decide(
     // resumes it, so queueing it here too is harmless.
     // An approval of an `/mcp` call has no run: the caller makes the call again.
     if let Some(run_id) = decided.run_id.as_deref() {
-        let policy = crate::service::policy::effective(state, scope).await?;
-        let share = crate::service::runner::share_of(state, &auth.0.tenant.plan, &policy);
+        let policy = crate::policy::effective(state, scope).await?;
+        let share = crate::limits::share_of(state, &auth.tenant.plan, &policy);
         state.runner.enqueue(scope, share, run_id);
     }
     Ok(decided)
@@ -138,10 +134,10 @@ pub async fn decide(
 /// Whether the caller started what `approval` gates: the run it pauses (a run's approvals
 /// belong to whoever started the run) or, for an `/mcp` call, the call itself.
 async fn started_by_caller(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     approval: &ApprovalRecord,
-) -> Result<bool, ApiError> {
+) -> Result<bool, Error> {
     let actor = scope.principal().actor();
     let Some(run_id) = &approval.run_id else {
         return Ok(started_by_actor(

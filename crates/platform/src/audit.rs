@@ -1,20 +1,20 @@
 //! Reading and verifying a tenant's audit chain.
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::Platform;
+use crate::error::Error;
 use berth_audit::{Entry, Verification, Verifier};
 use berth_core::TenantScope;
 use berth_store::{Page, PageRequest};
 
 pub async fn list(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     page: &PageRequest,
-) -> Result<Page<Entry>, ApiError> {
+) -> Result<Page<Entry>, Error> {
     let after = match &page.cursor {
         None => 0,
         Some(c) => c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "cursor must be a sequence number")
+            Error::bad_request("invalid_cursor", "cursor must be a sequence number")
                 .with_param("cursor")
         })?,
     };
@@ -34,7 +34,7 @@ pub async fn list(
 }
 
 /// Verifies the whole chain, reading it in pages so memory stays flat however long it is.
-pub async fn verify(state: &AppState, scope: &TenantScope) -> Result<Verification, ApiError> {
+pub async fn verify(state: &Platform, scope: &TenantScope) -> Result<Verification, Error> {
     const BATCH: i64 = 1000;
     let mut verifier = Verifier::new(scope.tenant_str());
     let mut after = 0;

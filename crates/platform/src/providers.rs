@@ -1,8 +1,8 @@
 //! Tenants' own LLM providers (bring your own key): the key stays in the vault and is
 //! named here only by its secret name; base URLs must pass the egress guard.
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::Platform;
+use crate::error::Error;
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::{ResourceName, TenantScope};
@@ -18,28 +18,28 @@ pub struct ProviderRequest {
 }
 
 pub async fn put(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     name: &str,
     req: ProviderRequest,
-) -> Result<TenantProvider, ApiError> {
+) -> Result<TenantProvider, Error> {
     let name = ResourceName::parse("provider name", name)
-        .map_err(|e| ApiError::invalid("invalid_name", "name", e.to_string()))?;
+        .map_err(|e| Error::invalid("invalid_name", "name", e.to_string()))?;
     if state.platform_providers.iter().any(|p| p == name.as_str()) {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "provider_name_reserved",
             format!("'{name}' is a platform provider; choose another name for your own"),
         ));
     }
     if !TENANT_PROVIDER_KINDS.contains(&req.kind.as_str()) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "invalid_kind",
             "kind",
             format!("kind must be one of {}", TENANT_PROVIDER_KINDS.join(", ")),
         ));
     }
     if req.kind == "openai-compatible" && req.base_url.is_none() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "base_url_required",
             "base_url",
             "an openai-compatible provider needs base_url",
@@ -50,17 +50,17 @@ pub async fn put(
             .egress
             .check_url_resolved(url)
             .await
-            .map_err(|e| ApiError::invalid("egress_refused", "base_url", e.to_string()))?;
+            .map_err(|e| Error::invalid("egress_refused", "base_url", e.to_string()))?;
     }
     ResourceName::parse("secret name", &req.api_key_secret)
-        .map_err(|e| ApiError::invalid("invalid_secret_name", "api_key_secret", e.to_string()))?;
+        .map_err(|e| Error::invalid("invalid_secret_name", "api_key_secret", e.to_string()))?;
     if state
         .store
         .get_secret(scope, &req.api_key_secret)
         .await?
         .is_none()
     {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "secret_not_found",
             "api_key_secret",
             format!(
@@ -94,23 +94,23 @@ pub async fn put(
 }
 
 pub async fn get(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     name: &str,
-) -> Result<TenantProvider, ApiError> {
+) -> Result<TenantProvider, Error> {
     state.store.get_provider(scope, name).await?.ok_or_else(|| {
-        ApiError::not_found("provider_not_found", format!("no provider named '{name}'"))
+        Error::not_found("provider_not_found", format!("no provider named '{name}'"))
     })
 }
 
-pub async fn list(state: &AppState, scope: &TenantScope) -> Result<Vec<TenantProvider>, ApiError> {
+pub async fn list(state: &Platform, scope: &TenantScope) -> Result<Vec<TenantProvider>, Error> {
     Ok(state.store.list_providers(scope).await?)
 }
 
-pub async fn delete(state: &AppState, scope: &TenantScope, name: &str) -> Result<(), ApiError> {
+pub async fn delete(state: &Platform, scope: &TenantScope, name: &str) -> Result<(), Error> {
     let audit = NewEntry::new(scope.actor(), "provider.delete", name, json!({}));
     if !state.store.delete_provider(scope, name, &audit).await? {
-        return Err(ApiError::not_found(
+        return Err(Error::not_found(
             "provider_not_found",
             format!("no provider named '{name}'"),
         ));

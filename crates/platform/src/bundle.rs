@@ -2,7 +2,7 @@
 //! with every hostile shape refused (path traversal, links, devices, decompression bombs),
 //! and a content digest that depends on the files only, not on tar metadata.
 
-use crate::error::ApiError;
+use crate::error::Error;
 use berth_core::Manifest;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -20,12 +20,12 @@ pub struct Bundle {
     pub digest: String,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::invalid("invalid_bundle", "bundle", message)
+fn bad(message: impl Into<String>) -> Error {
+    Error::invalid("invalid_bundle", "bundle", message)
 }
 
 /// A normalised relative path, or why it is refused.
-fn clean_path(raw: &str) -> Result<Option<String>, ApiError> {
+fn clean_path(raw: &str) -> Result<Option<String>, Error> {
     let mut parts = Vec::new();
     for seg in raw.split('/') {
         match seg {
@@ -42,17 +42,17 @@ fn clean_path(raw: &str) -> Result<Option<String>, ApiError> {
 
 /// [`unpack`] on the blocking pool: decompressing up to 200 MiB takes long enough to hold
 /// up every other request served by the same async worker.
-pub async fn unpack_off_the_workers(name: &str, gz: bytes::Bytes) -> Result<Bundle, ApiError> {
+pub async fn unpack_off_the_workers(name: &str, gz: bytes::Bytes) -> Result<Bundle, Error> {
     let name = name.to_owned();
     tokio::task::spawn_blocking(move || unpack(&name, &gz))
         .await
-        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| Error::internal(&e))?
 }
 
 /// Unpacks and checks a bundle for the agent `name`.
-pub fn unpack(name: &str, gz: &[u8]) -> Result<Bundle, ApiError> {
+pub fn unpack(name: &str, gz: &[u8]) -> Result<Bundle, Error> {
     if gz.len() > MAX_BUNDLE_BYTES {
-        return Err(ApiError::too_large("an agent bundle may be at most 50 MiB"));
+        return Err(Error::too_large("an agent bundle may be at most 50 MiB"));
     }
     if !gz.starts_with(&[0x1f, 0x8b]) {
         return Err(bad(
@@ -84,9 +84,7 @@ pub fn unpack(name: &str, gz: &[u8]) -> Result<Bundle, ApiError> {
         };
         total += entry.header().size().unwrap_or(0);
         if total > MAX_UNPACKED_BYTES {
-            return Err(ApiError::too_large(
-                "the bundle unpacks to more than 200 MiB",
-            ));
+            return Err(Error::too_large("the bundle unpacks to more than 200 MiB"));
         }
         if files.len() >= MAX_FILES {
             return Err(bad(format!("more than {MAX_FILES} files")));
@@ -104,11 +102,11 @@ pub fn unpack(name: &str, gz: &[u8]) -> Result<Bundle, ApiError> {
         .ok_or_else(|| bad("the bundle has no agent.toml at its root"))?;
     let text = std::str::from_utf8(text).map_err(|_| bad("agent.toml is not UTF-8"))?;
     let manifest = Manifest::parse("agent.toml", text)
-        .map_err(|e| ApiError::invalid("invalid_manifest", &e.field, e.to_string()))?;
+        .map_err(|e| Error::invalid("invalid_manifest", &e.field, e.to_string()))?;
     check_name(name, &manifest)?;
     for f in manifest.referenced_files() {
         if !files.contains_key(f) {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "invalid_manifest",
                 "component.path",
                 format!("agent.toml names {f}, which the bundle does not contain"),
@@ -124,9 +122,9 @@ pub fn unpack(name: &str, gz: &[u8]) -> Result<Bundle, ApiError> {
 }
 
 /// The manifest's `name` must be the agent deployed to.
-pub fn check_name(name: &str, manifest: &Manifest) -> Result<(), ApiError> {
+pub fn check_name(name: &str, manifest: &Manifest) -> Result<(), Error> {
     if manifest.name != name {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "invalid_manifest",
             "name",
             format!(
@@ -198,7 +196,7 @@ mod tests {
 
     #[test]
     fn hostile_bundles_are_refused() {
-        let code = |r: Result<Bundle, ApiError>| r.err().map(|e| e.code).unwrap_or("accepted");
+        let code = |r: Result<Bundle, Error>| r.err().map(|e| e.code).unwrap_or("accepted");
         assert_eq!(code(unpack("bot", b"not gzip at all")), "invalid_bundle");
         assert_eq!(
             code(unpack(

@@ -1,6 +1,7 @@
 //! Admission by rate limits: requests per minute of the tenant, of the calling key and of
 //! the agent, and tokens per minute of the tenant, each the policy's value capped by the
-//! plan's; the `x-ratelimit-*` headers; and settling a call's token reservation.
+//! plan's; the decisions the answer reports (as `x-ratelimit-*` headers, named by the
+//! HTTP crate); and settling a call's token reservation.
 //!
 //! Buckets are checked from the narrowest (key, agent) to the widest (tenant requests,
 //! then tenant tokens), and a check stops at the first refusal: a refused request counts
@@ -12,12 +13,12 @@
 //! what makes the limit hold under concurrency and across replicas (answers come later
 //! than the next requests), and settling keeps short answers from being charged as long.
 
-use crate::auth::TenantAuth;
-use crate::error::ApiError;
-use crate::state::AppState;
-use axum::http::{HeaderMap, HeaderValue};
+use crate::Platform;
+use crate::auth::TenantCaller;
+use crate::error::{Error, RateReport};
 use berth_core::Policy;
 use berth_meter::{Decision, RateLimiter};
+use berth_runtime::scheduler::Share;
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -31,10 +32,10 @@ pub struct Ask<'a> {
     pub tokens: Option<u64>,
 }
 
-/// An admitted request: its headers, and the token reservation to settle.
+/// An admitted request: the decisions to report, and the token reservation to settle.
 #[derive(Debug, Default)]
 pub struct Admitted {
-    headers: Vec<(&'static str, String)>,
+    report: RateReport,
     reservation: Option<Reservation>,
 }
 
@@ -46,13 +47,9 @@ struct Reservation {
 }
 
 impl Admitted {
-    /// The `x-ratelimit-*` headers of the answer.
-    pub fn add_headers(&self, headers: &mut HeaderMap) {
-        for (name, value) in &self.headers {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(*name, v);
-            }
-        }
+    /// What the answer reports of the limits (its `x-ratelimit-*` headers).
+    pub fn report(&self) -> RateReport {
+        self.report
     }
 
     /// Replaces the reservation by what the call used (given back when less, taken when
@@ -87,15 +84,15 @@ struct Bucket {
     unit: Unit,
 }
 
-/// Checks every limit that applies to this request, narrowest first. Returns the headers
-/// to send (and the reservation to settle), or the 429 to answer.
+/// Checks every limit that applies to this request, narrowest first. Returns the decisions
+/// to report (and the reservation to settle), or the refusal.
 pub async fn admit(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     policy: &Policy,
     ask: Ask<'_>,
-) -> Result<Admitted, ApiError> {
-    let tenant = &auth.0.tenant;
+) -> Result<Admitted, Error> {
+    let tenant = &auth.tenant;
     // Config validation guarantees the default plan exists; a tenant whose plan was since
     // removed from the config is held to the default plan's limits.
     let Some(plan) = state
@@ -108,7 +105,7 @@ pub async fn admit(
     };
     let limits = policy.effective_limits(plan);
     let mut buckets = Vec::with_capacity(4);
-    if let (Some(limit), Some(key)) = (limits.per_key_requests_per_minute, &auth.0.key) {
+    if let (Some(limit), Some(key)) = (limits.per_key_requests_per_minute, &auth.key) {
         buckets.push(Bucket {
             key: format!("rpm:{}:key:{}", tenant.id, key.id),
             limit: u64::from(limit),
@@ -160,7 +157,7 @@ pub async fn admit(
     for b in buckets {
         let d = state.limiter.check(&b.key, b.limit, MINUTE, b.cost).await;
         match b.unit {
-            Unit::Tokens => push_headers(&mut admitted.headers, Unit::Tokens, &d),
+            Unit::Tokens => admitted.report.tokens = Some(d),
             Unit::Requests => {
                 if !d.allowed || tightest.is_none_or(|t| d.remaining < t.remaining) {
                     tightest = Some(d);
@@ -168,10 +165,8 @@ pub async fn admit(
             }
         }
         if !d.allowed {
-            if let Some(t) = &tightest {
-                push_headers(&mut admitted.headers, Unit::Requests, t);
-            }
-            return Err(refusal(&b, &d, admitted.headers));
+            admitted.report.requests = tightest;
+            return Err(refusal(&b, &d, admitted.report));
         }
         if b.unit == Unit::Tokens {
             admitted.reservation = Some(Reservation {
@@ -181,33 +176,11 @@ pub async fn admit(
             });
         }
     }
-    if let Some(t) = &tightest {
-        push_headers(&mut admitted.headers, Unit::Requests, t);
-    }
+    admitted.report.requests = tightest;
     Ok(admitted)
 }
 
-/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, as OpenAI names them.
-fn push_headers(headers: &mut Vec<(&'static str, String)>, unit: Unit, d: &Decision) {
-    let (limit, remaining, reset) = if unit == Unit::Tokens {
-        (
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-        )
-    } else {
-        (
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-        )
-    };
-    headers.push((limit, d.limit.to_string()));
-    headers.push((remaining, d.remaining.to_string()));
-    headers.push((reset, format!("{:.3}s", d.reset.as_secs_f64())));
-}
-
-fn refusal(b: &Bucket, d: &Decision, headers: Vec<(&'static str, String)>) -> ApiError {
+fn refusal(b: &Bucket, d: &Decision, report: RateReport) -> Error {
     let message = match b.unit {
         Unit::Tokens => format!(
             "{} may use {} tokens per minute; this request reserves {} and {} are left; retry in {:.1}s",
@@ -224,9 +197,27 @@ fn refusal(b: &Bucket, d: &Decision, headers: Vec<(&'static str, String)>) -> Ap
             d.retry_after.as_secs_f64()
         ),
     };
-    let mut err = ApiError::rate_limited(message);
+    let mut err = Error::rate_limited(message);
     err.code = b.code;
     err.retry_after_secs = Some(d.retry_after.as_secs_f64().ceil().max(1.0) as u64);
-    err.headers = Some(Box::new(headers));
+    err.rate = Some(Box::new(report));
     err
+}
+
+/// The tenant's share of the node: its concurrency limit (the policy's, capped by the
+/// plan's) and its plan's weight.
+pub fn share_of(state: &Platform, plan: &str, policy: &Policy) -> Share {
+    match crate::budgets::plan_of(state, plan) {
+        Some(p) => Share {
+            concurrency: policy
+                .effective_limits(p)
+                .concurrent_runs
+                .unwrap_or(p.concurrent_runs),
+            weight: p.weight,
+        },
+        None => Share {
+            concurrency: 1,
+            weight: 1,
+        },
+    }
 }

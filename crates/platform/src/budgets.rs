@@ -3,8 +3,8 @@
 //! audit entry and the tenant's `budget.alert` webhooks (HMAC-signed, retried with backoff,
 //! through the egress guard).
 
-use crate::auth::TenantAuth;
-use crate::state::AppState;
+use crate::Platform;
+use crate::auth::TenantCaller;
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::{Id, IdKind, NanoUsd, Plan, Policy, TenantScope};
@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 const HOLD_TTL_MS: i64 = 10 * 60 * 1000;
 
 /// The plan a tenant is held to (the default plan when its own is gone from the config).
-pub fn plan_of<'a>(state: &'a AppState, plan: &str) -> Option<&'a Plan> {
+pub fn plan_of<'a>(state: &'a Platform, plan: &str) -> Option<&'a Plan> {
     state
         .settings
         .plans
@@ -35,22 +35,22 @@ pub fn plan_of<'a>(state: &'a AppState, plan: &str) -> Option<&'a Plan> {
 
 /// The budgets a call by this caller (for `agent`) counts against now.
 pub fn for_call(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     policy: &Policy,
     agent: Option<&str>,
 ) -> Vec<ActiveBudget> {
     for_tenant(
         state,
-        &auth.0.tenant.plan,
+        &auth.tenant.plan,
         policy,
         agent,
-        auth.0.key.as_ref().map(|k| k.id.as_str()),
+        auth.key.as_ref().map(|k| k.id.as_str()),
     )
 }
 
 pub fn for_tenant(
-    state: &AppState,
+    state: &Platform,
     plan: &str,
     policy: &Policy,
     agent: Option<&str>,
@@ -368,10 +368,10 @@ impl BudgetLedger for StoreLedger {
 
 /// One budget's state for `/v1/usage/summary`.
 pub async fn states(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     budgets: &[ActiveBudget],
-) -> Result<Vec<Value>, crate::error::ApiError> {
+) -> Result<Vec<Value>, crate::Error> {
     let counters: Vec<String> = budgets.iter().map(|b| b.counter.clone()).collect();
     let got = state.store.budget_states(scope, &counters).await?;
     Ok(budgets

@@ -1,7 +1,7 @@
 //! JWT verification for tenant callers: HS256 with a shared secret, or asymmetric keys
 //! from a JWKS URL (fetched lazily, cached, refreshed when an unknown `kid` appears).
 
-use crate::error::ApiError;
+use crate::error::Error;
 use berth_core::{Role, TenantId};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -42,8 +42,8 @@ pub struct JwtVerifier {
 /// A JWKS is re-fetched for an unknown `kid` at most this often.
 const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
 
-fn rejected(why: impl std::fmt::Display) -> ApiError {
-    ApiError::unauthenticated("invalid_token", format!("the token is not valid: {why}"))
+fn rejected(why: impl std::fmt::Display) -> Error {
+    Error::unauthenticated("invalid_token", format!("the token is not valid: {why}"))
 }
 
 impl JwtVerifier {
@@ -61,7 +61,7 @@ impl JwtVerifier {
         }
     }
 
-    pub async fn verify(&self, token: &str) -> Result<JwtClaims, ApiError> {
+    pub async fn verify(&self, token: &str) -> Result<JwtClaims, Error> {
         let header = jsonwebtoken::decode_header(token).map_err(rejected)?;
         let (key, alg) = match header.alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
@@ -141,7 +141,7 @@ impl JwtVerifier {
         })
     }
 
-    async fn jwks_key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), ApiError> {
+    async fn jwks_key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), Error> {
         let url = self
             .settings
             .jwks_url
@@ -165,12 +165,12 @@ impl JwtVerifier {
             .await
             .and_then(|r| r.error_for_status())
             .map_err(|e| {
-                ApiError::unavailable("jwks_unavailable", format!("cannot fetch the JWKS: {e}"))
+                Error::unavailable("jwks_unavailable", format!("cannot fetch the JWKS: {e}"))
             })?
             .json()
             .await
             .map_err(|e| {
-                ApiError::unavailable("jwks_unavailable", format!("the JWKS is not valid: {e}"))
+                Error::unavailable("jwks_unavailable", format!("the JWKS is not valid: {e}"))
             })?;
         cache.keys.clear();
         for jwk in &set.keys {

@@ -1,42 +1,42 @@
 //! Tenant secrets: write-only values, sealed by the vault; only names are ever listed.
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::Platform;
+use crate::error::Error;
 use berth_audit::NewEntry;
 use berth_core::{ResourceName, TenantScope};
 use berth_store::{Page, PageRequest, SecretMeta};
 use berth_vault::MAX_SECRET_BYTES;
 use serde_json::json;
 
-pub fn parse_name(raw: &str) -> Result<ResourceName, ApiError> {
+pub fn parse_name(raw: &str) -> Result<ResourceName, Error> {
     ResourceName::parse("secret name", raw)
-        .map_err(|e| ApiError::invalid("invalid_name", "name", e.to_string()))
+        .map_err(|e| Error::invalid("invalid_name", "name", e.to_string()))
 }
 
 /// A binding as written, checked and normalised.
-fn parse_binding(binding: Option<&[String]>) -> Result<Option<Vec<String>>, ApiError> {
+fn parse_binding(binding: Option<&[String]>) -> Result<Option<Vec<String>>, Error> {
     binding
         .map(berth_core::binding::parse_binding)
         .transpose()
-        .map_err(|e| ApiError::invalid("invalid_binding", "binding", e))
+        .map_err(|e| Error::invalid("invalid_binding", "binding", e))
 }
 
 pub async fn put(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     name: &str,
     value: &str,
     binding: Option<&[String]>,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let name = parse_name(name)?;
     let binding = parse_binding(binding)?;
     if value.len() > MAX_SECRET_BYTES {
-        return Err(ApiError::too_large(format!(
+        return Err(Error::too_large(format!(
             "a secret value may hold at most {MAX_SECRET_BYTES} bytes"
         )));
     }
     if value.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "empty_secret",
             "value",
             "a secret value must not be empty",
@@ -61,12 +61,12 @@ pub async fn put(
 /// Changes only where a secret may be injected (the route lets admins alone do this;
 /// anyone else changes a binding only by writing the value again).
 pub async fn set_binding(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     name: &str,
     binding: Option<&[String]>,
-) -> Result<(), ApiError> {
-    let not_found = || ApiError::not_found("secret_not_found", format!("no secret named '{name}'"));
+) -> Result<(), Error> {
+    let not_found = || Error::not_found("secret_not_found", format!("no secret named '{name}'"));
     let name = parse_name(name).map_err(|_| not_found())?;
     let binding = parse_binding(binding)?;
     let audit = NewEntry::new(
@@ -89,15 +89,15 @@ pub async fn set_binding(
 }
 
 pub async fn list(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     page: &PageRequest,
-) -> Result<Page<SecretMeta>, ApiError> {
+) -> Result<Page<SecretMeta>, Error> {
     Ok(state.store.list_secrets(scope, page).await?)
 }
 
-pub async fn delete(state: &AppState, scope: &TenantScope, name: &str) -> Result<(), ApiError> {
-    let not_found = || ApiError::not_found("secret_not_found", format!("no secret named '{name}'"));
+pub async fn delete(state: &Platform, scope: &TenantScope, name: &str) -> Result<(), Error> {
+    let not_found = || Error::not_found("secret_not_found", format!("no secret named '{name}'"));
     let name = parse_name(name).map_err(|_| not_found())?;
     let audit = NewEntry::new(scope.actor(), "secret.delete", name.as_str(), json!({}));
     if !state

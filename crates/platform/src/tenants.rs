@@ -1,19 +1,19 @@
 //! The operator's tenant registry: create, list, update (suspend, re-plan) and delete.
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::Platform;
+use crate::error::Error;
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::{ResourceName, TenantId, TenantScope};
 use berth_store::{Page, PageRequest, Tenant, TenantPatch};
 use serde_json::json;
 
-fn check_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
+fn check_plan(state: &Platform, plan: &str) -> Result<(), Error> {
     if state.settings.plans.contains_key(plan) {
         return Ok(());
     }
     let known: Vec<&str> = state.settings.plans.keys().map(String::as_str).collect();
-    Err(ApiError::invalid(
+    Err(Error::invalid(
         "unknown_plan",
         "plan",
         format!(
@@ -23,22 +23,22 @@ fn check_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
     ))
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+fn check_name(name: &str) -> Result<(), Error> {
     ResourceName::parse("tenant name", name)
         .map(|_| ())
-        .map_err(|e| ApiError::invalid("invalid_name", "name", e.to_string()))
+        .map_err(|e| Error::invalid("invalid_name", "name", e.to_string()))
 }
 
 /// Parses a tenant id from a path; a malformed id is simply a tenant that does not exist.
-pub fn parse_id(raw: &str) -> Result<TenantId, ApiError> {
+pub fn parse_id(raw: &str) -> Result<TenantId, Error> {
     TenantId::parse(raw).ok_or_else(|| not_found(raw))
 }
 
-fn not_found(raw: &str) -> ApiError {
-    ApiError::not_found("tenant_not_found", format!("no tenant with id '{raw}'"))
+fn not_found(raw: &str) -> Error {
+    Error::not_found("tenant_not_found", format!("no tenant with id '{raw}'"))
 }
 
-pub async fn create(state: &AppState, name: &str, plan: Option<&str>) -> Result<Tenant, ApiError> {
+pub async fn create(state: &Platform, name: &str, plan: Option<&str>) -> Result<Tenant, Error> {
     check_name(name)?;
     let plan = plan.unwrap_or(&state.settings.default_plan);
     check_plan(state, plan)?;
@@ -60,7 +60,7 @@ pub async fn create(state: &AppState, name: &str, plan: Option<&str>) -> Result<
         .create_tenant(&tenant, &audit)
         .await
         .map_err(|e| match e {
-            berth_store::StoreError::Conflict(_) => ApiError::conflict(
+            berth_store::StoreError::Conflict(_) => Error::conflict(
                 "tenant_exists",
                 format!("a tenant named '{name}' already exists"),
             ),
@@ -69,11 +69,11 @@ pub async fn create(state: &AppState, name: &str, plan: Option<&str>) -> Result<
     Ok(tenant)
 }
 
-pub async fn list(state: &AppState, page: &PageRequest) -> Result<Page<Tenant>, ApiError> {
+pub async fn list(state: &Platform, page: &PageRequest) -> Result<Page<Tenant>, Error> {
     Ok(state.store.list_tenants(page).await?)
 }
 
-pub async fn get(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
+pub async fn get(state: &Platform, id: &TenantId) -> Result<Tenant, Error> {
     state
         .store
         .get_tenant(id)
@@ -81,11 +81,7 @@ pub async fn get(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
         .ok_or_else(|| not_found(id.as_str()))
 }
 
-pub async fn update(
-    state: &AppState,
-    id: &TenantId,
-    patch: TenantPatch,
-) -> Result<Tenant, ApiError> {
+pub async fn update(state: &Platform, id: &TenantId, patch: TenantPatch) -> Result<Tenant, Error> {
     if let Some(name) = &patch.name {
         check_name(name)?;
     }
@@ -106,7 +102,7 @@ pub async fn update(
         .map_err(|e| match e {
             berth_store::StoreError::NotFound => not_found(id.as_str()),
             berth_store::StoreError::Conflict(_) => {
-                ApiError::conflict("tenant_exists", "a tenant with this name already exists")
+                Error::conflict("tenant_exists", "a tenant with this name already exists")
             }
             other => other.into(),
         })?;
@@ -115,7 +111,7 @@ pub async fn update(
 }
 
 /// Deletes the tenant and all of its data; its keys stop working on the next request.
-pub async fn delete(state: &AppState, id: &TenantId) -> Result<(), ApiError> {
+pub async fn delete(state: &Platform, id: &TenantId) -> Result<(), Error> {
     let scope = TenantScope::for_operator(id.clone());
     state
         .store

@@ -2,12 +2,12 @@
 //! streamed or queued (the execution itself is `runner`'s); cancel; follow a run's events;
 //! read runs, traces and threads.
 
-use crate::auth::TenantAuth;
-use crate::dto::RunDto;
-use crate::error::ApiError;
-use crate::service::limits::{self, Admitted, Ask};
-use crate::service::{policy, runner};
-use crate::state::AppState;
+use crate::Platform;
+use crate::auth::TenantCaller;
+use crate::error::Error;
+use crate::limits::{self, Admitted, Ask};
+use crate::view::RunView;
+use crate::{policy, runner};
 use berth_audit::NewEntry;
 use berth_core::clock::now_ms;
 use berth_core::{AgentName, Id, IdKind, Manifest, Role, TenantScope};
@@ -29,8 +29,8 @@ pub struct RunRequest {
 
 /// The run's input as messages, refused with 413 when its text is larger than
 /// `max_bytes` (a run holds its input in its prompt, trace, thread and events).
-fn input_messages(input: &Value, max_bytes: usize) -> Result<Vec<Message>, ApiError> {
-    let bad = |m: &str| ApiError::invalid("invalid_input", "input", m.to_owned());
+fn input_messages(input: &Value, max_bytes: usize) -> Result<Vec<Message>, Error> {
+    let bad = |m: &str| Error::invalid("invalid_input", "input", m.to_owned());
     let bytes: usize = match input {
         Value::String(s) => s.len(),
         Value::Array(list) => list
@@ -40,7 +40,7 @@ fn input_messages(input: &Value, max_bytes: usize) -> Result<Vec<Message>, ApiEr
         _ => 0,
     };
     if bytes > max_bytes {
-        return Err(ApiError::too_large(format!(
+        return Err(Error::too_large(format!(
             "a run's input may be at most {} KiB of text ({} KiB given; [runs] max_input_kb)",
             max_bytes / 1024,
             bytes.div_ceil(1024)
@@ -75,8 +75,8 @@ enum ThreadChoice {
     Existing(ThreadRecord),
 }
 
-fn run_not_found(id: &str) -> ApiError {
-    ApiError::not_found("run_not_found", format!("no run with id '{id}'"))
+fn run_not_found(id: &str) -> Error {
+    Error::not_found("run_not_found", format!("no run with id '{id}'"))
 }
 
 /// How a started run is answered.
@@ -93,14 +93,14 @@ pub enum Started {
 /// requests per minute; the answer carries the `x-ratelimit-*` headers of the returned
 /// [`Admitted`]. (The model calls a run makes are metered, not rate limited.)
 pub async fn start(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     agent: &str,
     req: RunRequest,
-) -> Result<(Started, Admitted), ApiError> {
+) -> Result<(Started, Admitted), Error> {
     let scope = auth.require_for_agent(Role::Invoker, agent)?;
     if req.stream && req.asynchronous {
-        return Err(ApiError::bad_request(
+        return Err(Error::bad_request(
             "invalid_run_mode",
             "a run is either streamed or asynchronous, not both",
         )
@@ -119,9 +119,10 @@ pub async fn start(
         tokens: None,
     };
     let admitted = limits::admit(state, auth, &policy, ask).await?;
-    let summary = state.store.get_agent(scope, agent).await?.ok_or_else(|| {
-        ApiError::not_found("agent_not_found", format!("no agent named '{agent}'"))
-    })?;
+    let summary =
+        state.store.get_agent(scope, agent).await?.ok_or_else(|| {
+            Error::not_found("agent_not_found", format!("no agent named '{agent}'"))
+        })?;
     let thread = match req.thread.as_deref() {
         None => ThreadChoice::None,
         Some("new") => ThreadChoice::New,
@@ -132,21 +133,21 @@ pub async fn start(
                 .await?
                 .filter(|t| t.agent == agent)
                 .ok_or_else(|| {
-                    ApiError::not_found(
+                    Error::not_found(
                         "thread_not_found",
                         format!("agent '{agent}' has no thread '{id}'"),
                     )
                 })?,
         ),
     };
-    let key_id = auth.0.key.as_ref().map(|k| k.id.as_str());
+    let key_id = auth.key.as_ref().map(|k| k.id.as_str());
     let thread_version = match &thread {
         ThreadChoice::Existing(t) => Some(t.version),
         _ => None,
     };
     let version = choose_version(&summary.traffic, req.version, key_id, thread_version)
         .ok_or_else(|| {
-            ApiError::conflict(
+            Error::conflict(
                 "no_traffic",
                 format!("agent '{agent}' has no version receiving traffic"),
             )
@@ -156,13 +157,13 @@ pub async fn start(
         .get_version(scope, agent, version)
         .await?
         .ok_or_else(|| {
-            ApiError::not_found(
+            Error::not_found(
                 "version_not_found",
                 format!("agent '{agent}' has no version {version}"),
             )
         })?;
     let manifest: Manifest =
-        serde_json::from_str(&record.manifest).map_err(|e| ApiError::internal(&e))?;
+        serde_json::from_str(&record.manifest).map_err(|e| Error::internal(&e))?;
     let (thread_id, history) = match thread {
         ThreadChoice::None => (None, Vec::new()),
         ThreadChoice::New => {
@@ -180,7 +181,7 @@ pub async fn start(
             let history = t
                 .messages
                 .iter()
-                .filter_map(|m| runner::restored(m))
+                .filter_map(|m| runner::record::restored(m))
                 .collect();
             (Some(t.id), history)
         }
@@ -203,7 +204,7 @@ pub async fn start(
         lease_until_ms: None,
         started_by: Some(scope.principal().actor()),
     };
-    let share = runner::share_of(state, &auth.0.tenant.plan, &policy);
+    let share = limits::share_of(state, &auth.tenant.plan, &policy);
     if req.asynchronous {
         state
             .runner
@@ -229,17 +230,17 @@ pub async fn start(
     let live = state.runner.hub.register(scope, &run.id, Vec::new);
     live.emit(RunEvent::new(
         "run.started",
-        json!({"run": RunDto::from(&run)}),
+        json!({"run": RunView::from(&run)}),
     ));
-    let done = runner::launch(
+    let done = runner::executor::launch(
         state,
-        runner::Launch {
+        runner::executor::Launch {
             scope: scope.clone(),
             run: run.clone(),
             manifest,
-            tenant: runner::RunTenant {
-                name: auth.0.tenant.name.clone(),
-                plan: auth.0.tenant.plan.clone(),
+            tenant: runner::executor::RunTenant {
+                name: auth.tenant.name.clone(),
+                plan: auth.tenant.plan.clone(),
             },
             begin: Begin::Fresh { history, input },
             live: live.clone(),
@@ -250,20 +251,20 @@ pub async fn start(
         return Ok((Started::Stream(run, live), admitted));
     }
     let finished = done.await.map_err(|_| {
-        ApiError::unavailable("shutting_down", "the server stopped before the run ended")
+        Error::unavailable("shutting_down", "the server stopped before the run ended")
     })?;
     Ok((Started::Done(finished), admitted))
 }
 
 /// Cancels a run that has not ended: a queued one is never executed, a running one stops at
 /// once (what it already spent is kept), a waiting one's approvals are cancelled.
-pub async fn cancel(state: &AppState, auth: &TenantAuth, id: &str) -> Result<RunRecord, ApiError> {
+pub async fn cancel(state: &Platform, auth: &TenantCaller, id: &str) -> Result<RunRecord, Error> {
     let run = get(state, auth, id).await?;
     let scope = auth.require_for_agent(Role::Invoker, &run.agent)?;
-    if auth.0.scope.principal().role() == Role::Invoker
-        && !run.started_by_actor(&auth.0.scope.principal().actor())
+    if auth.scope.principal().role() == Role::Invoker
+        && !run.started_by_actor(&auth.scope.principal().actor())
     {
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "not_your_run",
             "an invoker may cancel only the runs it started",
         ));
@@ -283,7 +284,7 @@ pub async fn cancel(state: &AppState, auth: &TenantAuth, id: &str) -> Result<Run
         live.cancel.cancel();
         // A run that no task executes (queued, or waiting for approval) ends here.
         if !live.is_executing() {
-            live.emit(runner::terminal_event(&stored));
+            live.emit(runner::record::terminal_event(&stored));
             state.runner.hub.remove(scope, id);
         }
     }
@@ -292,7 +293,7 @@ pub async fn cancel(state: &AppState, auth: &TenantAuth, id: &str) -> Result<Run
 
 /// The run's events: replayed from the live run, or rebuilt from the store, then followed
 /// until the run ends. Each event is sent on `tx`; the answer ends when the run has.
-pub async fn follow(state: AppState, scope: TenantScope, id: String, tx: mpsc::Sender<RunEvent>) {
+pub async fn follow(state: Platform, scope: TenantScope, id: String, tx: mpsc::Sender<RunEvent>) {
     let mut sent = 0usize;
     loop {
         if let Some(live) = state.runner.hub.get(&scope, &id) {
@@ -321,7 +322,7 @@ pub async fn follow(state: AppState, scope: TenantScope, id: String, tx: mpsc::S
             }
             _ => return,
         };
-        let events = runner::stored_events(&run, &steps);
+        let events = runner::record::stored_events(&run, &steps);
         for e in events.into_iter().skip(sent) {
             sent += 1;
             if tx.send(e).await.is_err() {
@@ -341,7 +342,7 @@ pub async fn follow(state: AppState, scope: TenantScope, id: String, tx: mpsc::S
 
 /// Any role reads the tenant's runs (roles include the ones below them, and a viewer reads
 /// runs); a key restricted to one agent reads that agent's runs only.
-pub async fn get(state: &AppState, auth: &TenantAuth, id: &str) -> Result<RunRecord, ApiError> {
+pub async fn get(state: &Platform, auth: &TenantCaller, id: &str) -> Result<RunRecord, Error> {
     let scope = auth.require_role(Role::Viewer)?;
     let run = state
         .store
@@ -355,11 +356,11 @@ pub async fn get(state: &AppState, auth: &TenantAuth, id: &str) -> Result<RunRec
 }
 
 pub async fn list(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     mut filter: RunFilter,
     page: &PageRequest,
-) -> Result<Page<RunRecord>, ApiError> {
+) -> Result<Page<RunRecord>, Error> {
     let scope: &TenantScope = auth.require_role(Role::Viewer)?;
     let Some(agent) = auth.agent_filter(filter.agent.take()) else {
         return Ok(Page {
@@ -371,26 +372,23 @@ pub async fn list(
     Ok(state.store.list_runs(scope, &filter, page).await?)
 }
 
-pub async fn trace(
-    state: &AppState,
-    auth: &TenantAuth,
-    id: &str,
-) -> Result<Vec<RunStep>, ApiError> {
+pub async fn trace(state: &Platform, auth: &TenantCaller, id: &str) -> Result<Vec<RunStep>, Error> {
     let run = get(state, auth, id).await?;
-    Ok(state.store.run_steps(&auth.0.scope, &run.id).await?)
+    Ok(state.store.run_steps(&auth.scope, &run.id).await?)
 }
 
 pub async fn thread(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     id: &str,
-) -> Result<ThreadRecord, ApiError> {
+) -> Result<ThreadRecord, Error> {
     let scope = auth.require_role(Role::Viewer)?;
-    let t = state.store.get_thread(scope, id).await?.ok_or_else(|| {
-        ApiError::not_found("thread_not_found", format!("no thread with id '{id}'"))
-    })?;
+    let t =
+        state.store.get_thread(scope, id).await?.ok_or_else(|| {
+            Error::not_found("thread_not_found", format!("no thread with id '{id}'"))
+        })?;
     if !auth.sees_agent(&t.agent) {
-        return Err(ApiError::not_found(
+        return Err(Error::not_found(
             "thread_not_found",
             format!("no thread with id '{id}'"),
         ));
@@ -398,9 +396,9 @@ pub async fn thread(
     Ok(t)
 }
 
-pub async fn delete_thread(state: &AppState, auth: &TenantAuth, id: &str) -> Result<(), ApiError> {
+pub async fn delete_thread(state: &Platform, auth: &TenantCaller, id: &str) -> Result<(), Error> {
     auth.require_role(Role::Invoker)?;
     thread(state, auth, id).await?;
-    state.store.delete_thread(&auth.0.scope, id).await?;
+    state.store.delete_thread(&auth.scope, id).await?;
     Ok(())
 }

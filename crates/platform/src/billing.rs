@@ -2,18 +2,18 @@
 //! (`/v1/usage/summary`), and monthly invoices whose lines come from the usage ledger
 //! (exact nano-USD sums), with unit prices, the plan's markup and totals that add up.
 
-use crate::error::ApiError;
-use crate::service::{budgets, policy, usage};
-use crate::state::AppState;
+use crate::Platform;
+use crate::error::Error;
+use crate::{budgets, policy, usage};
 use berth_core::clock::{now_ms, parse_rfc3339, rfc3339};
 use berth_core::{NanoUsd, TenantScope};
 use berth_store::{Tenant, UsageDim, UsageQuery};
 use serde_json::{Value, json};
 
 /// `[start, end)` of month `YYYY-MM`, in ms.
-pub fn month_range(month: &str) -> Result<(i64, i64), ApiError> {
+pub fn month_range(month: &str) -> Result<(i64, i64), Error> {
     let bad = || {
-        ApiError::bad_request(
+        Error::bad_request(
             "invalid_month",
             format!("{month:?} is not a month like 2026-11"),
         )
@@ -37,10 +37,10 @@ fn current_month() -> String {
 /// `/v1/usage/summary`: this month's cost so far, a straight-line projection to its end,
 /// and every budget in force with what it has spent and holds.
 pub async fn summary(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     tenant: &Tenant,
-) -> Result<Value, ApiError> {
+) -> Result<Value, Error> {
     let month = current_month();
     let (start, end) = month_range(&month)?;
     let rows = usage::query(
@@ -85,11 +85,11 @@ struct Line {
 
 /// The invoice of `month` (`YYYY-MM`) as JSON.
 pub async fn invoice(
-    state: &AppState,
+    state: &Platform,
     scope: &TenantScope,
     tenant: &Tenant,
     month: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Value, Error> {
     let (start, end) = month_range(month)?;
     let rows = usage::query(
         state,

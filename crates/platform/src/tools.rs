@@ -2,17 +2,16 @@
 //! the audit record), the MCP server registry, the tenant's tool list, and calls made by
 //! external MCP clients through `/mcp` (policy, approval, data-loss rules, then the gate).
 
-use crate::auth::TenantAuth;
-use crate::error::ApiError;
-use crate::service::policy::PolicyCache;
-use crate::state::AppState;
+use crate::Platform;
+use crate::auth::TenantCaller;
+use crate::caches::PolicyCache;
+use crate::error::Error;
 use async_trait::async_trait;
 use berth_audit::NewEntry;
-use berth_core::cache::TtlCache;
 use berth_core::clock::now_ms;
 use berth_core::pattern::glob_match;
 use berth_core::{Id, IdKind};
-use berth_core::{Policy, Role, TenantId, TenantScope};
+use berth_core::{Policy, Role, TenantScope};
 use berth_llm::ToolDef;
 use berth_meter::RateLimiter;
 use berth_runtime::dlp::Verdict;
@@ -137,35 +136,6 @@ impl ToolHost for ToolGate {
     }
 }
 
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> ApiError {
-        match e {
-            RegistryError::Invalid(field, message) => {
-                ApiError::invalid("invalid_mcp_server", field, message)
-            }
-            RegistryError::Egress(e) => ApiError::invalid(
-                "egress_denied",
-                "url",
-                format!("the URL is not allowed: {e}"),
-            ),
-            RegistryError::MissingSecret(name) => ApiError::invalid(
-                "secret_not_found",
-                "headers",
-                format!("the secret '{name}' does not exist; store it with PUT /v1/secrets/{name}"),
-            ),
-            RegistryError::NotFound(name) => ApiError::not_found(
-                "mcp_server_not_found",
-                format!("no MCP server named '{name}'"),
-            ),
-            e @ RegistryError::Unreachable { .. } => {
-                ApiError::bad_gateway("mcp_server_unreachable", e.to_string())
-            }
-            RegistryError::Store(e) => e.into(),
-            RegistryError::Vault(e) => e.into(),
-        }
-    }
-}
-
 /// A registration as the API receives it.
 pub struct NewServer {
     pub name: String,
@@ -174,10 +144,10 @@ pub struct NewServer {
 }
 
 pub async fn register(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     new: NewServer,
-) -> Result<Registered, ApiError> {
+) -> Result<Registered, Error> {
     let scope = auth.require(Role::Developer)?;
     let actor = scope.principal().actor();
     Ok(state
@@ -186,24 +156,21 @@ pub async fn register(
         .await?)
 }
 
-pub async fn servers(
-    state: &AppState,
-    auth: &TenantAuth,
-) -> Result<Vec<McpServerRecord>, ApiError> {
+pub async fn servers(state: &Platform, auth: &TenantCaller) -> Result<Vec<McpServerRecord>, Error> {
     let scope = auth.require(Role::Viewer)?;
     Ok(state.mcp.servers(scope).await?)
 }
 
 pub async fn refresh(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     name: &str,
-) -> Result<Registered, ApiError> {
+) -> Result<Registered, Error> {
     let scope = auth.require(Role::Developer)?;
     Ok(state.mcp.refresh(scope, name).await?)
 }
 
-pub async fn remove(state: &AppState, auth: &TenantAuth, name: &str) -> Result<(), ApiError> {
+pub async fn remove(state: &Platform, auth: &TenantCaller, name: &str) -> Result<(), Error> {
     let scope = auth.require(Role::Developer)?;
     let actor = scope.principal().actor();
     if state.mcp.remove(scope, name, &actor).await? {
@@ -214,9 +181,8 @@ pub async fn remove(state: &AppState, auth: &TenantAuth, name: &str) -> Result<(
 }
 
 /// The agent a call through `/mcp` acts as for policy: the key's agent, or `*`.
-fn mcp_agent(auth: &TenantAuth) -> String {
-    auth.0
-        .scope
+fn mcp_agent(auth: &TenantCaller) -> String {
+    auth.scope
         .principal()
         .agent_restriction()
         .unwrap_or("*")
@@ -236,12 +202,12 @@ struct CallerTools {
 
 impl CallerTools {
     async fn of(
-        state: &AppState,
-        auth: &TenantAuth,
+        state: &Platform,
+        auth: &TenantCaller,
         via_mcp: bool,
-    ) -> Result<CallerTools, ApiError> {
-        let scope = &auth.0.scope;
-        let policy = crate::service::policy::effective(state, scope).await?;
+    ) -> Result<CallerTools, Error> {
+        let scope = &auth.scope;
+        let policy = crate::policy::effective(state, scope).await?;
         let agent = mcp_agent(auth);
         let uses = match scope.principal().agent_restriction() {
             None => None,
@@ -274,60 +240,15 @@ impl CallerTools {
     }
 }
 
-/// The `tools.use` patterns of each agent's versions that have traffic, so that a call with
-/// a key restricted to the agent does not read the agent and its versions from the store.
-/// A deploy, traffic change, rollback or delete on this node evicts at once; other nodes
-/// re-read within `TTL`, as for policies.
-pub struct AgentToolsCache(TtlCache<(TenantId, String), Arc<Vec<String>>>);
-
-impl Default for AgentToolsCache {
-    fn default() -> Self {
-        AgentToolsCache(TtlCache::new(Self::TTL))
-    }
-}
-
-impl AgentToolsCache {
-    const TTL: Duration = Duration::from_secs(10);
-
-    async fn load(
-        &self,
-        store: &dyn Store,
-        scope: &TenantScope,
-        agent: &str,
-    ) -> Result<Arc<Vec<String>>, ApiError> {
-        let key = (scope.tenant().clone(), agent.to_owned());
-        self.0
-            .get_or_load(&key, || async {
-                let mut patterns = Vec::new();
-                if let Some(summary) = store.get_agent(scope, agent).await? {
-                    for entry in summary.traffic.split.iter().filter(|e| e.weight > 0) {
-                        if let Some(v) = store.get_version(scope, agent, entry.version).await?
-                            && let Ok(m) = serde_json::from_str::<berth_core::Manifest>(&v.manifest)
-                        {
-                            patterns.extend(m.tools.use_);
-                        }
-                    }
-                }
-                Ok(Arc::new(patterns))
-            })
-            .await
-    }
-
-    /// Forgets the agent's patterns after a change to which of its versions have traffic.
-    pub fn evict(&self, scope: &TenantScope, agent: &str) {
-        self.0.evict(&(scope.tenant().clone(), agent.to_owned()));
-    }
-}
-
 /// Every tool the caller may use: the built-in servers' and the tenant's MCP servers', as
 /// the policy's `tools.allow` allows for the caller's agent (or `*`).
 /// The tools `auth` may use: through `/mcp` (`via_mcp`), or as `/v1/tools` lists them for
 /// agents (which name built-in tools in their manifests).
 pub async fn usable(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     via_mcp: bool,
-) -> Result<Vec<ToolEntry>, ApiError> {
+) -> Result<Vec<ToolEntry>, Error> {
     let scope = auth.require_role(Role::Viewer)?;
     let allowed = CallerTools::of(state, auth, via_mcp).await?;
     let mcp = state.mcp.tools(scope).await?;
@@ -361,17 +282,17 @@ pub async fn usable(
 /// Admits one request to `/mcp` under the request limits gateway calls pass (per key,
 /// per agent, per tenant), so that the endpoint is no way around them.
 pub async fn admit_mcp_request(
-    state: &AppState,
-    auth: &TenantAuth,
-) -> Result<crate::service::limits::Admitted, ApiError> {
+    state: &Platform,
+    auth: &TenantCaller,
+) -> Result<crate::limits::Admitted, Error> {
     let scope = auth.require_role(Role::Invoker)?;
-    let policy = crate::service::policy::effective(state, scope).await?;
+    let policy = crate::policy::effective(state, scope).await?;
     let agent = scope.principal().agent_restriction().map(str::to_owned);
-    crate::service::limits::admit(
+    crate::limits::admit(
         state,
         auth,
         &policy,
-        crate::service::limits::Ask {
+        crate::limits::Ask {
             agent: agent.as_deref(),
             tokens: None,
         },
@@ -392,11 +313,11 @@ pub enum McpCallOutcome {
 /// reviewer approves it, the same call (same tool, same arguments, same key) goes through
 /// once.
 pub async fn mcp_call(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     name: &str,
     arguments: Option<serde_json::Map<String, Value>>,
-) -> Result<McpCallOutcome, ApiError> {
+) -> Result<McpCallOutcome, Error> {
     let scope = auth.require_role(Role::Invoker)?;
     let allowed = CallerTools::of(state, auth, true).await?;
     let (policy, agent) = (allowed.policy.clone(), allowed.agent.clone());
@@ -430,7 +351,7 @@ pub async fn mcp_call(
             }
         }
     }
-    let key_id = auth.0.key.as_ref().map(|k| k.id.clone());
+    let key_id = auth.key.as_ref().map(|k| k.id.clone());
     if policy.tools.approval.iter().any(|p| glob_match(p, name)) {
         let used = state
             .store
@@ -506,12 +427,12 @@ pub async fn mcp_call(
 /// The pending approval of this very call (same key, tool and arguments), so a client that
 /// retries before anyone decided is given the same id, not a new approval each time.
 async fn pending_approval(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     agent: &str,
     tool: &str,
     args: &str,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, Error> {
     let filter = berth_store::ApprovalFilter {
         status: Some("pending".into()),
         agent: Some(agent.to_owned()),
@@ -521,10 +442,10 @@ async fn pending_approval(
         limit: berth_store::PageRequest::MAX_LIMIT,
         cursor: None,
     };
-    let actor = auth.0.scope.principal().actor();
+    let actor = auth.scope.principal().actor();
     let pending = state
         .store
-        .list_approvals(&auth.0.scope, &filter, &page)
+        .list_approvals(&auth.scope, &filter, &page)
         .await?;
     Ok(pending
         .items
@@ -540,13 +461,13 @@ async fn pending_approval(
 }
 
 async fn approval_for_call(
-    state: &AppState,
-    auth: &TenantAuth,
+    state: &Platform,
+    auth: &TenantCaller,
     agent: &str,
     tool: &str,
     args: &str,
-) -> Result<String, ApiError> {
-    let scope = &auth.0.scope;
+) -> Result<String, Error> {
+    let scope = &auth.scope;
     let id = Id::new(IdKind::Approval).into_string();
     let now = now_ms();
     let timeout =
@@ -558,7 +479,7 @@ async fn approval_for_call(
         tool: tool.to_owned(),
         call_id: format!("mcp_{}", Id::new(IdKind::Approval).into_string()),
         arguments: args.to_owned(),
-        key_id: auth.0.key.as_ref().map(|k| k.id.clone()),
+        key_id: auth.key.as_ref().map(|k| k.id.clone()),
         status: "pending".into(),
         reason: None,
         decided_by: None,
