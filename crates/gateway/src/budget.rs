@@ -39,11 +39,12 @@ pub trait BudgetLedger: Send + Sync {
     ) -> Result<Reservation, Refusal>;
     /// Releases the reservation and charges `actual`, once however often it is asked for
     /// the same reservation (a retry after a lost answer must not charge twice). One
-    /// attempt: [`crate::settle::Settler`] retries, from its journal.
+    /// attempt: [`crate::settle::Settler`] retries, from its journal, unless the store
+    /// refused the settlement for what it is (a retry could never land).
     async fn settle(
         &self,
         scope: &TenantScope,
         reservation: &Reservation,
         actual: NanoUsd,
-    ) -> Result<(), String>;
+    ) -> Result<(), berth_store::StoreError>;
 }

@@ -3,7 +3,8 @@
 //! then handed to the ledger until the ledger takes it; a settlement a crash (or an outage
 //! longer than the process) left unsettled is handed over again at the next start. The
 //! ledger settles idempotently by reservation id, so a settlement handed over twice
-//! charges once.
+//! charges once. One the store refuses for what it is (its tenant deleted meanwhile) is set
+//! aside with an error and `berth_store_rows_set_aside_total`, never retried for ever.
 
 use crate::budget::{BudgetLedger, Reservation};
 use berth_core::{NanoUsd, TenantScope};
@@ -134,6 +135,15 @@ impl Settler {
                 .await
             {
                 Ok(()) => break,
+                // A poison record (its tenant deleted meanwhile, a value the database will
+                // not take) is set aside, never retried for ever.
+                Err(e) if e.is_refused_row() || e.is_missing_tenant() => {
+                    tracing::error!(tenant = %scope.tenant(), hold = %id, error = %e,
+                        cost_nano = pending.actual.0, "budget settlement refused by the store; set aside");
+                    metrics::counter!("berth_store_rows_set_aside_total", "writer" => "settle")
+                        .increment(1);
+                    break;
+                }
                 Err(e) if self.journal.is_none() && started.elapsed() > GIVE_UP_AFTER => {
                     tracing::error!(tenant = %scope.tenant(), hold = %id, error = %e,
                         cost_nano = pending.actual.0, "budget settlement abandoned after an hour");
@@ -160,5 +170,158 @@ impl Settler {
         if let (Some(j), Some(segment)) = (&self.journal, segment) {
             j.stored(&BTreeMap::from([(segment, 1)]));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+    use super::*;
+    use crate::budget::Refusal;
+    use berth_core::{Id, IdKind, TenantId};
+    use berth_meter::budget::ActiveBudget;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A ledger that answers settlements from a script: `down` transient failures first,
+    /// then `refuse` (a refused row) or success; it counts attempts and what landed.
+    #[derive(Default)]
+    struct Scripted {
+        down: AtomicUsize,
+        refuse: bool,
+        attempts: AtomicUsize,
+        landed: Mutex<Vec<(String, i64)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl BudgetLedger for Scripted {
+        async fn reserve(
+            &self,
+            _: &TenantScope,
+            _: &[ActiveBudget],
+            _: Option<NanoUsd>,
+            _: NanoUsd,
+        ) -> Result<Reservation, Refusal> {
+            unreachable!("settlements only")
+        }
+        async fn settle(
+            &self,
+            _: &TenantScope,
+            reservation: &Reservation,
+            actual: NanoUsd,
+        ) -> Result<(), berth_store::StoreError> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            if self
+                .down
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(berth_store::StoreError::Conflict(
+                    "the store is down".into(),
+                ));
+            }
+            if self.refuse {
+                return Err(berth_store::StoreError::Corrupt("refused".into()));
+            }
+            self.landed
+                .lock()
+                .unwrap()
+                .push((reservation.id.clone(), actual.0));
+            Ok(())
+        }
+    }
+
+    fn reservation(id: &str) -> Reservation {
+        Reservation {
+            id: id.to_owned(),
+            amount: NanoUsd(1_000),
+            budgets: Vec::new(),
+        }
+    }
+
+    fn scope() -> TenantScope {
+        TenantScope::for_system(TenantId::parse(Id::new(IdKind::Tenant).as_str()).unwrap())
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}");
+    }
+
+    #[tokio::test]
+    async fn a_settlement_is_retried_until_it_lands_and_then_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let ledger = Arc::new(Scripted {
+            down: AtomicUsize::new(3),
+            ..Scripted::default()
+        });
+        let settler =
+            Settler::start_journaled(ledger.clone(), &tasks, stop.clone(), dir.path()).unwrap();
+        settler.settle(&scope(), reservation("hold_a"), NanoUsd(42));
+        settler.durable().await;
+        until("landed after three failures", || {
+            ledger.landed.lock().unwrap().len() == 1
+        })
+        .await;
+        assert_eq!(ledger.attempts.load(Ordering::SeqCst), 4);
+        assert_eq!(ledger.landed.lock().unwrap()[0], ("hold_a".to_owned(), 42));
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_settlement_pending_at_shutdown_is_handed_over_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let down = Arc::new(Scripted {
+            down: AtomicUsize::new(usize::MAX),
+            ..Scripted::default()
+        });
+        let settler =
+            Settler::start_journaled(down.clone(), &tasks, stop.clone(), dir.path()).unwrap();
+        settler.settle(&scope(), reservation("hold_b"), NanoUsd(7));
+        settler.durable().await;
+        until("tried", || down.attempts.load(Ordering::SeqCst) >= 2).await;
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+        // The next process: the store is back.
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let up = Arc::new(Scripted::default());
+        let _settler =
+            Settler::start_journaled(up.clone(), &tasks, stop.clone(), dir.path()).unwrap();
+        until("replayed", || up.landed.lock().unwrap().len() == 1).await;
+        assert_eq!(up.landed.lock().unwrap()[0], ("hold_b".to_owned(), 7));
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_settlement_the_store_refuses_is_set_aside_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let ledger = Arc::new(Scripted {
+            refuse: true,
+            ..Scripted::default()
+        });
+        let settler =
+            Settler::start_journaled(ledger.clone(), &tasks, stop.clone(), dir.path()).unwrap();
+        settler.settle(&scope(), reservation("hold_c"), NanoUsd(1));
+        settler.durable().await;
+        until("tried", || ledger.attempts.load(Ordering::SeqCst) == 1).await;
+        // A retry would come after FIRST_WAIT.
+        tokio::time::sleep(FIRST_WAIT * 4).await;
+        assert_eq!(ledger.attempts.load(Ordering::SeqCst), 1, "never retried");
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
     }
 }

@@ -343,7 +343,7 @@ impl BudgetLedger for StoreLedger {
         scope: &TenantScope,
         reservation: &Reservation,
         actual: NanoUsd,
-    ) -> Result<(), String> {
+    ) -> Result<(), berth_store::StoreError> {
         let counters: Vec<String> = reservation
             .budgets
             .iter()
@@ -352,8 +352,7 @@ impl BudgetLedger for StoreLedger {
         let settled = self
             .store
             .settle_budget(scope, &reservation.id, actual.0, &counters)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for s in settled {
             let Some(b) = reservation.budgets.iter().find(|b| b.counter == s.budget) else {
                 continue;
