@@ -2077,16 +2077,7 @@ async fn a_settlement_pending_at_a_sigkill_is_charged_after_the_restart() {
     let Some(db) = berth_testkit::pg_test_database().await else {
         return;
     };
-    let direct = reqwest::Url::parse(&db.url).unwrap();
-    let target = format!(
-        "{}:{}",
-        direct.host_str().unwrap(),
-        direct.port().unwrap_or(5432)
-    );
-    let mut proxy = berth_testkit::tcp_proxy::TcpProxy::start(&target).await;
-    let mut via_proxy = direct.clone();
-    via_proxy.set_host(Some("127.0.0.1")).unwrap();
-    via_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    let (mut proxy, via_proxy) = berth_testkit::tcp_proxy::TcpProxy::in_front_of(&db.url).await;
     let mock = berth_testkit::mock_llm::MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -34,20 +34,11 @@ async fn a_postgres_outage_mid_run_answers_503_loses_no_usage_and_strands_no_run
     let Some(db) = pg_test_database().await else {
         return;
     };
-    let direct = reqwest::Url::parse(&db.url).unwrap();
-    let target = format!(
-        "{}:{}",
-        direct.host_str().unwrap(),
-        direct.port().unwrap_or(5432)
-    );
-    let mut proxy = TcpProxy::start(&target).await;
-    let mut via_proxy = direct.clone();
-    via_proxy.set_host(Some("127.0.0.1")).unwrap();
-    via_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    let (mut proxy, via_proxy) = TcpProxy::in_front_of(&db.url).await;
     let mock = MockUpstream::start().await;
     let mock_url = mock.url.clone();
     let server = TestServer::start_with(Backend::Postgres(db), move |c| {
-        c.database_url = Some(via_proxy.to_string());
+        c.database_url = Some(via_proxy);
         c.runs.lease = "1s".into();
         c.providers = vec![ProviderConfig {
             name: "up".into(),

@@ -34,12 +34,6 @@ pub(crate) struct Hold {
 }
 
 impl Gateway {
-    pub(crate) async fn settlements_durable(&self) {
-        if let Some(s) = &self.budgets {
-            s.durable().await;
-        }
-    }
-
     /// Holds the call's worst case: `input_tokens` plus `max_tokens` of output (or
     /// `UNBOUNDED_OUTPUT_CAP` when a hard budget or a cost limit applies and the call sets
     /// none) at the dearest target's price, reserved on every budget the call counts
@@ -162,10 +156,21 @@ impl Gateway {
         Ok(Some(self.prices.lookup(full_model, kind.price_family())))
     }
 
-    /// Settles `hold` (journaled now, durable by [`Gateway::settlements_durable`]).
-    pub(crate) fn settle(&self, scope: &TenantScope, hold: Hold, actual: NanoUsd) {
-        if let (Some(settler), Some(r)) = (&self.budgets, hold.reservation) {
-            settler.settle(scope, r, actual);
+    /// Settles `hold`: journaled now; answers the journal line that makes it durable
+    /// (see [`Gateway::settled`]), if there is one to wait for.
+    pub(crate) fn settle(&self, scope: &TenantScope, hold: Hold, actual: NanoUsd) -> Option<u64> {
+        match (&self.budgets, hold.reservation) {
+            (Some(settler), Some(r)) => settler.settle(scope, r, actual),
+            _ => None,
+        }
+    }
+
+    /// Waits until the settlement journaled as line `seq` is durable; at once for a call
+    /// that settled nothing (no hold, or no journal), so calls outside hard budgets never
+    /// wait for another call's group commit.
+    pub(crate) async fn settled(&self, seq: Option<u64>) {
+        if let (Some(settler), Some(seq)) = (&self.budgets, seq) {
+            settler.synced(seq).await;
         }
     }
 }

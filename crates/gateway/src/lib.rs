@@ -232,7 +232,12 @@ impl Gateway {
     /// Waits until what every call ended so far owes is durable: its usage, and the
     /// settlement of its budget reservation. An answer's last bytes wait for this.
     pub async fn durable(&self) {
-        tokio::join!(self.recorder.durable(), self.settlements_durable());
+        let settlements = async {
+            if let Some(s) = &self.budgets {
+                s.durable().await;
+            }
+        };
+        tokio::join!(self.recorder.durable(), settlements);
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -496,7 +501,7 @@ impl Gateway {
             Ok(x) => x,
             Err(e) => {
                 // Failed calls are not charged.
-                self.settle(scope, hold, NanoUsd(0));
+                let _ = self.settle(scope, hold, NanoUsd(0));
                 return Err(e);
             }
         };
@@ -512,8 +517,8 @@ impl Gateway {
         ev.status = "ok".to_owned();
         ev.estimated = estimated;
         // The usage and the settlement are made durable together, before the answer.
-        self.settle(scope, hold, cost);
-        tokio::join!(self.recorder.record(scope, ev), self.settlements_durable());
+        let settled = self.settle(scope, hold, cost);
+        tokio::join!(self.recorder.record(scope, ev), self.settled(settled));
         Ok(Answer {
             response,
             provider: target.provider,
@@ -577,7 +582,7 @@ impl Gateway {
         let (rx, target) = match outcome {
             Ok(x) => x,
             Err(e) => {
-                self.settle(scope, hold, NanoUsd(0));
+                let _ = self.settle(scope, hold, NanoUsd(0));
                 return Err(e);
             }
         };
@@ -600,7 +605,7 @@ impl Gateway {
             (Some(settler), Some(reservation)) => {
                 let scope = scope.clone();
                 stream.on_charged(Box::new(move |cost| {
-                    settler.settle(&scope, reservation, cost)
+                    let _ = settler.settle(&scope, reservation, cost);
                 }))
             }
             _ => stream,
@@ -662,7 +667,7 @@ impl Gateway {
         let target = match self.resolve(scope, full_model).await {
             Ok(t) => t,
             Err(e) => {
-                self.settle(scope, hold, NanoUsd(0));
+                let _ = self.settle(scope, hold, NanoUsd(0));
                 return Err(e);
             }
         };
@@ -677,7 +682,7 @@ impl Gateway {
         let mut answer = match result {
             Ok(a) => a,
             Err(e) => {
-                self.settle(scope, hold, NanoUsd(0));
+                let _ = self.settle(scope, hold, NanoUsd(0));
                 self.record_failure(
                     scope,
                     meta,
@@ -708,8 +713,8 @@ impl Gateway {
         ev.status = "ok".to_owned();
         ev.estimated = estimated;
         // The usage and the settlement are made durable together, before the answer.
-        self.settle(scope, hold, cost);
-        tokio::join!(self.recorder.record(scope, ev), self.settlements_durable());
+        let settled = self.settle(scope, hold, cost);
+        tokio::join!(self.recorder.record(scope, ev), self.settled(settled));
         Ok(EmbeddingAnswer {
             body: answer,
             provider: target.provider.clone(),

@@ -89,23 +89,32 @@ impl Settler {
         &self.ledger
     }
 
-    /// Releases `reservation` and charges `actual`: journaled now (durable by the next
-    /// group commit, see [`Settler::durable`]), handed to the ledger on a task of its own.
+    /// Releases `reservation` and charges `actual`: journaled now, handed to the ledger on
+    /// a task of its own. Answers the journal line to wait for ([`Settler::synced`]; `None`:
+    /// no journal), so a caller waits for its own settlement's group commit only.
     pub fn settle(
         self: &Arc<Self>,
         scope: &TenantScope,
         reservation: Reservation,
         actual: NanoUsd,
-    ) {
+    ) -> Option<u64> {
         let pending = Pending {
             reservation,
             actual,
         };
-        let segment = self
+        let appended = self
             .journal
             .as_ref()
-            .map(|j| j.append(scope.tenant(), &pending).1);
-        self.spawn_landing(scope.clone(), pending, segment);
+            .map(|j| j.append(scope.tenant(), &pending));
+        self.spawn_landing(scope.clone(), pending, appended.map(|(_, segment)| segment));
+        appended.map(|(seq, _)| seq)
+    }
+
+    /// Waits until the journal line `seq` (from [`Settler::settle`]) is durable.
+    pub async fn synced(&self, seq: u64) {
+        if let Some(j) = &self.journal {
+            j.synced(seq).await;
+        }
     }
 
     /// Waits until every settlement made so far is durable (at once without a journal).

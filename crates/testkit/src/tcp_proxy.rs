@@ -28,6 +28,17 @@ impl TcpProxy {
         p
     }
 
+    /// A proxy in front of the server of `url` (a database URL), and `url` rewritten to go
+    /// through it.
+    pub async fn in_front_of(url: &str) -> (TcpProxy, String) {
+        let mut via = reqwest::Url::parse(url).unwrap();
+        let target = format!("{}:{}", via.host_str().unwrap(), via.port().unwrap_or(5432));
+        let proxy = TcpProxy::start(&target).await;
+        via.set_host(Some("127.0.0.1")).unwrap();
+        via.set_port(Some(proxy.addr.port())).unwrap();
+        (proxy, via.to_string())
+    }
+
     fn serve(&mut self, listener: TcpListener) {
         let (target, up) = (self.target.clone(), self.up.clone());
         self.task = Some(tokio::spawn(async move {
